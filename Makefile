@@ -1,0 +1,43 @@
+# Two commands on a fresh machine: `make demo` and `make test` (both set everything up first).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMPS := .stamps
+# Debian packages for PsychoPy under a virtual screen (DESIGN.md §7).
+DEBIAN_PACKAGES := xvfb xauth libgl1-mesa-dri libglu1-mesa libegl1 libgbm1
+# A 16-bit screen hangs PsychoPy while the window opens; always 24-bit.
+XVFB := xvfb-run -a -s "-screen 0 1280x1024x24"
+DEMO_OUT := demo-output
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMPS)/venv $(STAMPS)/debian
+
+$(STAMPS)/debian:
+	@mkdir -p $(STAMPS)
+	@if dpkg -s $(DEBIAN_PACKAGES) >/dev/null 2>&1; then \
+		echo "setup: Debian packages present"; \
+	else \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEBIAN_PACKAGES); \
+	fi
+	@touch $@
+
+$(STAMPS)/venv: setup.cfg pyproject.toml
+	@mkdir -p $(STAMPS)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	@touch $@
+
+demo: setup
+	rm -rf $(DEMO_OUT)
+	$(BIN)/rig run protocols/dry-run.toml --out $(DEMO_OUT)/dry-run.h5
+
+test: setup
+	PSYCHOPYNOPACKAGES=1 $(XVFB) $(BIN)/python -m pytest
+
+bench: setup
+	$(BIN)/python bench/loop.py
+
+clean:
+	rm -rf $(DEMO_OUT) $(STAMPS) .pytest_cache build *.egg-info

@@ -1,0 +1,132 @@
+"""The protocol interface and the records that cross it.
+
+A protocol proposes a :class:`Block` of stimuli and observes the
+:class:`Responses` to it. It never learns whether the responses came from a
+simulated unit or a recorded neuron; that is the whole point of the interface.
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+#: Stimulus kinds a block may hold.
+GENERATED = "generated"
+REFERENCE = "reference"
+STIMULUS_KINDS = (GENERATED, REFERENCE)
+
+
+@dataclass
+class Block:
+    """One block of stimuli to show, in presentation order.
+
+    ``codes[t]`` holds the latent codes of thread ``t``. A generated stimulus
+    belongs to thread ``threads[i]`` and shows code ``code_index[i]`` of it;
+    both are -1 for stimuli that belong to no thread (reference images).
+    Presentation order is free (protocols may shuffle it), so the
+    stimulus-to-code mapping is explicit rather than implied by position.
+    """
+
+    index: int
+    stimulus_ids: list[str]
+    kinds: list[str]
+    threads: np.ndarray
+    code_index: np.ndarray
+    images: torch.Tensor
+    codes: np.ndarray
+    #: Free-form per-block metadata the protocol wants in the session file.
+    attrs: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.stimulus_ids)
+        self.threads = np.asarray(self.threads, dtype=np.int64)
+        self.code_index = np.asarray(self.code_index, dtype=np.int64)
+        lengths = {
+            "kinds": len(self.kinds),
+            "threads": len(self.threads),
+            "code_index": len(self.code_index),
+            "images": self.images.shape[0],
+        }
+        wrong = {name: length for name, length in lengths.items() if length != n}
+        if wrong:
+            raise ValueError(f"block {self.index}: {n} stimulus ids but {wrong}")
+        bad = sorted(set(self.kinds) - set(STIMULUS_KINDS))
+        if bad:
+            raise ValueError(f"block {self.index}: unknown stimulus kinds {bad}; valid: {STIMULUS_KINDS}")
+        if len(set(self.stimulus_ids)) != n:
+            raise ValueError(f"block {self.index}: stimulus ids are not unique")
+
+    def __len__(self) -> int:
+        return len(self.stimulus_ids)
+
+    def indices_of_thread(self, thread: int) -> np.ndarray:
+        """Positions in the block of thread ``thread``'s generated stimuli, sorted by code index."""
+        positions = np.flatnonzero(self.threads == thread)
+        return positions[np.argsort(self.code_index[positions], kind="stable")]
+
+    def indices_of_kind(self, kind: str) -> np.ndarray:
+        """Positions in the block of stimuli of kind ``kind``."""
+        return np.flatnonzero(np.asarray(self.kinds) == kind)
+
+
+@dataclass
+class Responses:
+    """One response per stimulus × channel, with a validity flag per stimulus.
+
+    An invalid stimulus (lost spikes, dropped frame, broken fixation) has no
+    usable response; its scores are NaN and must never be read as zero.
+    """
+
+    scores: np.ndarray
+    valid: np.ndarray
+    channel_names: list[str]
+
+    def __post_init__(self) -> None:
+        self.scores = np.asarray(self.scores, dtype=np.float64)
+        self.valid = np.asarray(self.valid, dtype=bool)
+        if self.scores.ndim != 2:
+            raise ValueError(f"scores must be (stimuli, channels), got shape {self.scores.shape}")
+        if self.valid.shape != (self.scores.shape[0],):
+            raise ValueError(
+                f"valid must have one flag per stimulus ({self.scores.shape[0]}), got shape {self.valid.shape}"
+            )
+        if len(self.channel_names) != self.scores.shape[1]:
+            raise ValueError(
+                f"{len(self.channel_names)} channel names for {self.scores.shape[1]} score columns"
+            )
+        if not np.all(np.isfinite(self.scores[self.valid])):
+            raise ValueError("valid stimuli must have finite scores")
+
+
+class Protocol(abc.ABC):
+    """What an experiment is: propose stimuli, observe responses, know when to stop."""
+
+    #: Short name stored in the session file.
+    name: str = "protocol"
+
+    @abc.abstractmethod
+    def propose(self) -> Block:
+        """Return the next block of stimuli to show."""
+
+    @abc.abstractmethod
+    def observe(self, block: Block, responses: Responses) -> None:
+        """Take the responses to ``block`` (all valid) and update the protocol's state."""
+
+    @property
+    @abc.abstractmethod
+    def finished(self) -> bool:
+        """True once the protocol has nothing more to show."""
+
+    def last_timings(self) -> dict[str, float]:
+        """Seconds the protocol spent in its own steps (e.g. ask, generate, tell) for the last block."""
+        return {}
+
+    def checkpoint(self) -> dict[str, bytes]:
+        """Opaque state blobs to store with the block just observed (e.g. optimizer state)."""
+        return {}
+
+    def restore(self, checkpoint: dict[str, bytes], blocks_done: int) -> None:
+        """Continue from a :meth:`checkpoint` taken after ``blocks_done`` blocks."""
+        raise NotImplementedError(f"{type(self).__name__} cannot resume from a checkpoint")

@@ -1,0 +1,180 @@
+"""CMA-ES through pycma, set up as the labs run it (DESIGN §5).
+
+λ = 40, σ₀ = 3, start from the zero code, μ = λ/2 (pycma's default). Scores are
+maximised, so pycma (a minimiser) is told their negatives.
+
+Randomness: every random number pycma draws on the ask/tell path goes through
+its ``randn`` option (the samplers, and the Mahalanobis rescaling of mirrored
+or injected directions). We pass a callable over a private
+``np.random.Generator(PCG64(seed))``, so numpy's global RNG is neither used
+nor touched, and with ``seed=nan`` pycma does not reseed it either. The other
+``np.random`` calls in pycma sit behind features we do not enable (TPA
+step-size consistency checks, integer variables, random coordinate
+transformations, surrogate models, restarts in ``fmin``).
+"""
+from __future__ import annotations
+
+import math
+import pickle
+
+import cma
+import numpy as np
+
+from .base import Optimizer
+
+__all__ = ["CMAES"]
+
+_STATE_VERSION = 1
+
+
+class _StandardNormal:
+    """pycma's ``randn(*shape)`` over a private generator.
+
+    A module-level class (not a lambda) so that it pickles together with the
+    strategy: pycma keeps it in ``es.opts['randn']``, and one pickle holding both
+    keeps the generator shared, so a restored run draws the same numbers.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.generator = np.random.Generator(np.random.PCG64(seed))
+
+    def randn(self, *shape: int) -> np.ndarray:
+        return self.generator.standard_normal(shape if shape else None)
+
+
+def _pycma_options(popsize: int, diagonal: bool, randn: _StandardNormal) -> dict:
+    return {
+        "popsize": popsize,
+        # Exactly True or 0: an iteration count would switch to a full sampler
+        # that pycma builds *without* our randn, i.e. on numpy's global RNG.
+        "CMA_diagonal": True if diagonal else 0,
+        "randn": randn.randn,
+        "seed": math.nan,  # "do nothing": never (re)seed numpy's global RNG
+        # Silence: no console output, no data files, no reading of
+        # cma_signals.in from the working directory.
+        "verbose": -9,
+        "verb_disp": 0,
+        "verb_log": 0,
+        "verb_time": False,
+        "signals_filename": "",  # not None: pycma would evaluate its default instead, with a warning
+        # The controller decides when a run ends. ask/tell never consult these,
+        # but es.stop() would, so keep it from reporting spurious terminations.
+        "maxiter": math.inf,
+        "maxfevals": math.inf,
+        "timeout": math.inf,
+        "tolfun": 0,
+        "tolfunhist": 0,
+        "tolfunrel": 0,
+        "tolx": 0,
+        "tolflatfitness": math.inf,
+        "tolstagnation": math.inf,
+        "tolxstagnation": False,
+        "tolfacupx": math.inf,
+        "tolupsigma": math.inf,
+        "tolconditioncov": math.inf,
+    }
+
+
+class CMAES(Optimizer):
+    """CMA-ES (pycma) maximising scores over codes of length ``dim``.
+
+    Args:
+        dim: Code length.
+        popsize: λ, codes per generation (μ = λ // 2 parents).
+        sigma0: Initial step size.
+        seed: Seed of the private random generator; the only source of randomness.
+        x0: Initial mean; ``None`` is the zero code.
+        diagonal: Learn only a diagonal covariance (linear time and memory, the
+            sep-CMA-ES variant) instead of the full one.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        popsize: int = 40,
+        sigma0: float = 3.0,
+        *,
+        seed: int,
+        x0: np.ndarray | None = None,
+        diagonal: bool = False,
+    ) -> None:
+        super().__init__(dim, popsize)
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        sigma0 = float(sigma0)
+        if not (math.isfinite(sigma0) and sigma0 > 0):
+            raise ValueError(f"sigma0 must be a finite number > 0, got {sigma0}")
+        if x0 is None:
+            x0 = np.zeros(self.dim)
+        x0 = np.asarray(x0, dtype=np.float64)
+        if x0.shape != (self.dim,) or not np.all(np.isfinite(x0)):
+            raise ValueError(f"x0 must be a finite vector of shape ({self.dim},), got shape {x0.shape}")
+        self.seed = int(seed)
+        self.sigma0 = sigma0
+        self.diagonal = bool(diagonal)
+        self._randn = _StandardNormal(self.seed)
+        self._es = cma.CMAEvolutionStrategy(x0, sigma0, _pycma_options(self.popsize, self.diagonal, self._randn))
+        self._asked: list[np.ndarray] | None = None
+
+    @property
+    def mean(self) -> np.ndarray:
+        """The distribution mean, a code (a copy)."""
+        return np.array(self._es.mean, dtype=np.float64)
+
+    @property
+    def sigma(self) -> float:
+        """The current overall step size."""
+        return float(self._es.sigma)
+
+    def _ask(self) -> np.ndarray:
+        # Keep pycma's own arrays: tell() hands them back, so pycma finds them in
+        # its archive of sent solutions exactly as it would in its own loop.
+        self._asked = self._es.ask()
+        return np.array(self._asked)
+
+    def _tell(self, codes: np.ndarray, scores: np.ndarray) -> None:
+        # The base class has checked that `codes` equal what ask() returned.
+        self._es.tell(self._asked, (-scores).tolist())
+        self._asked = None
+
+    def _get_state(self) -> bytes:
+        # SECURITY: this is a pickle. Loading it can run arbitrary code, so only
+        # restore states from trusted session files. (A pickle-free format is a
+        # later issue.) The strategy and its generator go into one pickle so the
+        # generator inside es.opts['randn'] stays the one we hold.
+        return pickle.dumps(
+            {
+                "version": _STATE_VERSION,
+                "config": self._config(),
+                "seed": self.seed,
+                "sigma0": self.sigma0,
+                "es": self._es,
+                "randn": self._randn,
+            },
+            protocol=pickle.HIGHEST_PROTOCOL,
+        )
+
+    def _set_state(self, state: bytes) -> None:
+        # SECURITY: unpickles; see _get_state.
+        try:
+            saved = pickle.loads(state)
+        except Exception as exc:
+            raise ValueError(f"not a CMAES state ({type(exc).__name__}: {exc})") from exc
+        if not isinstance(saved, dict) or saved.get("version") != _STATE_VERSION:
+            raise ValueError(f"not a CMAES state of version {_STATE_VERSION}")
+        config = self._config()
+        theirs = saved["config"]
+        if theirs != config:
+            diff = {k: (theirs.get(k), v) for k, v in config.items() if theirs.get(k) != v}
+            raise ValueError(
+                f"saved CMAES state does not fit this optimizer: (saved, here) = {diff}"
+            )
+        self._es = saved["es"]
+        self._randn = saved["randn"]
+        self.seed, self.sigma0 = saved["seed"], saved["sigma0"]
+        self._asked = None
+
+    def _config(self) -> dict:
+        # seed and sigma0 are not part of it: a restored state carries its own
+        # generator and step size, whatever the fresh instance was built with.
+        return {"dim": self.dim, "popsize": self.popsize, "diagonal": self.diagonal}

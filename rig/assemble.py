@@ -1,0 +1,149 @@
+"""Turn a validated protocol file plus a neuron choice into the parts of a running session.
+
+Everything that can be wrong (options, weights, unit names, devices) fails
+here, before the first block is shown.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from protocols.evolution import Evolution
+from protocols.generators import build_generator
+from protocols.generators.base import Generator
+from protocols.optimizers import build_optimizer
+from protocols.spec import ProtocolError, ProtocolSpec
+from rig.display import Display, HeadlessDisplay
+from rig.responses import ResponseSource, SimulatedResponses
+from simulators.natural_images import foolbox_imagenet_dir, load_foolbox_imagenet, load_image_folder
+from simulators.neuron import SimulatedNeuron
+
+BUNDLED_REFERENCES = "foolbox-imagenet"
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    """``auto`` picks the GPU when one is present, else the CPU; anything else is taken as asked."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        raise ValueError(f"--device {requested!r} is not a torch device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {requested}: no CUDA GPU is available on this machine; use auto or cpu")
+    return device
+
+
+@dataclass
+class NeuronChoice:
+    """Which neuron a session runs against: simulated units of one model, for now."""
+
+    units: tuple[str, ...]
+    weights: str | None = None
+
+
+@dataclass
+class Assembly:
+    """The parts of a session, built and validated."""
+
+    protocol: Evolution
+    generator: Generator
+    display: Display
+    source: ResponseSource
+    device: torch.device
+    seed: int
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_neuron(spec: ProtocolSpec, units: Sequence[str] | None, weights: str | None) -> NeuronChoice:
+    """The command line's neuron if given, else the protocol file's suggestion."""
+    if units:
+        return NeuronChoice(tuple(units), weights)
+    if spec.neuron is None:
+        raise ProtocolError(f"{spec.path}: no [neuron] table and no --neuron given; name at least one unit")
+    return NeuronChoice(spec.neuron.units, weights if weights is not None else spec.neuron.weights)
+
+
+def thread_channels(threads: int, channels: int) -> list[int]:
+    """Thread t follows channel t; with one channel, every thread follows it (repeat evolutions)."""
+    if channels == threads:
+        return list(range(threads))
+    if channels == 1:
+        return [0] * threads
+    raise ValueError(f"{threads} threads need 1 or {threads} neuron channels, got {channels}")
+
+
+def load_references(spec: ProtocolSpec, image_size: int, device: torch.device) -> tuple[torch.Tensor, list[str]]:
+    """The protocol's reference images at the generator's size, and their identities."""
+    if spec.references.count == 0:
+        return torch.zeros(0, 3, image_size, image_size, device=device), []
+    if spec.references.source == BUNDLED_REFERENCES:
+        folder = foolbox_imagenet_dir()
+        images, ids, _ = load_foolbox_imagenet(image_size)
+    else:
+        folder = (spec.path.parent / spec.references.source).resolve()
+        if not folder.is_dir():
+            raise ProtocolError(f"{spec.path}: [references] source: {folder} is not a folder of images")
+        images, ids = load_image_folder(folder, image_size)
+    if len(ids) < spec.references.count:
+        raise ProtocolError(
+            f"{spec.path}: [references] count = {spec.references.count} but {folder} holds only {len(ids)} images"
+        )
+    images = images[: spec.references.count]
+    return images.to(device), ids[: spec.references.count]
+
+
+def assemble(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torch.device, seed: int | None = None,
+             generations: int | None = None) -> Assembly:
+    """Build generator, optimizers, references, display and response source for ``spec``."""
+    seed = spec.seed if seed is None else seed
+    generations = spec.generations if generations is None else generations
+    if generations < 1:
+        raise ValueError(f"--generations must be >= 1, got {generations}")
+    generator_options = dict(spec.generator)
+    if isinstance(generator_options.get("weights"), str):
+        # Weight paths in a protocol file are relative to that file, not to where rig runs.
+        generator_options["weights"] = str((spec.path.parent / generator_options["weights"]).expanduser())
+    try:
+        generator = build_generator(**generator_options).to(device).eval()
+    except (ValueError, TypeError) as exc:
+        raise ProtocolError(f"{spec.path}: [generator]: {exc}") from None
+
+    # One independent, recorded seed per thread, derived from the session seed.
+    thread_seeds = [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(spec.threads)]
+    try:
+        optimizers = [build_optimizer(dim=generator.code_dim, seed=s, **spec.optimizer) for s in thread_seeds]
+    except (ValueError, TypeError) as exc:
+        raise ProtocolError(f"{spec.path}: [optimizer]: {exc}") from None
+
+    simulated = SimulatedNeuron(neuron.units, weights=neuron.weights, device=device)
+    channels = thread_channels(spec.threads, len(simulated.channel_names))
+    references, reference_ids = load_references(spec, generator.image_size, device)
+    protocol = Evolution(
+        generator=generator,
+        optimizers=optimizers,
+        channels=channels,
+        generations=generations,
+        references=references,
+        reference_ids=reference_ids,
+        seed=seed,
+        name=spec.name,
+    )
+    display = HeadlessDisplay()
+    source = SimulatedResponses(simulated, simulated.channel_names, simulated.describe())
+    provenance = {
+        "neuron": source.describe(),
+        "display": display.describe(),
+        "generator": dict(spec.generator),
+        "optimizer": dict(spec.optimizer),
+        "thread_seeds": thread_seeds,
+        "thread_channels": channels,
+        "generations": generations,
+        "device": str(device),
+        "references": {"source": spec.references.source, "count": len(reference_ids)},
+    }
+    return Assembly(protocol, generator, display, source, device, seed, provenance)

@@ -1,0 +1,68 @@
+"""Response sources: where a block's responses come from.
+
+The simulated source scores the images themselves with a model unit; the
+ZeroMQ recording source (later) scores spikes from a rig. Both return one
+:class:`~protocols.base.Responses` per block.
+"""
+from __future__ import annotations
+
+import abc
+from typing import Callable
+
+import numpy as np
+import torch
+
+from protocols.base import Block, Responses
+from rig.display import Presentations
+
+
+class ResponseSource(abc.ABC):
+    """Turns a presented block into responses, one per stimulus × channel."""
+
+    channel_names: list[str]
+
+    def record(self, block: Block, presentations: Presentations) -> Responses:
+        """Responses to ``block`` as shown in ``presentations``."""
+        if len(presentations.onset_times) != len(block):
+            raise ValueError(
+                f"block {block.index}: {len(block)} stimuli but {len(presentations.onset_times)} presentations"
+            )
+        responses = self._record(block, presentations)
+        if responses.scores.shape != (len(block), len(self.channel_names)):
+            raise RuntimeError(
+                f"{type(self).__name__} returned scores of shape {responses.scores.shape}, "
+                f"expected {(len(block), len(self.channel_names))}"
+            )
+        return responses
+
+    def describe(self) -> dict:
+        """Provenance for the session file."""
+        return {"class": type(self).__name__, "channels": list(self.channel_names)}
+
+    def close(self) -> None:
+        """Release sockets, processes or models."""
+
+    @abc.abstractmethod
+    def _record(self, block: Block, presentations: Presentations) -> Responses: ...
+
+
+class SimulatedResponses(ResponseSource):
+    """Scores the block's images with a simulated neuron: images in, (N, channels) out.
+
+    A stimulus the display failed to show properly stays invalid: the neuron
+    did not see it, so it gets no score (NaN), never a made-up one.
+    """
+
+    def __init__(self, neuron: Callable[[torch.Tensor], np.ndarray], channel_names: list[str], provenance: dict) -> None:
+        self.neuron = neuron
+        self.channel_names = list(channel_names)
+        self._provenance = provenance
+
+    def describe(self) -> dict:
+        return {**super().describe(), "neuron": self._provenance}
+
+    def _record(self, block: Block, presentations: Presentations) -> Responses:
+        scores = np.asarray(self.neuron(block.images), dtype=np.float64)
+        valid = presentations.valid.copy()
+        scores[~valid] = np.nan
+        return Responses(scores=scores, valid=valid, channel_names=self.channel_names)

@@ -1,0 +1,169 @@
+"""The simulated neuron: many units of one model read in one batched forward pass."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from simulators.models import ModelCfg, load_model, resolve_weights
+from simulators.units import ResolvedUnit, UnitAddress, parse_unit, probe_layers, resolve_unit
+
+__all__ = ["SimulatedNeuron", "preprocess_for", "read_units"]
+
+# Generators sometimes emit tiny overshoots; anything further out is a units mistake
+# (e.g. [-1, 1] or [0, 255] images).
+_RANGE_TOLERANCE = 1e-3
+
+
+def preprocess_for(cfg: ModelCfg, images: torch.Tensor) -> torch.Tensor:
+    """Resize (N,3,H,W) images in [0,1] to ``cfg.input_size`` and normalise with cfg mean/std.
+
+    Resizing is bilinear with antialiasing, to a square; nothing is cropped.
+    """
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"images must be a tensor (N,3,H,W), got {shape}")
+    if not images.is_floating_point():
+        raise ValueError(f"images must be floats in [0,1], got dtype {images.dtype}")
+    if images.numel():
+        low, high = images.min().item(), images.max().item()
+        if low < -_RANGE_TOLERANCE or high > 1 + _RANGE_TOLERANCE:
+            raise ValueError(f"images must be in [0,1], got values in [{low:.3g}, {high:.3g}]")
+    images = images.float()
+    size = cfg.input_size
+    if images.shape[-2:] != (size, size):
+        images = F.interpolate(images, size=(size, size), mode="bilinear",
+                               align_corners=False, antialias=True)
+    mean = torch.tensor(cfg.mean, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.std, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    return (images - mean) / std
+
+
+class _StopForward(Exception):
+    """Raised from a hook once every needed layer has fired, to skip the rest of the model."""
+
+
+def read_units(
+    model: nn.Module, units: Sequence[ResolvedUnit], x: torch.Tensor, stop_early: bool = True
+) -> torch.Tensor:
+    """Forward ``x`` once and return each unit's value per image, shape (N, len(units)).
+
+    Hooks clone what they read, since later in-place ops (e.g. ReLU(inplace=True))
+    would overwrite it. A module that runs several times per pass is read on its
+    last call. With ``stop_early`` the pass ends once every needed layer has fired.
+    """
+    by_layer: dict[str, list[int]] = {}
+    for i, unit in enumerate(units):
+        by_layer.setdefault(unit.address.layer, []).append(i)
+    expected = {layer: units[idx[0]].n_calls for layer, idx in by_layer.items()}
+    fired = dict.fromkeys(by_layer, 0)
+    values: list[torch.Tensor | None] = [None] * len(units)
+
+    def make_hook(layer: str):
+        def hook(_module, _inputs, output) -> None:
+            for i in by_layer[layer]:
+                values[i] = units[i].read(output).clone()
+            fired[layer] += 1
+            if stop_early and all(fired[k] >= n for k, n in expected.items()):
+                raise _StopForward
+        return hook
+
+    modules = dict(model.named_modules())
+    handles = [modules[layer].register_forward_hook(make_hook(layer)) for layer in by_layer]
+    try:
+        model(x)
+    except _StopForward:
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    missing = [str(units[i].address) for i, v in enumerate(values) if v is None]
+    if missing:
+        raise RuntimeError(f"layers never ran in the forward pass: {missing}")
+    return torch.stack(values, dim=1)
+
+
+def _file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class SimulatedNeuron:
+    """Units of one registered model, answering images with one value per unit.
+
+    All units are parsed and checked against the model at construction, so a
+    bad spec fails before anything runs.
+    """
+
+    def __init__(
+        self,
+        units: Sequence[UnitAddress | str],
+        weights: str | None = None,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        if isinstance(units, (str, UnitAddress)):
+            units = [units]
+        addresses = [parse_unit(u) if isinstance(u, str) else u for u in units]
+        if not addresses:
+            raise ValueError("SimulatedNeuron needs at least one unit")
+        models = sorted({a.model for a in addresses})
+        if len(models) > 1:
+            raise ValueError(f"all units must name the same model, got models {models}")
+        self.device = torch.device(device)
+        self.weights = weights
+        self.weights_source = resolve_weights(models[0], weights)
+        self.model, self.cfg = load_model(models[0], weights=weights, device=self.device)
+        layers = probe_layers(self.model, self.cfg)
+        self.units: list[ResolvedUnit] = [
+            resolve_unit(self.model, self.cfg, a, layers=layers) for a in addresses
+        ]
+        self.channel_names: list[str] = [str(a) for a in addresses]
+        self._weights_sha256: str | None = None
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """Resize and normalise (N,3,H,W) images in [0,1] for this model."""
+        return preprocess_for(self.cfg, images)
+
+    def __call__(self, images: torch.Tensor) -> np.ndarray:
+        """Responses of every unit to (N,3,H,W) images in [0,1], shape (N, n_units), float64."""
+        images = torch.as_tensor(images).to(self.device)
+        x = self.preprocess(images)
+        if x.shape[0] == 0:
+            return np.zeros((0, len(self.units)), dtype=np.float64)
+        with torch.inference_mode():
+            out = read_units(self.model, self.units, x)
+        return out.double().cpu().numpy()
+
+    def describe(self) -> dict:
+        """Provenance for the session file: enough to rebuild this neuron exactly."""
+        if self._weights_sha256 is None and self.weights_source != "random":
+            self._weights_sha256 = _file_sha256(self.weights_source)
+        return {
+            "class": f"{type(self).__module__}.{type(self).__qualname__}",
+            "kwargs": {
+                "units": list(self.channel_names),
+                "weights": self.weights,
+                "device": str(self.device),
+            },
+            "model": self.cfg.name,
+            "weights_default": self.cfg.weights,
+            "weights_source": self.weights_source,
+            "weights_sha256": self._weights_sha256,
+            "units": list(self.channel_names),
+            "resolved_units": [str(u.address) for u in self.units],
+            "input_size": self.cfg.input_size,
+            "mean": list(self.cfg.mean),
+            "std": list(self.cfg.std),
+            "device": str(self.device),
+        }
+
+    def __repr__(self) -> str:
+        return f"SimulatedNeuron({self.channel_names!r}, weights={self.weights!r}, device='{self.device}')"
