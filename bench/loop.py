@@ -26,7 +26,7 @@ from rig.session import SessionWriter  # noqa: E402
 
 STEPS = {
     "generator": ("protocol_generate",),
-    "model": ("record",),
+    "model": ("present_and_record",),  # headless display: all of it is the simulated neuron
     "optimizer": ("protocol_ask", "protocol_tell"),
     "session write": ("write",),
 }

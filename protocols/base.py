@@ -66,6 +66,20 @@ class Block:
         positions = np.flatnonzero(self.threads == thread)
         return positions[np.argsort(self.code_index[positions], kind="stable")]
 
+    def subset(self, positions: np.ndarray) -> "Block":
+        """The stimuli at ``positions``, in that order, e.g. to show lost ones again."""
+        positions = np.asarray(positions, dtype=np.int64)
+        return Block(
+            index=self.index,
+            stimulus_ids=[self.stimulus_ids[i] for i in positions],
+            kinds=[self.kinds[i] for i in positions],
+            threads=self.threads[positions],
+            code_index=self.code_index[positions],
+            images=self.images[torch.from_numpy(positions).to(self.images.device)],
+            codes=self.codes,
+            attrs=dict(self.attrs),
+        )
+
     def indices_of_kind(self, kind: str) -> np.ndarray:
         """Positions in the block of stimuli of kind ``kind``."""
         return np.flatnonzero(np.asarray(self.kinds) == kind)

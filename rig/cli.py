@@ -1,12 +1,18 @@
-"""The ``rig`` command: ``rig run``, ``rig units``."""
+"""The ``rig`` command. Each subcommand is a module in :mod:`rig.commands`.
+
+A command module defines ``HELP`` (one line), ``add_arguments(parser)`` and
+``run(args) -> int``; it is found by name, so adding a command means adding a
+module and nothing else.
+"""
 from __future__ import annotations
 
 import argparse
+import importlib
+import pkgutil
 import sys
-from pathlib import Path
 from typing import Sequence
 
-
+import rig.commands
 from protocols.spec import ProtocolError
 from rig.session import SessionFileError
 
@@ -14,51 +20,31 @@ from rig.session import SessionFileError
 EXIT_USAGE = 2
 
 
-def _parser() -> argparse.ArgumentParser:
+def _command_modules() -> dict[str, object]:
+    modules = {}
+    for info in pkgutil.iter_modules(rig.commands.__path__):
+        if not info.name.startswith("_"):
+            modules[info.name.replace("_", "-")] = importlib.import_module(f"rig.commands.{info.name}")
+    return dict(sorted(modules.items()))
+
+
+def _parser(commands: dict[str, object]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rig", description="Closed-loop image evolution controller.")
     sub = parser.add_subparsers(dest="command", required=True)
-
-    run = sub.add_parser("run", help="run a protocol file into a new session file")
-    run.add_argument("protocol", type=Path, help="protocol file (TOML), e.g. protocols/dry-run.toml")
-    run.add_argument("--out", type=Path, required=True, help="session file to create (HDF5)")
-    run.add_argument("--neuron", action="append", metavar="UNIT",
-                     help="unit spec MODEL:LAYER:unit=N[:pos=Y,X]; repeat for several channels "
-                          "(default: the protocol file's [neuron])")
-    run.add_argument("--weights", help="model weights: a file, 'random' (explicit only), or the model's default")
-    run.add_argument("--generations", type=int, help="override the protocol's number of generations")
-    run.add_argument("--seed", type=int, help="override the protocol's seed")
-    run.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:N")
-    run.add_argument("--quiet", action="store_true", help="no per-generation progress lines")
-
-    units = sub.add_parser("units", help="list a model's addressable layers and their output shapes")
-    units.add_argument("model", help="registered model name; `rig units --list` shows them")
-    units.add_argument("--weights", default="random",
-                       help="weights to build the model with (shapes don't depend on them; default random)")
-
-    sub.add_parser("models", help="list registered models and where their weights come from")
+    for name, module in commands.items():
+        module.add_arguments(sub.add_parser(name, help=module.HELP, description=module.__doc__))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
-    args = _parser().parse_args(argv)
+    commands = _command_modules()
+    args = _parser(commands).parse_args(argv)
     try:
-        if args.command == "run":
-            from rig.commands.run import run_command
-
-            return run_command(args)
-        if args.command == "units":
-            from rig.commands.units import units_command
-
-            return units_command(args)
-        if args.command == "models":
-            from rig.commands.units import models_command
-
-            return models_command()
+        return commands[args.command].run(args)
     except (ProtocolError, SessionFileError, ValueError, FileNotFoundError) as exc:
         print(f"rig {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    raise AssertionError(f"unhandled command {args.command}")  # argparse guarantees a known command
 
 
 if __name__ == "__main__":

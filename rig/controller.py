@@ -1,8 +1,9 @@
 """The closed loop: protocol → display → response source → protocol, one block at a time.
 
 The same loop runs in silico and in vivo; only the display and the response
-source differ. Every block is written to the session file the moment its
-responses are in.
+source differ. Stimuli whose responses were lost (a gap in the stream, a
+dropped frame) are shown again at the end of the block; every showing is kept
+for the session file. Every block is written the moment its responses are in.
 """
 from __future__ import annotations
 
@@ -10,10 +11,25 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from protocols.base import Protocol
-from rig.display import Display
+import numpy as np
+
+from protocols.base import Block, Protocol, Responses
+from rig.display import Display, Presentations
 from rig.responses import ResponseSource
 from rig.session import SessionWriter
+
+
+class IncompleteBlockError(RuntimeError):
+    """Some stimuli of a block had no valid response even after being shown again."""
+
+
+@dataclass
+class Showing:
+    """One pass of the display over some of a block's stimuli, and what was recorded."""
+
+    positions: np.ndarray
+    presentations: Presentations
+    responses: Responses
 
 
 @dataclass
@@ -24,21 +40,30 @@ class BlockReport:
     total: int | None
     seconds: float
     timings: dict[str, float]
+    repeats: int
 
 
 class Controller:
-    """Runs a protocol to completion against a display and a response source."""
+    """Runs a protocol to completion against a display and a response source.
+
+    ``max_repeats`` bounds how often lost stimuli are shown again within one
+    block; ``checkpoint_every`` sets how often optimizer state is stored.
+    """
 
     def __init__(self, protocol: Protocol, display: Display, source: ResponseSource, session: SessionWriter,
-                 progress: Callable[[BlockReport], None] | None = None, checkpoint_every: int = 10) -> None:
+                 progress: Callable[[BlockReport], None] | None = None, checkpoint_every: int = 10,
+                 max_repeats: int = 3) -> None:
         if checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
-        self.checkpoint_every = checkpoint_every
+        if max_repeats < 0:
+            raise ValueError(f"max_repeats must be >= 0, got {max_repeats}")
         self.protocol = protocol
         self.display = display
         self.source = source
         self.session = session
         self.progress = progress
+        self.checkpoint_every = checkpoint_every
+        self.max_repeats = max_repeats
 
     def run(self) -> int:
         """Run blocks until the protocol is finished; return the number of blocks run.
@@ -61,35 +86,70 @@ class Controller:
         return blocks
 
     def step(self) -> BlockReport:
-        """Run one block: propose, present, record, observe, write."""
+        """Run one block: propose, present (and re-present lost stimuli), observe, write."""
         started = time.perf_counter()
         block = self.protocol.propose()
         proposed = time.perf_counter()
-        presentations = self.display.present(block)
-        presented = time.perf_counter()
-        responses = self.source.record(block, presentations)
+        showings = self._show_until_valid(block)
         recorded = time.perf_counter()
+        presentations, responses = merge_showings(len(block), showings)
         self.protocol.observe(block, responses)
         observed = time.perf_counter()
         timings = {
             "propose": proposed - started,
-            "present": presented - proposed,
-            "record": recorded - presented,
+            "present_and_record": recorded - proposed,
             "observe": observed - recorded,
             **{f"protocol_{k}": v for k, v in self.protocol.last_timings().items()},
         }
         # Optimizer state can be large (a full CMA-ES covariance at n = 4096 pickles to ~270 MB), so it is
-        # stored every few blocks and at the end; the blocks in between are enough to replay up to any point.
+        # stored every few blocks and at the end; the recorded blocks replay the optimizer in between.
         due = (block.index + 1) % self.checkpoint_every == 0 or self.protocol.finished
         checkpoint = self.protocol.checkpoint() if due else {}
-        self.session.append_block(block, presentations, responses, checkpoint, timings)
+        self.session.append_block(block, presentations, responses, checkpoint, timings, showings)
         timings["write"] = time.perf_counter() - observed
         report = BlockReport(
             index=block.index,
             total=getattr(self.protocol, "generations", None),
             seconds=time.perf_counter() - started,
             timings=timings,
+            repeats=len(showings) - 1,
         )
         if self.progress is not None:
             self.progress(report)
         return report
+
+    def _show_until_valid(self, block: Block) -> list[Showing]:
+        """Show the block, then show its lost stimuli again (at the end) up to ``max_repeats`` times."""
+        positions = np.arange(len(block))
+        showings = []
+        for attempt in range(self.max_repeats + 1):
+            shown = block if attempt == 0 else block.subset(positions)
+            presentations = self.display.present(shown)
+            responses = self.source.record(shown, presentations)
+            showings.append(Showing(positions, presentations, responses))
+            positions = positions[~responses.valid]
+            if len(positions) == 0:
+                return showings
+        lost = [block.stimulus_ids[i] for i in positions]
+        raise IncompleteBlockError(
+            f"block {block.index}: {len(lost)} stimuli still had no valid response after "
+            f"{self.max_repeats} repeats: {lost[:5]}{' ...' if len(lost) > 5 else ''}; "
+            f"the session file keeps every block before this one"
+        )
+
+
+def merge_showings(n: int, showings: list[Showing]) -> tuple[Presentations, Responses]:
+    """Per stimulus, the presentation and response of its last (valid) showing."""
+    first = showings[0]
+    onsets = np.full(n, np.nan)
+    offsets = np.full(n, np.nan)
+    dropped = np.zeros(n, dtype=np.int64)
+    shown_valid = np.zeros(n, dtype=bool)
+    scores = np.full((n, first.responses.scores.shape[1]), np.nan)
+    valid = np.zeros(n, dtype=bool)
+    for showing in showings:
+        p, r, pos = showing.presentations, showing.responses, showing.positions
+        onsets[pos], offsets[pos], dropped[pos], shown_valid[pos] = p.onset_times, p.offset_times, p.dropped_frames, p.valid
+        scores[pos], valid[pos] = r.scores, r.valid
+    presentations = Presentations(onsets, offsets, dropped, shown_valid, first.presentations.clock)
+    return presentations, Responses(scores, valid, first.responses.channel_names)

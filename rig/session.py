@@ -15,6 +15,10 @@ Layout, schema version 1 (plain h5py/MATLAB-readable types only)::
         dropped_frames, presentation_valid
         scores             (stimuli, channels) float64, NaN where invalid
         valid              bool per stimulus
+        showings/NN/       every pass of the display over the block: positions
+                           shown, onset_times, dropped_frames, presentation_valid,
+                           scores, valid (00 is the whole block; later ones re-show
+                           stimuli whose responses were lost)
         attrs: index, channel_names (JSON), timings (JSON)
     /checkpoints/NNNNNN/   optimizer state after block NNNNNN, one opaque
                            byte string per thread (dataset of uint8); stored
@@ -34,7 +38,7 @@ import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import h5py
 import numpy as np
@@ -98,8 +102,13 @@ class SessionWriter:
             f.create_group("checkpoints")
 
     def append_block(self, block: Block, presentations: Presentations, responses: Responses,
-                     checkpoint: dict[str, bytes], timings: dict[str, float]) -> None:
-        """Write one completed block and the optimizer state after it, in one file open."""
+                     checkpoint: dict[str, bytes], timings: dict[str, float], showings: Sequence[Any] = ()) -> None:
+        """Write one completed block, every showing of its stimuli and the optimizer state, in one file open.
+
+        ``presentations`` and ``responses`` hold each stimulus's final (valid)
+        showing; ``showings`` (objects with ``positions``, ``presentations`` and
+        ``responses``) hold every pass, including those whose responses were lost.
+        """
         name = _block_name(block.index)
         with h5py.File(self.path, "a") as f:
             if name in f["blocks"]:
@@ -125,6 +134,14 @@ class SessionWriter:
             g.create_dataset("presentation_valid", data=presentations.valid)
             g.create_dataset("scores", data=responses.scores)
             g.create_dataset("valid", data=responses.valid)
+            for number, showing in enumerate(showings):
+                sg = g.create_group(f"showings/{number:02d}")
+                sg.create_dataset("positions", data=showing.positions)
+                sg.create_dataset("onset_times", data=showing.presentations.onset_times)
+                sg.create_dataset("dropped_frames", data=showing.presentations.dropped_frames)
+                sg.create_dataset("presentation_valid", data=showing.presentations.valid)
+                sg.create_dataset("scores", data=showing.responses.scores)
+                sg.create_dataset("valid", data=showing.responses.valid)
             if checkpoint:
                 c = f["checkpoints"].create_group(partial)
                 for key, state in checkpoint.items():

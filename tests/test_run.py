@@ -158,3 +158,71 @@ def test_gpu_matches_cpu(write_protocol, tmp_path):
     cpu, gpu = read_session(tmp_path / "cpu.h5"), read_session(tmp_path / "gpu.h5")
     np.testing.assert_array_equal(cpu.blocks[0].codes, gpu.blocks[0].codes)
     np.testing.assert_allclose(cpu.blocks[0].scores, gpu.blocks[0].scores, rtol=1e-3, atol=1e-4)
+
+
+class _LosesFirstShowing:
+    """A response source wrapper that loses chosen stimuli the first time they are shown, like a stream gap."""
+
+    def __init__(self, source, lose_ids, always=False):
+        self.source, self.lose_ids, self.always = source, set(lose_ids), always
+        self.channel_names = source.channel_names
+        self.seen: list[list[str]] = []
+
+    def record(self, block, presentations):
+        responses = self.source.record(block, presentations)
+        first_time = not self.seen
+        self.seen.append(list(block.stimulus_ids))
+        if first_time or self.always:
+            for i, sid in enumerate(block.stimulus_ids):
+                if sid in self.lose_ids:
+                    responses.valid[i] = False
+                    responses.scores[i] = np.nan
+        return responses
+
+    def describe(self):
+        return self.source.describe()
+
+
+def _assembled(write_protocol, tmp_path, **kwargs):
+    spec = load_protocol(write_protocol(**kwargs))
+    parts = assemble(spec, resolve_neuron(spec, None, None), device=torch.device("cpu"))
+    session = SessionWriter(tmp_path / "lossy.h5", protocol_text=spec.text, protocol_sha256=spec.sha256,
+                            protocol_path=str(spec.path), seed=spec.seed, provenance=parts.provenance,
+                            reference_ids=parts.protocol.reference_ids)
+    return parts, session
+
+
+def test_lost_stimuli_are_shown_again_and_never_scored_as_zero(write_protocol, tmp_path):
+    parts, session = _assembled(write_protocol, tmp_path, generations=1, popsize=8, references=2)
+    lose = ["g0000/t0/c003", "ref/" + parts.protocol.reference_ids[0]]
+    lossy = _LosesFirstShowing(parts.source, lose)
+    Controller(parts.protocol, parts.display, lossy, session).run()
+    assert sorted(lossy.seen[1]) == sorted(lose)  # only the lost ones were shown again
+    with h5py.File(tmp_path / "lossy.h5", "r") as f:
+        block = f["blocks/000000"]
+        assert block["valid"][()].all()
+        assert sorted(block["showings"]) == ["00", "01"]
+        first = block["showings/00"]
+        ids = [s.decode() for s in block["stimulus_ids"][()]]
+        lost_positions = sorted(ids.index(i) for i in lose)
+        assert sorted(np.flatnonzero(~first["valid"][()]).tolist()) == lost_positions
+        assert np.isnan(first["scores"][()][~first["valid"][()]]).all()  # lost means NaN, not 0
+        assert sorted(block["showings/01/positions"][()].tolist()) == lost_positions
+        # The final score of a re-shown stimulus is the one recorded at its second showing.
+        again = block["showings/01"]
+        for k, pos in enumerate(again["positions"][()]):
+            assert block["scores"][pos, 0] == again["scores"][k, 0]
+
+
+def test_block_lost_for_good_fails_without_touching_earlier_blocks(write_protocol, tmp_path):
+    from rig.controller import IncompleteBlockError
+
+    parts, session = _assembled(write_protocol, tmp_path, generations=3, popsize=8, references=1)
+    controller = Controller(parts.protocol, parts.display, parts.source, session, max_repeats=2)
+    controller.step()
+    controller.source = _LosesFirstShowing(parts.source, ["g0001/t0/c000"], always=True)
+    with pytest.raises(IncompleteBlockError, match=r"block 1: 1 stimuli .* after 2 repeats: \['g0001/t0/c000'\]"):
+        controller.run()
+    recorded = read_session(tmp_path / "lossy.h5")
+    assert [b.index for b in recorded.blocks] == [0]
+    assert recorded.attrs["status"] == "failed"

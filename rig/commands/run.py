@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -14,7 +15,24 @@ from rig.outputs import write_session_outputs
 from rig.session import SessionWriter, read_session
 
 
-def run_command(args: argparse.Namespace) -> int:
+HELP = "run a protocol file into a new session file"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``rig run``."""
+    parser.add_argument("protocol", type=Path, help="protocol file (TOML), e.g. protocols/dry-run.toml")
+    parser.add_argument("--out", type=Path, required=True, help="session file to create (HDF5)")
+    parser.add_argument("--neuron", action="append", metavar="UNIT",
+                        help="unit spec MODEL:LAYER:unit=N[:pos=Y,X][:token=cls|mean|N]; repeat for several "
+                             "channels (default: the protocol file's [neuron])")
+    parser.add_argument("--weights", help="model weights: a file, 'random' (explicit only), or 'default'")
+    parser.add_argument("--generations", type=int, help="override the protocol's number of generations")
+    parser.add_argument("--seed", type=int, help="override the protocol's seed")
+    parser.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:N")
+    parser.add_argument("--quiet", action="store_true", help="no per-generation progress lines")
+
+
+def run(args: argparse.Namespace) -> int:
     """Validate everything, run the loop, then write the best image(s) and trajectory plot."""
     spec = load_protocol(args.protocol)
     neuron = resolve_neuron(spec, args.neuron, args.weights)

@@ -1,13 +1,22 @@
-"""``rig units`` and ``rig models``: what can be addressed, and where weights come from."""
+"""List a model's addressable layers with their output shapes and an example unit spec."""
 from __future__ import annotations
 
 import argparse
 
-from simulators.models import get_cfg, list_models, load_model
+from simulators.models import load_model
 from simulators.units import list_layers
 
+HELP = "list a model's addressable layers and their output shapes"
 
-def units_command(args: argparse.Namespace) -> int:
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``rig units``."""
+    parser.add_argument("model", help="registered model name; `rig models` lists them")
+    parser.add_argument("--weights", default="random",
+                        help="weights to build the model with (shapes don't depend on them; default random)")
+
+
+def run(args: argparse.Namespace) -> int:
     """Print every addressable layer of a model with its output shape and an example spec."""
     model, cfg = load_model(args.model, weights=args.weights)
     layers = list_layers(model, cfg)
@@ -16,12 +25,4 @@ def units_command(args: argparse.Namespace) -> int:
     width = max(len(name) for name, _ in layers)
     for name, shape in layers:
         print(f"  {name:<{width}}  {'x'.join(map(str, shape)):<14}  {cfg.name}:{name}:unit=0")
-    return 0
-
-
-def models_command() -> int:
-    """Print the registered models with family, input size and weight source."""
-    for name in list_models():
-        cfg = get_cfg(name)
-        print(f"{name:<22} {cfg.family:<4} {cfg.input_size:>4}px  weights: {cfg.weights}")
     return 0
