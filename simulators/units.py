@@ -7,6 +7,18 @@ Spec syntax::
 e.g. ``efficientnet_lite0:blocks.5.0:unit=12``, ``alexnet:features.10:unit=3:pos=6,6``,
 ``test_vit:blocks.1:unit=4:token=cls``. LAYER is a module path from
 ``model.named_modules()``. The keyword parts may come in any order.
+
+The same syntax addresses every family:
+
+- CNN conv channels take ``pos=Y,X`` (default: the centre, H//2, W//2); fc
+  layers (e.g. AlexNet ``classifier.6``) take neither pos nor token.
+- ViT token layers take ``token=cls`` (default), ``token=N`` (token index; the
+  CLS token is 0, patches follow) or ``token=mean`` (mean over patch tokens).
+  - torchvision ``vit_b_16``/``vit_l_16``: logits ``heads.head``; block output
+    ``encoder.layers.encoder_layer_K``; MLP hidden after the GELU
+    ``encoder.layers.encoder_layer_K.mlp.1``.
+  - timm ViTs (``vit_s14_focus``, ``test_vit``): block output ``blocks.K``;
+    MLP hidden after the GELU ``blocks.K.mlp.act``; logits ``head``.
 """
 
 from __future__ import annotations
@@ -27,6 +39,7 @@ __all__ = [
     "list_layers",
     "ResolvedUnit",
     "resolve_unit",
+    "example_unit",
 ]
 
 SYNTAX = "MODEL:LAYER:unit=N[:pos=Y,X|pos=center][:token=cls|mean|N]"
@@ -321,15 +334,40 @@ def resolve_unit(
     info = layers.get(address.layer)
     if info is None:
         raise _layer_error(address.layer, cfg, model, layers)
+    token_lengths = [i.shape[0] for i in layers.values() if len(i.shape) == 2]
+    full_length = max(token_lengths) if token_lengths else 0
     if len(info.shape) == 3:  # (C,H,W): CNN layers and a ViT's patch-embedding conv
+        if cfg.family == "vit" and info.shape[1] == full_length:
+            # e.g. timm's attn.q_norm: (heads, tokens, head_dim) is not an image grid.
+            raise ValueError(
+                f"{address}: layer {address.layer} output {info.shape} is per attention head "
+                f"(heads, tokens, dim), not spatial; address the block's attn.qkv or attn.proj instead"
+            )
         return _resolve_spatial(address, info)
     if len(info.shape) == 1:
         return _resolve_vector(address, info)
     if len(info.shape) == 2:
-        full_length = max(i.shape[0] for i in layers.values() if len(i.shape) == 2)
         return _resolve_token(address, info, cfg, full_length)
     raise ValueError(
         f"{address}: layer {address.layer} output shape {info.shape} is not (C,H,W), (D) or "
         f"(T,D); pick another layer"
     )
 
+
+
+def example_unit(
+    model: nn.Module, cfg: ModelCfg, layer: str, layers: dict[str, LayerInfo]
+) -> UnitAddress | None:
+    """Unit 0 of ``layer`` as a valid, fully spelled-out address, or ``None`` if none exists.
+
+    Token layers without a class token (e.g. a patch embedding) get
+    ``token=mean``; layers whose output can't be addressed give ``None``.
+    """
+    candidates = [dict(), dict(token="mean")]
+    for extra in candidates:
+        try:
+            address = UnitAddress(cfg.name, layer, 0, **extra)
+            return resolve_unit(model, cfg, address, layers=layers).address
+        except ValueError:
+            continue
+    return None

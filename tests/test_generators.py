@@ -1,4 +1,5 @@
-"""Generators: DeePSiM fc6 architecture and weight loading, the Fourier image space, the registry."""
+"""Generators: the DeePSiM family (fc6, fc7, fc8, pool5) and weight loading in both key formats,
+the Fourier image space, user generators by factory, the registry."""
 from __future__ import annotations
 
 import gc
@@ -349,7 +350,7 @@ def test_fourier_rejects_bad_arguments(kwargs, match):
 
 
 def test_build_generator_fourier_with_options():
-    assert set(GENERATOR_KINDS) == {"fourier", "deepsim-fc6"}
+    assert set(GENERATOR_KINDS) == {"fourier", "deepsim-fc6", "deepsim-fc7", "deepsim-fc8", "deepsim-pool5", "module"}
     space = build_generator("fourier", max_frequency=4, image_size=64)
     assert isinstance(space, FourierImageSpace)
     assert (space.max_frequency, space.image_size) == (4, 64)
@@ -370,3 +371,235 @@ def test_build_generator_deepsim_needs_weights(tmp_path):
         build_generator("deepsim-fc6")
     with pytest.raises(FileNotFoundError, match="not downloadable"):
         build_generator("deepsim-fc6", weights=tmp_path / "missing.pt")
+
+
+# ------------------------------------------------- DeePSiM fc7, fc8, pool5
+
+from protocols.generators import (  # noqa: E402
+    DEEPSIM_VARIANTS,
+    DeePSiM,
+    DeePSiMFc7,
+    DeePSiMFc8,
+    DeePSiMPool5,
+    ModuleGenerator,
+    deepsim_cache_dir,
+    load_deepsim,
+)
+
+# The upconvGAN definitions (Ponce lab, core/GAN_utils.py), written out independently:
+# name -> (type, in, out, kernel, stride, padding)
+_TAIL = [
+    ("conv5_1", "T", 256, 512, 3, 1, 1), ("deconv4", "T", 512, 256, 4, 2, 1), ("conv4_1", "T", 256, 256, 3, 1, 1),
+    ("deconv3", "T", 256, 128, 4, 2, 1), ("conv3_1", "T", 128, 128, 3, 1, 1), ("deconv2", "T", 128, 64, 4, 2, 1),
+    ("deconv1", "T", 64, 32, 4, 2, 1), ("deconv0", "T", 32, 3, 4, 2, 1),
+]  # fmt: skip
+UPCONVGAN = {
+    "fc7": [("defc7", "L", 4096, 4096), ("defc6", "L", 4096, 4096), ("defc5", "L", 4096, 4096),
+            ("deconv5", "T", 256, 256, 4, 2, 1)] + _TAIL,
+    "fc8": [("defc7", "L", 1000, 4096), ("defc6", "L", 4096, 4096), ("defc5", "L", 4096, 4096),
+            ("deconv5", "T", 256, 256, 4, 2, 1)] + _TAIL,
+    "pool5": [("Rconv6", "C", 256, 512, 3, 1, 1), ("Rconv7", "C", 512, 512, 3, 1, 1), ("Rconv8", "C", 512, 512, 3, 1, 0),
+              ("deconv5", "T", 512, 256, 4, 2, 1)] + _TAIL,
+}  # fmt: skip
+XDREAM_HEADS = {"defc7": "fc7", "defc6": "fc6", "defc5": "fc5", "Rconv6": "conv6", "Rconv7": "conv7", "Rconv8": "conv8"}
+CODE_DIMS = {"fc6": 4096, "fc7": 4096, "fc8": 1000, "pool5": 9216}
+
+
+def meta_deepsim(variant: str) -> DeePSiM:
+    with torch.device("meta"):
+        return DeePSiM(variant)
+
+
+@pytest.mark.parametrize("variant", ["fc7", "fc8", "pool5"])
+def test_deepsim_variant_architecture_matches_upconvgan(variant):
+    G = meta_deepsim(variant).G
+    table = UPCONVGAN[variant]
+    learned = [name for name, m in G.named_children() if list(m.parameters(recurse=False))]
+    assert learned == [row[0] for row in table]
+    types = {"L": nn.Linear, "C": nn.Conv2d, "T": nn.ConvTranspose2d}
+    for name, kind, cin, cout, *rest in table:
+        layer = getattr(G, name)
+        assert type(layer) is types[kind], name
+        assert layer.bias is not None, name
+        if kind == "L":
+            assert (layer.in_features, layer.out_features) == (cin, cout), name
+        else:
+            k, s, p = rest
+            assert (layer.in_channels, layer.out_channels) == (cin, cout), name
+            assert (layer.kernel_size, layer.stride, layer.padding) == ((k, k), (s, s), (p, p)), name
+    children = list(G.named_children())
+    for i, (name, module) in enumerate(children[:-1]):
+        if list(module.parameters(recurse=False)):  # every learned layer but the last: LeakyReLU(0.3)
+            act = children[i + 1][1]
+            assert isinstance(act, nn.LeakyReLU) and act.negative_slope == 0.3, name
+    assert children[-1][0] == "deconv0"
+    if variant == "pool5":
+        assert [n for n, _ in children[:6]] == ["Rconv6", "Rrelu6", "Rconv7", "Rrelu7", "Rconv8", "Rrelu8"]
+
+
+@pytest.mark.parametrize("variant", DEEPSIM_VARIANTS)
+def test_deepsim_shapes_flow_from_code_to_256px(variant):
+    model = meta_deepsim(variant)
+    assert model.code_dim == CODE_DIMS[variant] and model.image_size == 256
+    sizes = {}
+    hooks = [getattr(model.G, n).register_forward_hook(lambda m, i, o, n=n: sizes.__setitem__(n, tuple(o.shape[1:])))
+             for n in ("deconv5", "deconv0") + (("Rconv8",) if variant == "pool5" else ())]
+    out = model(torch.zeros(2, model.code_dim, device="meta"))
+    for h in hooks:
+        h.remove()
+    assert tuple(out.shape) == (2, 3, 256, 256)
+    assert sizes["deconv5"] == (256, 8, 8) and sizes["deconv0"] == (3, 256, 256)
+    if variant == "pool5":
+        assert sizes["Rconv8"] == (512, 4, 4)  # its head turns 6×6 into 4×4
+
+
+def test_deepsim_classes_and_parameter_counts():
+    assert [type(meta_deepsim(v)) for v in DEEPSIM_VARIANTS] == [DeePSiM] * 4
+    with torch.device("meta"):
+        models = {"fc6": DeePSiMFc6(), "fc7": DeePSiMFc7(), "fc8": DeePSiMFc8(), "pool5": DeePSiMPool5()}
+    counts = {v: sum(p.numel() for p in m.parameters()) for v, m in models.items()}
+    assert counts["fc7"] == counts["fc6"]
+    assert counts["fc6"] - counts["fc8"] == (4096 - 1000) * 4096  # only defc7's input differs
+    # pool5: three 3×3 convs instead of the linear stack; deconv5 takes 512 channels.
+    head = (256 * 512 * 9 + 512) + 2 * (512 * 512 * 9 + 512)
+    assert counts["pool5"] == counts["fc6"] - 3 * (4096 * 4096 + 4096) + head + 256 * 256 * 16
+    with pytest.raises(ValueError, match=r"'fc9'.*fc6, fc7, fc8, pool5"):
+        DeePSiM("fc9")
+
+
+@pytest.mark.parametrize("variant", ["fc8", "pool5"])
+def test_deepsim_random_weights_give_images_in_range(variant):
+    torch.manual_seed(0)
+    model = DeePSiM(variant).eval()
+    with torch.inference_mode():
+        images = model(torch.randn(1, model.code_dim))
+    assert images.shape == (1, 3, 256, 256) and images.min() >= 0 and images.max() <= 1
+    assert images.std() > 0
+
+
+def _marked_state(variant: str, layout: str) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    """A state dict in ``layout`` whose every tensor is a distinct constant (stored as one number)."""
+    shapes = {k: tuple(v.shape) for k, v in meta_deepsim(variant).G.state_dict().items()}
+    marks = {k: float(i + 1) for i, k in enumerate(shapes)}
+    if layout == "xdream":
+        names = {**XDREAM_NAMES, **XDREAM_HEADS}
+        state = {}
+        for ours, shape in shapes.items():
+            layer, _, what = ours.partition(".")
+            if what == "bias" and layer not in XDREAM_HEADS:
+                continue  # XDream's transposed convolutions have no bias
+            state[f"{names[layer]}.{what}"] = torch.full((1,), marks[ours]).expand(*shape)
+        return state, marks
+    prefix = "G." if layout == "common-G-prefix" else ""
+    return {prefix + k: torch.full((1,), marks[k]).expand(*s) for k, s in shapes.items()}, marks
+
+
+@pytest.mark.parametrize("variant", DEEPSIM_VARIANTS)
+@pytest.mark.parametrize("layout", ["common", "common-G-prefix", "xdream"])
+def test_load_deepsim_every_variant_both_key_formats(tmp_path, variant, layout):
+    state, marks = _marked_state(variant, layout)
+    path = tmp_path / f"{variant}-{layout}.pt"
+    torch.save(state, path)
+    model = load_deepsim(variant, path)
+    assert type(model).__name__ == {"fc6": "DeePSiMFc6", "fc7": "DeePSiMFc7", "fc8": "DeePSiMFc8",
+                                    "pool5": "DeePSiMPool5"}[variant]
+    for key, tensor in model.G.state_dict().items():
+        deconv_bias = key.endswith(".bias") and key.partition(".")[0] not in XDREAM_HEADS
+        expected = 0.0 if layout == "xdream" and deconv_bias else marks[key]
+        assert tensor.dtype == torch.float32 and torch.all(tensor == expected), key
+
+
+def test_load_deepsim_wrong_variant_file_is_rejected_with_shapes(tmp_path):
+    state, _ = _marked_state("fc8", "common")
+    path = tmp_path / "upconvGAN_fc8.pt"
+    torch.save(state, path)
+    with pytest.raises(ValueError, match=r"DeePSiM fc6.*'defc7\.weight': \(4096, 1000\) \(expected \(4096, 4096\)\)"):
+        load_deepsim("fc6", path)
+    with pytest.raises(ValueError, match=r"DeePSiM pool5 common port.*missing keys 'Rconv6\.bias'.*unexpected keys 'defc5\.bias'"):
+        load_deepsim("pool5", path)
+
+
+def test_deepsim_weights_from_the_cache_directory(tmp_path, monkeypatch):
+    monkeypatch.setenv("RIG_DEEPSIM_DIR", str(tmp_path / "cache"))
+    assert deepsim_cache_dir() == tmp_path / "cache"
+    with pytest.raises(ValueError) as err:
+        build_generator("deepsim-fc8")
+    assert "none found in the cache directory" in str(err.value) and str(tmp_path / "cache") in str(err.value)
+    (tmp_path / "cache").mkdir()
+    state, marks = _marked_state("fc8", "xdream")
+    torch.save(state, tmp_path / "cache" / "fc8.pt")  # XDream's file name
+    model = build_generator("deepsim-fc8")
+    assert isinstance(model, DeePSiMFc8) and torch.all(model.G.defc6.bias == marks["defc6.bias"])
+    monkeypatch.delenv("RIG_DEEPSIM_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert deepsim_cache_dir() == tmp_path / "xdg" / "rig" / "deepsim"
+
+
+# ---------------------------------------------------------- user generators
+
+
+@pytest.fixture()
+def user_package(tmp_path, monkeypatch):
+    """An importable module of user generators, as a lab would have on PYTHONPATH."""
+    (tmp_path / "lab_gans.py").write_text(
+        "import torch\n"
+        "from torch import nn\n"
+        "class Tiny(nn.Module):\n"
+        "    def __init__(self, code_dim=8, image_size=16, tanh=False):\n"
+        "        super().__init__()\n"
+        "        self.code_dim, self.image_size, self.tanh = code_dim, image_size, tanh\n"
+        "        self.fc = nn.Linear(code_dim, 3 * image_size * image_size)\n"
+        "    def forward(self, z):\n"
+        "        x = self.fc(z).view(-1, 3, self.image_size, self.image_size)\n"
+        "        return torch.tanh(x * 10) if self.tanh else torch.sigmoid(x)\n"
+        "def make(**kw):\n"
+        "    return Tiny(**kw)\n"
+        "def not_a_module():\n"
+        "    return 42\n"
+        "NOT_CALLABLE = 3\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield "lab_gans"
+    import sys
+
+    sys.modules.pop("lab_gans", None)
+
+
+def test_module_generator_from_factory_with_options(user_package):
+    gen = build_generator("module", factory="lab_gans:make", options={"code_dim": 5, "image_size": 12})
+    assert isinstance(gen, ModuleGenerator) and (gen.code_dim, gen.image_size) == (5, 12)
+    images = gen(torch.randn(3, 5))
+    assert images.shape == (3, 3, 12, 12) and images.min() >= 0 and images.max() <= 1
+    with pytest.raises(ValueError, match=r"expects codes of shape \(N, 5\)"):
+        gen(torch.zeros(2, 4))
+    assert build_generator("module", factory="lab_gans:Tiny").code_dim == 8  # a class is a factory too
+
+
+def test_module_generator_rejects_out_of_range_output(user_package):
+    gen = build_generator("module", factory="lab_gans:make", options={"tanh": True})
+    with pytest.raises(ValueError, match=r"returned values in \[-1.*\(x \+ 1\) / 2"):
+        gen(torch.randn(4, 8))
+
+
+@pytest.mark.parametrize(
+    "factory, options, match",
+    [
+        ("lab_gans.make", None, r"must be 'package\.module:callable'"),
+        ("no_such_pkg_xyz:make", None, r"cannot import module 'no_such_pkg_xyz'"),
+        ("lab_gans:missing", None, r"has no attribute 'missing'; it has \[.*'make'"),
+        ("lab_gans:NOT_CALLABLE", None, r"names a int, not something callable"),
+        ("lab_gans:not_a_module", None, r"returned a int; it must return a torch\.nn\.Module"),
+        ("lab_gans:make", {"colour": 1}, r"rejected options \['colour'\]"),
+        ("lab_gans:make", "code_dim=3", r"options must be a table"),
+    ],
+)
+def test_module_generator_bad_factories_are_explained(user_package, factory, options, match):
+    with pytest.raises(ValueError, match=match):
+        build_generator("module", factory=factory, options=options)
+
+
+def test_module_generator_needs_a_factory_and_sizes():
+    with pytest.raises(ValueError, match="needs factory"):
+        build_generator("module")
+    with pytest.raises(ValueError, match="code_dim"):
+        ModuleGenerator(nn.Identity())

@@ -49,7 +49,7 @@ def test_good_protocol_fields():
         ("generations = 5", "generations = 0", r"\[protocol\] generations: expected an integer >= 1, got 0"),
         ("generations = 5", "generations = true", r"\[protocol\] generations"),
         ("generations = 5\n", "", r"\[protocol\] generations: missing"),
-        ('kind = "evolution"', 'kind = "evolutoin"', r"\[protocol\] kind: expected one of \['evolution'\]"),
+        ('kind = "evolution"', 'kind = "evolutoin"', r"\[protocol\] kind: expected one of \['evolution', 'screening'\]"),
         ("seed = 3", "seed = 3\nsed = 4", r"\[protocol\]: unknown field\(s\) \['sed'\]"),
         ("[optimizer]", "[optimiser]", r"\[top level\]: unknown field\(s\) \['optimiser'\]"),
         ('units = ["test_cnn:features.2:unit=1"]', "units = []", r"\[neuron\] units: expected a non-empty list"),

@@ -13,7 +13,7 @@ from simulators.models import get_cfg, list_models, load_model, resolve_weights
 from simulators.natural_images import load_foolbox_imagenet
 from simulators.neuron import preprocess_for
 
-REQUIRED = {"efficientnet_lite0", "alexnet", "resnet101", "vit_b_16", "vit_l_16", "test_cnn", "test_vit"}
+REQUIRED = {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "alexnet", "resnet101", "vit_b_16", "vit_l_16", "test_cnn", "test_vit"}
 
 
 def _forward(model: torch.nn.Module, cfg: models.ModelCfg, seed: int = 0, n: int = 2) -> torch.Tensor:

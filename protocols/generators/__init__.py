@@ -1,22 +1,47 @@
 """Generators (image spaces) and the registry that builds them from a protocol file.
 
-``build_generator("fourier")`` works everywhere; ``build_generator("deepsim-fc6",
-weights=...)`` needs a user-supplied weight file (DESIGN §5).
+``build_generator("fourier")`` works everywhere; the DeePSiM kinds need a
+user-supplied weight file (DESIGN §5), named with ``weights = ...`` or found in
+:func:`deepsim_cache_dir`; ``kind = "module"`` plugs in any user generator
+(:mod:`protocols.generators.custom`).
 """
 from __future__ import annotations
 
 from typing import Any, Callable
 
 from .base import Generator
-from .deepsim import WEIGHTS_HELP, DeePSiMFc6, load_deepsim_fc6
+from .custom import ModuleGenerator, build_module_generator
+from .deepsim import (
+    DEEPSIM_VARIANTS,
+    WEIGHTS_HELP,
+    DeePSiM,
+    DeePSiMFc6,
+    DeePSiMFc7,
+    DeePSiMFc8,
+    DeePSiMPool5,
+    deepsim_cache_dir,
+    find_cached_weights,
+    load_deepsim,
+    load_deepsim_fc6,
+    weights_help,
+)
 from .fourier import FourierImageSpace
 
 __all__ = [
+    "DEEPSIM_VARIANTS",
     "GENERATOR_KINDS",
+    "DeePSiM",
     "DeePSiMFc6",
+    "DeePSiMFc7",
+    "DeePSiMFc8",
+    "DeePSiMPool5",
     "FourierImageSpace",
     "Generator",
+    "ModuleGenerator",
     "build_generator",
+    "deepsim_cache_dir",
+    "find_cached_weights",
+    "load_deepsim",
     "load_deepsim_fc6",
 ]
 
@@ -25,16 +50,23 @@ def _build_fourier(max_frequency: int = 8, image_size: int = 128) -> Generator:
     return FourierImageSpace(max_frequency=max_frequency, image_size=image_size)
 
 
-def _build_deepsim(weights: str | None = None, device: str = "cpu") -> Generator:
-    if weights is None:
-        raise ValueError(f"generator 'deepsim-fc6' needs the option weights = <path>: {WEIGHTS_HELP}")
-    return load_deepsim_fc6(weights, device=device)
+def _deepsim_builder(variant: str) -> Callable[..., Generator]:
+    def build(weights: str | None = None, device: str = "cpu") -> Generator:
+        if weights is None:
+            cached = find_cached_weights(variant)
+            if cached is None:
+                raise ValueError(f"generator 'deepsim-{variant}' needs weights: none given (weights = <path>) "
+                                 f"and none found in the cache directory; {weights_help(variant)}")
+            weights = cached
+        return load_deepsim(variant, weights, device=device)
+    return build
 
 
 #: kind -> (builder, accepted options)
 _REGISTRY: dict[str, tuple[Callable[..., Generator], tuple[str, ...]]] = {
     "fourier": (_build_fourier, ("max_frequency", "image_size")),
-    "deepsim-fc6": (_build_deepsim, ("weights", "device")),
+    **{f"deepsim-{v}": (_deepsim_builder(v), ("weights", "device")) for v in DEEPSIM_VARIANTS},
+    "module": (build_module_generator, ("factory", "options")),
 }
 
 #: The generator kinds :func:`build_generator` accepts.
@@ -46,7 +78,10 @@ def build_generator(kind: str, **options: Any) -> Generator:
 
     Kinds and options:
         ``"fourier"``: ``max_frequency`` (default 8), ``image_size`` (default 128).
-        ``"deepsim-fc6"``: ``weights`` (path, required), ``device`` (default ``"cpu"``).
+        ``"deepsim-fc6"``, ``"deepsim-fc7"``, ``"deepsim-fc8"``, ``"deepsim-pool5"``:
+        ``weights`` (path; default: the file in :func:`deepsim_cache_dir`), ``device`` (default ``"cpu"``).
+        ``"module"``: ``factory`` (``"package.module:callable"``, required), ``options``
+        (a table of keyword arguments for it).
 
     Raises:
         ValueError: unknown kind or option (the message lists the valid ones),
@@ -61,4 +96,6 @@ def build_generator(kind: str, **options: Any) -> Generator:
             f"unknown option(s) {', '.join(map(repr, unknown))} for generator {kind!r}; "
             f"valid options: {', '.join(accepted)}"
         )
+    if kind == "module" and "factory" not in options:
+        raise ValueError("generator 'module' needs factory = 'package.module:callable'")
     return builder(**options)

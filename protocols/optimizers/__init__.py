@@ -1,62 +1,128 @@
-"""Ask/tell optimizers over latent codes, and the registry that builds them from a protocol file."""
+"""Ask/tell optimizers over latent codes, and the registry that builds them from a protocol file.
+
+Every optimizer starts from the labs' defaults (DESIGN §5: λ = 40, σ₀ = 3, the
+zero code, μ = λ/2; the genetic algorithm with XDream's benchmark settings);
+a protocol's ``[optimizer]`` table overrides any of them by name, and a bad
+name or value is rejected with what is valid.
+"""
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from .base import Optimizer
+from .cholesky import CholeskyCMAES
 from .cmaes import CMAES
+from .genetic import Genetic
+from .reference import SimpleES
 
-__all__ = ["CMAES", "OPTIMIZER_KINDS", "Optimizer", "build_optimizer"]
+__all__ = [
+    "CMAES",
+    "CholeskyCMAES",
+    "Genetic",
+    "OPTIMIZER_KINDS",
+    "Optimizer",
+    "SimpleES",
+    "build_optimizer",
+    "optimizer_options",
+]
 
-#: kind -> {option: description of valid values}
-_OPTIONS: dict[str, dict[str, str]] = {
-    "cmaes": {
-        "popsize": "an int >= 2 (default 40)",
-        "sigma0": "a finite number > 0 (default 3.0)",
-        "diagonal": "true or false (default false)",
-    },
+
+@dataclass(frozen=True)
+class _Option:
+    check: Callable[[Any], bool]
+    valid: str  # what is valid, for messages
+    default: Any
+
+
+def _int_at_least(low: int) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+def _number(low: float, high: float = math.inf, *, low_open: bool = False) -> Callable[[Any], bool]:
+    def check(v: Any) -> bool:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            return False
+        return (v > low if low_open else v >= low) and v <= high
+    return check
+
+
+_POPSIZE = _Option(_int_at_least(2), "an int >= 2", 40)
+_SIGMA0 = _Option(_number(0, low_open=True), "a finite number > 0", 3.0)
+
+#: kind -> (class, {option: spec})
+_KINDS: dict[str, tuple[type[Optimizer], dict[str, _Option]]] = {
+    "cmaes": (CMAES, {
+        "popsize": _POPSIZE,
+        "sigma0": _SIGMA0,
+        "diagonal": _Option(lambda v: isinstance(v, bool), "true or false", False),
+    }),
+    "cholesky-cmaes": (CholeskyCMAES, {
+        "popsize": _POPSIZE,
+        "sigma0": _SIGMA0,
+        "update_every": _Option(_int_at_least(1), "an int >= 1 (generations between factor updates)", 10),
+    }),
+    "genetic": (Genetic, {
+        "popsize": _POPSIZE,
+        "mutation_rate": _Option(_number(0, 1), "a number in [0, 1]", 0.25),
+        "mutation_size": _Option(_number(0, low_open=True), "a finite number > 0", 0.75),
+        "kT_multiplier": _Option(_number(0, low_open=True), "a finite number > 0", 2.0),
+        "n_conserve": _Option(_int_at_least(0), "an int >= 0 and < popsize", 10),
+        "parental_skew": _Option(_number(0.5, 1), "a number in [0.5, 1]", 0.75),
+        "init_sigma": _Option(_number(0, low_open=True), "a finite number > 0", 1.0),
+    }),
+    "simple-es": (SimpleES, {
+        "popsize": _POPSIZE,
+        "sigma0": _SIGMA0,
+        "decay": _Option(_number(0, 1, low_open=True), "a number in (0, 1]", 0.97),
+    }),
 }
 
 #: The optimizer kinds :func:`build_optimizer` accepts.
-OPTIMIZER_KINDS: tuple[str, ...] = tuple(_OPTIONS)
+OPTIMIZER_KINDS: tuple[str, ...] = tuple(_KINDS)
 
 
-def _check_cmaes_options(options: dict[str, Any]) -> None:
-    valid = _OPTIONS["cmaes"]
-    if "popsize" in options:
-        v = options["popsize"]
-        if isinstance(v, bool) or not isinstance(v, int) or v < 2:
-            raise ValueError(f"optimizer 'cmaes': popsize = {v!r} is invalid; popsize must be {valid['popsize']}")
-    if "sigma0" in options:
-        v = options["sigma0"]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v > 0):
-            raise ValueError(f"optimizer 'cmaes': sigma0 = {v!r} is invalid; sigma0 must be {valid['sigma0']}")
-    if "diagonal" in options and not isinstance(options["diagonal"], bool):
-        raise ValueError(
-            f"optimizer 'cmaes': diagonal = {options['diagonal']!r} is invalid; diagonal must be {valid['diagonal']}"
-        )
+def optimizer_options(kind: str) -> dict[str, Any]:
+    """The options of ``kind`` with their lab defaults (what a protocol may override)."""
+    _check_kind(kind)
+    return {name: spec.default for name, spec in _KINDS[kind][1].items()}
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in _KINDS:
+        raise ValueError(f"unknown optimizer kind {kind!r}; valid kinds: {', '.join(OPTIMIZER_KINDS)}")
 
 
 def build_optimizer(kind: str, dim: int, seed: int, **options: Any) -> Optimizer:
     """Build the optimizer ``kind`` for codes of length ``dim``, seeded with ``seed``.
 
-    Kinds and options (as named in a protocol's ``[optimizer]`` table):
-        ``"cmaes"``: ``popsize`` (int >= 2, default 40), ``sigma0`` (> 0, default 3.0),
-        ``diagonal`` (bool, default False).
+    Kinds and options (as named in a protocol's ``[optimizer]`` table), defaults in brackets:
+        ``"cmaes"`` (pycma): ``popsize`` [40], ``sigma0`` [3.0], ``diagonal`` [false].
+        ``"cholesky-cmaes"``: ``popsize`` [40], ``sigma0`` [3.0], ``update_every`` [10].
+        ``"genetic"``: ``popsize`` [40], ``mutation_rate`` [0.25], ``mutation_size`` [0.75],
+        ``kT_multiplier`` [2.0], ``n_conserve`` [10], ``parental_skew`` [0.75], ``init_sigma`` [1.0].
+        ``"simple-es"`` (the reference): ``popsize`` [40], ``sigma0`` [3.0], ``decay`` [0.97].
 
     Raises:
         ValueError: unknown kind, unknown option or invalid value; the message
             names it and says what is valid.
     """
-    if kind not in _OPTIONS:
-        raise ValueError(f"unknown optimizer kind {kind!r}; valid kinds: {', '.join(OPTIMIZER_KINDS)}")
-    valid = _OPTIONS[kind]
-    unknown = sorted(set(options) - set(valid))
+    _check_kind(kind)
+    cls, specs = _KINDS[kind]
+    unknown = sorted(set(options) - set(specs))
     if unknown:
         raise ValueError(
             f"unknown option(s) {', '.join(map(repr, unknown))} for optimizer {kind!r}; "
-            f"valid options: {', '.join(f'{k} ({d})' for k, d in valid.items())}"
+            f"valid options: {', '.join(f'{k} ({s.valid}, default {s.default!r})' for k, s in specs.items())}"
         )
-    _check_cmaes_options(options)
-    return CMAES(dim, seed=seed, **options)
+    for name, value in options.items():
+        spec = specs[name]
+        if not spec.check(value):
+            raise ValueError(f"optimizer {kind!r}: {name} = {value!r} is invalid; "
+                             f"{name} must be {spec.valid} (default {spec.default!r})")
+    values = {name: spec.default for name, spec in specs.items()} | options
+    if kind == "genetic" and values["n_conserve"] >= values["popsize"]:
+        raise ValueError(f"optimizer 'genetic': n_conserve = {values['n_conserve']} is invalid; "
+                         f"n_conserve must be < popsize = {values['popsize']}")
+    return cls(dim, seed=seed, **values)

@@ -11,6 +11,8 @@ import numpy as np
 from protocols.spec import load_protocol
 from rig.assemble import assemble, pick_device, resolve_neuron
 from rig.controller import BlockReport, Controller
+from rig.display_choice import DISPLAY_KINDS
+from rig.recording.zmq_source import RecordingError
 from rig.outputs import write_session_outputs
 from rig.session import SessionWriter, read_session
 
@@ -20,8 +22,11 @@ HELP = "run a protocol file into a new session file"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``rig run``."""
-    parser.add_argument("protocol", type=Path, help="protocol file (TOML), e.g. protocols/dry-run.toml")
-    parser.add_argument("--out", type=Path, required=True, help="session file to create (HDF5)")
+    parser.add_argument("protocol", type=Path, nargs="?", help="protocol file (TOML), e.g. protocols/dry-run.toml")
+    parser.add_argument("--out", type=Path, help="session file to create (HDF5); required unless --resume")
+    parser.add_argument("--resume", type=Path, metavar="FILE.h5",
+                        help="continue the killed session in FILE.h5: protocol, seeds and neuron come from the file "
+                             "(its optimizer checkpoint is a pickle: resume only files you trust)")
     parser.add_argument("--neuron", action="append", metavar="UNIT",
                         help="unit spec MODEL:LAYER:unit=N[:pos=Y,X][:token=cls|mean|N]; repeat for several "
                              "channels (default: the protocol file's [neuron])")
@@ -29,16 +34,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--generations", type=int, help="override the protocol's number of generations")
     parser.add_argument("--seed", type=int, help="override the protocol's seed")
     parser.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:N")
+    parser.add_argument("--display", default="headless", choices=DISPLAY_KINDS,
+                        help="headless (in silico, default) or psychopy (a window laid out by the protocol's [display])")
+    parser.add_argument("--sim-link", metavar="tcp://HOST:PORT",
+                        help="with --neuron zmq://...: tell `rig sim-rig` what is shown (its side channel)")
+    parser.add_argument("--pace-ms", metavar="ON,OFF", type=_pace,
+                        help="headless display in real time: ON ms per stimulus, OFF ms blank "
+                             "(default 100,150 with a recording)")
     parser.add_argument("--quiet", action="store_true", help="no per-generation progress lines")
+
+
+def _pace(text: str) -> tuple[float, float]:
+    try:
+        on, off = (float(v) / 1000.0 for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected ON,OFF in ms, e.g. 100,150; got {text!r}") from None
+    if on <= 0 or off <= 0:
+        raise argparse.ArgumentTypeError(f"ON and OFF must be > 0 ms, got {text!r}")
+    return on, off
 
 
 def run(args: argparse.Namespace) -> int:
     """Validate everything, run the loop, then write the best image(s) and trajectory plot."""
+    if args.resume is not None:
+        return _resume(args)
+    if args.protocol is None or args.out is None:
+        raise ValueError("rig run needs a protocol file and --out FILE.h5, or --resume FILE.h5")
     spec = load_protocol(args.protocol)
     neuron = resolve_neuron(spec, args.neuron, args.weights)
     device = pick_device(args.device)
-    parts = assemble(spec, neuron, device=device, seed=args.seed, generations=args.generations)
+    parts = assemble(spec, neuron, device=device, seed=args.seed, generations=args.generations,
+                     display_kind=args.display, sim_link=args.sim_link, pace=args.pace_ms)
     protocol = parts.protocol
+    if spec.kind == "screening":
+        from rig.screening import run_screening  # a fixed image set: no generator, optimizer or best image
+
+        return run_screening(args, spec, parts)
 
     print(f"rig run: {spec.path} ({spec.name}), {protocol.generations} generations, "
           f"{protocol.threads} thread(s) x {protocol.optimizers[0].popsize} images "
@@ -56,9 +87,34 @@ def run(args: argparse.Namespace) -> int:
         protocol_sha256=spec.sha256,
         protocol_path=str(spec.path),
         seed=parts.seed,
-        provenance=parts.provenance,
+        provenance={**parts.provenance,  # what `rig run --resume` needs to rebuild the same parts
+                    "resume_with": {"units": list(neuron.units), "weights": neuron.weights, "display": args.display}},
         reference_ids=protocol.reference_ids,
     )
+    return _loop_and_outputs(args, parts, session)
+
+
+def _resume(args: argparse.Namespace) -> int:
+    """``--resume``: rebuild the session's parts from its file, catch up on its recorded blocks, carry on."""
+    from rig.replay import resume_session
+
+    if args.protocol is not None or args.out is not None or args.seed is not None or args.generations is not None \
+            or args.neuron or args.weights:
+        raise ValueError("--resume takes everything from the session file: give no protocol, --out, --seed, "
+                         "--generations, --neuron or --weights with it")
+    device = pick_device(args.device)
+    resumed = resume_session(args.resume, device)
+    args.out = args.resume
+    restored = "the start" if resumed.restored_after is None else f"the checkpoint after block {resumed.restored_after}"
+    print(f"rig run: resuming {args.resume} ({resumed.spec.name}): {resumed.blocks_done} of "
+          f"{resumed.parts.protocol.generations} blocks recorded; optimizer restored from {restored} and "
+          f"{resumed.replayed} recorded block(s) replayed bit for bit; device {device}")
+    return _loop_and_outputs(args, resumed.parts, resumed.session)
+
+
+def _loop_and_outputs(args: argparse.Namespace, parts, session: SessionWriter) -> int:
+    """Run the controller until the protocol is finished, then write the best image(s) and the plot."""
+    protocol = parts.protocol
 
     def progress(report: BlockReport) -> None:
         if args.quiet:
@@ -70,17 +126,24 @@ def run(args: argparse.Namespace) -> int:
               f"{report.seconds:6.2f} s/gen", flush=True)
 
     started = time.perf_counter()
-    Controller(protocol, parts.display, parts.source, session, progress).run()
+    try:
+        Controller(protocol, parts.display, parts.source, session, progress).run()
+    except RecordingError as exc:  # e.g. the stream fell silent: the session file keeps every block before
+        print(f"rig run: error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        parts.display.close()
+        parts.source.close()
     elapsed = time.perf_counter() - started
 
     recorded = read_session(args.out)
     stem = args.out.with_suffix("")
     written = write_session_outputs(recorded, parts.generator, stem)
-    first = protocol.history[0]
-    last = protocol.history[-1]
-    for thread in range(protocol.threads):
-        print(f"thread {thread}: mean score {first[thread].mean:.4g} -> {last[thread].mean:.4g}, "
-              f"best {max(h[thread].max for h in protocol.history):.4g}")
+    for thread in range(protocol.threads):  # from the file: a resumed run's history starts mid-session
+        channel = protocol.channels[thread]
+        means = [b.thread_scores(thread, channel).mean() for b in recorded.blocks]
+        print(f"thread {thread}: mean score {means[0]:.4g} -> {means[-1]:.4g}, "
+              f"best {max(b.thread_scores(thread, channel).max() for b in recorded.blocks):.4g}")
     print(f"done: {len(recorded.blocks)} blocks in {elapsed:.1f} s; wrote {args.out}")
     for path in written:
         print(f"      {path}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from simulators.models import load_model
-from simulators.units import list_layers
+from simulators.units import SYNTAX, example_unit, probe_layers
 
 HELP = "list a model's addressable layers and their output shapes"
 
@@ -19,10 +19,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print every addressable layer of a model with its output shape and an example spec."""
     model, cfg = load_model(args.model, weights=args.weights)
-    layers = list_layers(model, cfg)
+    layers = probe_layers(model, cfg)
     print(f"{cfg.name}: input {cfg.input_size}x{cfg.input_size}, {len(layers)} layers "
-          f"(shape per image; spec MODEL:LAYER:unit=N[:pos=Y,X][:token=cls|mean|N])")
-    width = max(len(name) for name, _ in layers)
-    for name, shape in layers:
-        print(f"  {name:<{width}}  {'x'.join(map(str, shape)):<14}  {cfg.name}:{name}:unit=0")
+          f"(shape per image; spec {SYNTAX}; '-': not addressable)")
+    width = max(len(name) for name in layers)
+    for name, info in layers.items():
+        # Examples are resolved against the model, so every one printed is valid as is.
+        example = example_unit(model, cfg, name, layers)
+        print(f"  {name:<{width}}  {'x'.join(map(str, info.shape)):<14}  {example or '-'}")
     return 0

@@ -1,0 +1,124 @@
+"""Evaluations per second with several evolution threads: batched in one block versus one after another.
+
+    .venv/bin/python bench/threads.py [--threads 1 4 16] [--generations 2] [--layer LAYER] [--device cpu]
+
+For each thread count N, the same N threads (one CMA-ES and one unit each,
+the demo's Fourier generator, 40 images per thread, 10 reference photos per
+block) run through the real controller in two ways, in this run:
+
+- batched: one session with N threads interleaved in each block, so all
+  N x 40 + 10 images go through the model in one forward pass that reads all
+  N units;
+- sequential: N one-thread sessions run one after another, each block with its
+  own 40 + 10 images and one forward pass.
+
+An evaluation is one generated image scored for its thread. Each run's first
+generation is a warm-up and is not timed; the figure is the median over the
+rest. Prints a table with evaluations per second and the batched/sequential ratio.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from protocols.spec import load_protocol  # noqa: E402
+from rig.assemble import NeuronChoice, assemble, pick_device  # noqa: E402
+from rig.controller import BlockReport, Controller  # noqa: E402
+from rig.session import SessionWriter  # noqa: E402
+
+POPSIZE = 40
+REFERENCES = 10
+
+# The demo's image space and optimizer (protocols/dry-run.toml), with N threads.
+PROTOCOL = """
+[protocol]
+kind = "evolution"
+name = "bench-threads"
+generations = {generations}
+seed = 1
+
+[evolution]
+threads = {threads}
+
+[generator]
+kind = "fourier"
+max_frequency = 8
+image_size = 128
+
+[optimizer]
+kind = "cmaes"
+popsize = {popsize}
+sigma0 = 3.0
+
+[references]
+source = "foolbox-imagenet"
+count = {references}
+"""
+
+
+def thread_units(layer: str, threads: int, token: str | None) -> list[str]:
+    """One distinct unit of ``layer`` per thread (units 0, 7, 14, ...)."""
+    suffix = f":token={token}" if token else ""
+    return [f"{layer}:unit={7 * t}{suffix}" for t in range(threads)]
+
+
+def run_session(units: list[str], generations: int, device: torch.device, tmp: Path) -> list[float]:
+    """Run one session with ``len(units)`` threads through the controller; seconds per timed generation."""
+    path = tmp / f"threads{len(units)}.toml"
+    path.write_text(PROTOCOL.format(generations=generations + 1, threads=len(units), popsize=POPSIZE,
+                                    references=REFERENCES))
+    spec = load_protocol(path)
+    parts = assemble(spec, NeuronChoice(tuple(units), None), device=device)
+    reports: list[BlockReport] = []
+    out = tmp / f"session-{time.monotonic_ns()}.h5"
+    session = SessionWriter(out, protocol_text=spec.text, protocol_sha256=spec.sha256, protocol_path=str(path),
+                            seed=parts.seed, provenance=parts.provenance,
+                            reference_ids=parts.protocol.reference_ids)
+    Controller(parts.protocol, parts.display, parts.source, session, reports.append).run()
+    out.unlink()
+    return [r.seconds for r in reports[1:]]  # the first generation pays one-off warm-up costs
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--generations", type=int, default=2, help="timed generations per session (+1 warm-up)")
+    parser.add_argument("--layer", default="vit_s14_focus:blocks.4.mlp.act",
+                        help="MODEL:LAYER whose units the threads follow (default: the demo's layer)")
+    parser.add_argument("--token", default="cls", help="token for ViT layers; '' for CNN layers")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    if args.generations < 1 or min(args.threads) < 1:
+        parser.error("--generations and --threads must be >= 1")
+    device = pick_device(args.device)
+
+    print(f"bench/threads.py: {args.layer} (token {args.token or '-'}), {POPSIZE} images per thread + "
+          f"{REFERENCES} references per block, {args.generations} timed generations (+1 warm-up), "
+          f"device {device}, torch threads {torch.get_num_threads()}")
+    print(f"  {'threads':>7} {'batched ev/s':>13} {'sequential ev/s':>16} {'ratio':>6}   "
+          f"{'batched s/gen':>13} {'sequential s/gen':>16}")
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        for n in args.threads:
+            units = thread_units(args.layer, n, args.token or None)
+            batched = statistics.median(run_session(units, args.generations, device, tmp))
+            # Same threads, one session each, one after another: a generation of all N threads
+            # costs the sum of the N sessions' generation times.
+            per_thread = [statistics.median(run_session([u], args.generations, device, tmp)) for u in units]
+            sequential = sum(per_thread)
+            evaluations = n * POPSIZE
+            print(f"  {n:>7} {evaluations / batched:13.1f} {evaluations / sequential:16.1f} "
+                  f"{sequential / batched:5.2f}x   {batched:13.3f} {sequential:16.3f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

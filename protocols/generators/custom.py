@@ -1,0 +1,123 @@
+"""User-supplied generators: any module from code to image, named in the protocol file.
+
+A protocol says::
+
+    [generator]
+    kind = "module"
+    factory = "my_lab.gans:load_biggan"   # importable "package.module:callable"
+    [generator.options]                   # optional: keyword arguments for the factory
+    weights = "/data/biggan-deep-256.pt"
+
+The factory is called with the options and must return either a
+:class:`~protocols.generators.base.Generator`, or any ``torch.nn.Module`` that
+has integer attributes ``code_dim`` and ``image_size`` and maps a float tensor
+(N, code_dim) to RGB images (N, 3, image_size, image_size) in [0, 1]. The
+latter is wrapped in :class:`ModuleGenerator`, which checks every output, so a
+GAN that emits [-1, 1] fails with a message instead of showing wrong pixels.
+
+Naming a factory imports and runs that code, exactly as running a script
+would: protocol files are trusted configuration.
+"""
+from __future__ import annotations
+
+import importlib
+import re
+from typing import Any
+
+import torch
+from torch import nn
+
+from .base import Generator
+
+__all__ = ["ModuleGenerator", "build_module_generator", "resolve_factory"]
+
+_FACTORY = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
+# A little slack for float rounding in a final sigmoid or rescale; beyond it is a units mistake.
+_RANGE_TOLERANCE = 1e-3
+
+
+def resolve_factory(factory: Any) -> Any:
+    """Import ``"package.module:attr[.attr]"`` and return the callable it names.
+
+    Raises:
+        ValueError: malformed text, module not importable, attribute missing or not callable.
+    """
+    if not isinstance(factory, str) or not _FACTORY.match(factory):
+        raise ValueError(f"factory = {factory!r} must be 'package.module:callable' "
+                         f"(e.g. 'my_lab.gans:load_biggan')")
+    module_name, _, attr_path = factory.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"factory = {factory!r}: cannot import module {module_name!r} ({exc}); "
+                         f"is it installed or on PYTHONPATH?") from None
+    for attr in attr_path.split("."):
+        if not hasattr(obj, attr):
+            public = sorted(a for a in dir(obj) if not a.startswith("_"))
+            raise ValueError(f"factory = {factory!r}: {getattr(obj, '__name__', obj)!r} has no attribute {attr!r}; "
+                             f"it has {public[:20]}")
+        obj = getattr(obj, attr)
+    if not callable(obj):
+        raise ValueError(f"factory = {factory!r} names a {type(obj).__name__}, not something callable")
+    return obj
+
+
+class ModuleGenerator(Generator):
+    """Adapts a plain ``nn.Module`` with ``code_dim`` and ``image_size`` to the Generator contract.
+
+    Every output is checked: shape (N, 3, image_size, image_size), floating
+    point, within [0, 1] (to a 1e-3 tolerance, then clamped).
+    """
+
+    def __init__(self, module: nn.Module, name: str = "module") -> None:
+        super().__init__()
+        for attr in ("code_dim", "image_size"):
+            value = getattr(module, attr, None)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"generator {name!r} must have an int attribute {attr} >= 1, got {value!r}")
+        self.module = module
+        self.name = name
+        self.code_dim = module.code_dim
+        self.image_size = module.image_size
+
+    def generate(self, codes: torch.Tensor) -> torch.Tensor:
+        """Run the wrapped module and check that it returned images in [0, 1]."""
+        images = self.module(codes)
+        expected = (codes.shape[0], 3, self.image_size, self.image_size)
+        if not isinstance(images, torch.Tensor) or tuple(images.shape) != expected:
+            got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+            raise ValueError(f"generator {self.name!r} returned {got}; expected images of shape {expected}")
+        if not images.is_floating_point():
+            raise ValueError(f"generator {self.name!r} returned dtype {images.dtype}; expected floats in [0, 1]")
+        if images.numel():
+            low, high = images.min().item(), images.max().item()
+            if low < -_RANGE_TOLERANCE or high > 1 + _RANGE_TOLERANCE:
+                raise ValueError(
+                    f"generator {self.name!r} returned values in [{low:.3g}, {high:.3g}]; images must be RGB "
+                    f"in [0, 1] (a GAN ending in tanh needs (x + 1) / 2)"
+                )
+        return images.clamp(0.0, 1.0)
+
+
+def build_module_generator(factory: str, options: dict[str, Any] | None = None) -> Generator:
+    """Call the user's ``factory(**options)`` and return a checked :class:`Generator`.
+
+    Raises:
+        ValueError: bad factory text or import, options not a table, the factory
+            failing on its options, or a result that is not a usable generator.
+    """
+    if options is None:
+        options = {}
+    if not isinstance(options, dict):
+        raise ValueError(f"options must be a table of keyword arguments for the factory, got {options!r}")
+    make = resolve_factory(factory)
+    try:
+        module = make(**options)
+    except TypeError as exc:  # wrong keyword arguments, the common mistake
+        raise ValueError(f"factory = {factory!r} rejected options {sorted(options)}: {exc}") from None
+    if isinstance(module, Generator):
+        return module
+    if not isinstance(module, nn.Module):
+        raise ValueError(f"factory = {factory!r} returned a {type(module).__name__}; "
+                         f"it must return a torch.nn.Module (a Generator, or a module with code_dim and image_size)")
+    return ModuleGenerator(module, name=factory)

@@ -1,0 +1,33 @@
+"""``rig report SESSION.h5 ... --out DIR``: a self-contained HTML report with PNG figures.
+
+Natural-image distributions come from screening sessions given with --natural
+(matched on the unit's channel name), else from the reference images shown
+during each evolution.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rig.report import build_report
+
+HELP = "HTML report of evolution sessions: trajectories, prototypes, natural images, convergence"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``rig report``."""
+    parser.add_argument("sessions", nargs="+", type=Path, help="evolution session files (HDF5)")
+    parser.add_argument("--out", type=Path, required=True, help="folder for index.html and the figures")
+    parser.add_argument("--natural", nargs="*", type=Path, default=[], help="screening session files")
+    parser.add_argument("--network", default="auto", help="feature network for nearest natural images: auto "
+                                                          "(ResNet-101 if its weights are present, else "
+                                                          "efficientnet_lite0), resnet101, efficientnet_lite0")
+    parser.add_argument("--k", type=int, default=5, help="nearest natural images to show")
+    parser.add_argument("--no-nearest", action="store_true", help="skip the nearest-natural-images analysis")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the report and print where it is."""
+    page = build_report(args.sessions, args.out, args.natural, args.network, args.k, not args.no_nearest)
+    print(f"rig report: wrote {page} ({len(list(page.parent.glob('*.png')))} figures)")
+    return 0

@@ -1,0 +1,113 @@
+"""``rig sim-rig``: a simulated recording system speaking the Open Ephys ZMQ Interface format.
+
+Run it in its own terminal (or process), then point ``rig run`` at it::
+
+    rig sim-rig --protocol protocols/dry-run.toml
+    rig run protocols/dry-run.toml --out s.h5 --neuron zmq://127.0.0.1:5556 --sim-link tcp://127.0.0.1:5558
+
+The simulated units, their weights and response model come from the protocol
+file's ``[neuron]`` table unless ``--neuron``/``--weights``/``--gain``... say
+otherwise. See :mod:`rig.simrig` for the stream and the faults.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import torch
+
+from protocols.spec import load_protocol
+from rig.simrig import SimRig, SimRigConfig, parse_fault_option
+from simulators.neuron import SimulatedNeuron
+from simulators.response_model import ResponseModel, ResponseModelConfig
+
+HELP = "simulated recording system: a simulated neuron published in the Open Ephys ZMQ format"
+
+#: Without a [neuron.response] table: a rate of 10 spikes/s per unit of activation above -2 (efficientnet-scale units).
+DEFAULT_GAIN, DEFAULT_OFFSET = 10.0, 20.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``rig sim-rig``."""
+    parser.add_argument("--protocol", type=Path, help="take units, weights and response model from this file's [neuron]")
+    parser.add_argument("--neuron", action="append", metavar="UNIT", help="simulated unit spec; repeat for electrodes")
+    parser.add_argument("--weights", help="model weights: a file, 'random' or 'default'")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    parser.add_argument("--data-port", type=int, default=5556, help="PUB port (0: any free port); heartbeats on +1")
+    parser.add_argument("--heartbeat-port", type=int, help="REP port for heartbeats (default data port + 1)")
+    parser.add_argument("--side-port", type=int, help="PULL port for the display's side channel (default data port + 2)")
+    parser.add_argument("--sample-rate", type=float, default=30000.0, help="samples per second (default 30000)")
+    parser.add_argument("--block-ms", type=float, default=10.0, help="processing block length (default 10 ms)")
+    parser.add_argument("--lag-ms", type=float, default=20.0, help="publish each block this long after its end")
+    parser.add_argument("--ttl-line", type=int, default=0, help="0-based TTL line for onsets (default 0)")
+    parser.add_argument("--ttl-jitter-ms", type=float, default=0.0, help="uniform +- jitter of every onset TTL")
+    parser.add_argument("--gain", type=float, help="response model gain (spikes/s per unit activation)")
+    parser.add_argument("--offset", type=float, help="response model offset (spikes/s)")
+    parser.add_argument("--latency-ms", type=float, help="response latency (default: the response model's, 50 ms)")
+    parser.add_argument("--spontaneous-hz", type=float, default=5.0, help="spontaneous rate of each sorted unit")
+    parser.add_argument("--unsorted-hz", type=float, default=20.0, help="unsorted (sorted id 0) spikes per electrode")
+    parser.add_argument("--fault", action="append", default=[], metavar="KIND@ONSET[:VALUE]",
+                        help="inject a fault at the N-th onset: drop, restart, missing-ttl, jitter[:ms], silent[:s]")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every random draw")
+    parser.add_argument("--device", default="cpu", help="torch device of the simulated neuron")
+    parser.add_argument("--duration", type=float, help="stop after this many seconds (default: run until stopped)")
+    parser.add_argument("--ready-file", type=Path, help="write the bound endpoints here as JSON once listening")
+
+
+def _response_model(args: argparse.Namespace, table: dict | None) -> ResponseModel:
+    base = ResponseModelConfig.from_table(table) if table else ResponseModelConfig(gain=DEFAULT_GAIN,
+                                                                                  offset=DEFAULT_OFFSET)
+    changes = {k: v for k, v in (("gain", args.gain), ("offset", args.offset)) if v is not None}
+    if args.latency_ms is not None:
+        changes["latency_s"] = args.latency_ms / 1000.0
+    return ResponseModel(replace(base, seed=args.seed, noise="poisson", **changes))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the neuron, bind the sockets, publish until stopped."""
+    units, weights, table = args.neuron, args.weights, None
+    if args.protocol is not None:
+        spec = load_protocol(args.protocol)
+        if spec.neuron is not None:
+            units = units or list(spec.neuron.units)
+            weights = weights if weights is not None else spec.neuron.weights
+            table = spec.neuron.response
+    if not units:
+        raise ValueError("rig sim-rig: name the simulated units with --neuron UNIT or --protocol FILE with [neuron]")
+    neuron = SimulatedNeuron(units, weights=weights, device=args.device)
+    neuron(torch.zeros(1, 3, neuron.cfg.input_size, neuron.cfg.input_size))  # warm up before the first onset
+    model = _response_model(args, table)
+    config = SimRigConfig(host=args.host, data_port=args.data_port, heartbeat_port=args.heartbeat_port,
+                          side_port=args.side_port, sample_rate=args.sample_rate, block_ms=args.block_ms,
+                          lag_ms=args.lag_ms, ttl_line=args.ttl_line, ttl_jitter_ms=args.ttl_jitter_ms,
+                          spontaneous_hz=args.spontaneous_hz, unsorted_hz=args.unsorted_hz, seed=args.seed,
+                          faults=[parse_fault_option(f) for f in args.fault])
+    rig = SimRig(neuron, len(neuron.channel_names), model, config)
+    endpoints = rig.describe()
+    print(f"sim-rig: {', '.join(neuron.channel_names)} -> electrodes "
+          f"{', '.join(f'Electrode {i + 1}' for i in range(len(neuron.channel_names)))} (sorted id 1)", flush=True)
+    print(f"sim-rig: data {endpoints['data']}, heartbeats {endpoints['heartbeat']}, side channel {endpoints['side']}",
+          flush=True)
+    print(f"sim-rig: response model {model.describe()['kwargs']}", flush=True)
+    if config.faults:
+        print(f"sim-rig: faults {[asdict(f) for f in config.faults]}", flush=True)
+    print(f"sim-rig: connect with: rig run PROTOCOL --out SESSION.h5 --neuron zmq://{args.host}:{rig.data_port} "
+          f"--sim-link {endpoints['side']}", flush=True)
+    if args.ready_file is not None:
+        args.ready_file.write_text(json.dumps({**endpoints, "data_port": rig.data_port,
+                                               "heartbeat_port": rig.heartbeat_port, "side_port": rig.side_port}))
+    signal.signal(signal.SIGTERM, lambda *_: rig.stop())
+    try:
+        rig.run(args.duration)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        rig.close()
+    print(f"sim-rig: {rig.onsets_seen} onsets, {rig.publisher.sent} messages sent, "
+          f"faults applied {rig.faults_applied}, late onsets {rig.late_onsets}", flush=True)
+    sys.stdout.flush()
+    return 0

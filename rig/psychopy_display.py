@@ -1,0 +1,306 @@
+"""The PsychoPy display: a block's stimuli in rapid series on a real screen.
+
+Each stimulus is on for ``on_frames`` and off for ``off_frames`` frames. Its
+onset time is the time ``win.flip()`` returned for its first frame, on
+PsychoPy's monotonic clock. A photodiode patch in a corner changes between
+white and black at every onset, so a photodiode on the recording rig marks
+onsets on the spike stream's own clock. Flip intervals are recorded, and a
+frame dropped while a stimulus was on marks that presentation invalid (its
+duration on screen was wrong), so the controller shows it again.
+
+The next stimulus's texture is uploaded during the blank, after the frame that
+removed the previous stimulus has been flipped, so uploads never delay an onset
+or lengthen a stimulus. PsychoPy is imported only when a display is opened:
+importing :mod:`rig` needs no screen.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import math
+import os
+import threading
+import time
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from protocols.base import Block
+from protocols.spec import DisplaySpec
+from rig.display import Display, Presentations
+from rig.monitor import MonitorGeometry
+
+#: Called after a frame is drawn and before it is flipped: ``hook(position, frame, phase)``, phase "on" or "off",
+#: ``frame`` counting from 0 within the phase. Tests read the back buffer (or stall) here.
+FrameHook = Callable[[int, int, str], None]
+
+#: A flip interval longer than this many frame periods means frames were dropped (PsychoPy's own threshold).
+DROP_THRESHOLD = 1.2
+
+CLOCK = "psychopy.core.monotonicClock"
+
+#: Scheduler niceness of the drawing thread while a block is shown (like PsychoPy's ``core.rush``, one thread only).
+RUSH_NICE = -10
+
+
+def _import_psychopy() -> tuple[Any, Any, Any]:
+    """Import PsychoPy for a headless-safe, quiet session (DESIGN.md §7)."""
+    # Without this PsychoPy rewrites PATH/PYTHONPATH on import to find plugin packages.
+    os.environ.setdefault("PSYCHOPYNOPACKAGES", "1")
+    # Mesa's software renderer (Xvfb, no GPU) renders on all cores by default; on a busy machine its threads wait
+    # for each other and a 1 ms flip becomes 15 ms. One thread keeps flips short. GPU drivers ignore this.
+    os.environ.setdefault("LP_NUM_THREADS", "1")
+    # Triton (which torchvision pulls in through torch._dynamo) bundles its own LLVM: loading it after Mesa's
+    # llvmpipe has loaded the system LLVM segfaults, so load it first when it is installed.
+    if importlib.util.find_spec("triton") is not None:
+        import triton  # noqa: F401
+    import pyglet
+
+    # The shadow window would need a display at import time.
+    pyglet.options["shadow_window"] = False
+    from psychopy import core, logging, visual
+
+    logging.console.setLevel(logging.ERROR)
+    return visual, core, logging
+
+
+def images_to_textures(images: torch.Tensor) -> np.ndarray:
+    """(N, 3, H, W) float RGB in [0, 1] → (N, H, W, 3) float32, rows bottom-up as OpenGL wants them."""
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"block images must be (N, 3, H, W) RGB, got shape {tuple(images.shape)}")
+    if not torch.is_floating_point(images):
+        raise ValueError(f"block images must be float RGB in [0, 1], got dtype {images.dtype}")
+    array = images.detach().to("cpu", torch.float32).permute(0, 2, 3, 1).numpy()
+    low, high = float(array.min()), float(array.max())
+    if not (math.isfinite(low) and math.isfinite(high)) or low < -1e-3 or high > 1 + 1e-3:
+        # PsychoPy clips below 0 to black; an out-of-range image is a generator bug, not something to show.
+        raise ValueError(f"block images must be float RGB in [0, 1], got values in [{low:.4g}, {high:.4g}]")
+    return np.ascontiguousarray(np.clip(array[:, ::-1], 0.0, 1.0))
+
+
+def dropped_frames(flip_times: np.ndarray, period: float) -> int:
+    """Frames missed between consecutive flips: an interval of k periods (> 1.2) missed k - 1 frames (at least 1)."""
+    intervals = np.diff(np.asarray(flip_times, dtype=np.float64)) / period
+    late = intervals[intervals > DROP_THRESHOLD]
+    return int(np.sum(np.maximum(np.rint(late) - 1, 1)))
+
+
+class PsychoPyDisplay(Display):
+    """Shows blocks in a PsychoPy window laid out by a :class:`~protocols.spec.DisplaySpec`.
+
+    The window opens here, so a missing screen fails before the first block.
+    ``frame_hook`` is for tests; ``window_kwargs`` go to ``visual.Window``.
+    """
+
+    def __init__(self, spec: DisplaySpec | None = None, *, frame_hook: FrameHook | None = None,
+                 **window_kwargs: Any) -> None:
+        super().__init__()
+        self.spec = spec = spec if spec is not None else DisplaySpec()
+        if spec.on_frames < 1 or spec.off_frames < 1:
+            raise ValueError(f"display on_frames and off_frames must be >= 1 (the next texture is prepared during "
+                             f"the blank), got {spec.on_frames} and {spec.off_frames}")
+        if not spec.refresh_hz > 0:
+            raise ValueError(f"display refresh_hz must be > 0, got {spec.refresh_hz}")
+        self.geometry = MonitorGeometry(spec.width_cm, spec.distance_cm, tuple(spec.resolution))
+        left, right, bottom, top = self.geometry.extent_to_pixels(*spec.position_deg, spec.size_deg)
+        if not self.geometry.fits(left, right, bottom, top):
+            raise ValueError(
+                f"display: a {spec.size_deg}° stimulus at {list(spec.position_deg)}° spans x {left:.0f}..{right:.0f}, "
+                f"y {bottom:.0f}..{top:.0f} px from the centre, off a {spec.resolution[0]}x{spec.resolution[1]} screen")
+        #: The stimulus box in pixels from the screen centre, (left, right, bottom, top).
+        self.stimulus_box = (left, right, bottom, top)
+        self.period = 1.0 / spec.refresh_hz
+        self.frame_hook = frame_hook
+        #: Flip-to-flip intervals (s) of the last block, lead-in included.
+        self.frame_intervals = np.zeros(0)
+        self._photodiode_white = False
+        self._pace_origin: float | None = None
+        #: Whether blocks run at raised priority (see :meth:`_rushed`); tried once here so describe() can say.
+        with self._rushed():
+            pass
+
+        visual, _, logging = _import_psychopy()
+        self._clock = logging.defaultClock  # the clock win.flip() stamps frames with
+        #: Add to a display time to get ``time.monotonic()`` (PsychoPy's clock is perf_counter from its import;
+        #: both are CLOCK_MONOTONIC on Linux), e.g. for a side channel that speaks time.monotonic.
+        self.monotonic_offset = time.monotonic() - self._clock.getTime()
+        options = dict(size=spec.resolution, fullscr=spec.fullscreen, screen=spec.screen, units="pix",
+                       color=spec.background, colorSpace="rgb1", winType="pyglet", allowGUI=False,
+                       checkTiming=False, waitBlanking=True)
+        options.update(window_kwargs)
+        self.window = visual.Window(**options)
+        self.window.mouseVisible = False
+        self.window.refreshThreshold = DROP_THRESHOLD * self.period
+        self._build_stimuli(visual)
+        self._warm_up()
+
+    def _build_stimuli(self, visual: Any) -> None:
+        spec, win = self.spec, self.window
+        left, right, bottom, top = self.stimulus_box
+        self._stimulus = visual.ImageStim(win, image=np.zeros((2, 2, 3), np.float32), units="pix",
+                                          pos=((left + right) / 2, (bottom + top) / 2), size=(right - left, top - bottom),
+                                          colorSpace="rgb1", interpolate=True, autoLog=False)
+        self._box_px = (right - left, top - bottom)
+        self._fixation = None
+        if spec.fixation_deg > 0:
+            radius = max(self.geometry.size_to_pixels(spec.fixation_deg) / 2, 1.0)
+            self._fixation = visual.Circle(win, radius=radius, pos=(0, 0), units="pix", fillColor=spec.fixation_color,
+                                           lineColor=None, colorSpace="rgb1", edges=32, autoLog=False)
+        self._photodiode = None
+        if spec.photodiode != "none":
+            size = spec.photodiode_size_px
+            half_w, half_h = spec.resolution[0] / 2, spec.resolution[1] / 2
+            x = half_w - size / 2 if "right" in spec.photodiode else -half_w + size / 2
+            y = half_h - size / 2 if "top" in spec.photodiode else -half_h + size / 2
+            self._photodiode = visual.Rect(win, width=size, height=size, pos=(x, y), units="pix", fillColor=(0, 0, 0),
+                                           lineColor=None, colorSpace="rgb1", autoLog=False)
+
+    def _warm_up(self) -> None:
+        """Draw everything once, unseen: the first draw compiles shaders and would otherwise drop a frame."""
+        self._draw_frame(stimulus_on=True)
+        self.window.clearBuffer()
+        for _ in range(2):
+            self._draw_frame(stimulus_on=False)
+            self._flip()
+
+    # -- the frame loop -------------------------------------------------------------------------------
+
+    def _set_image(self, texture: np.ndarray) -> None:
+        """Upload one stimulus; non-square images keep their aspect ratio inside the stimulus box."""
+        height, width = texture.shape[:2]
+        box_w, box_h = self._box_px
+        scale = min(box_w / width, box_h / height)
+        self._stimulus.size = (width * scale, height * scale)
+        self._stimulus.image = texture
+
+    def _draw_frame(self, stimulus_on: bool) -> None:
+        if stimulus_on:
+            self._stimulus.draw()
+        if self._fixation is not None:
+            self._fixation.draw()
+        if self._photodiode is not None:
+            self._photodiode.draw()
+
+    def _flip(self) -> float:
+        """Flip and return the flip time; with ``pace``, wait for the next tick of a ``refresh_hz`` grid first.
+
+        The grid stands in for vsync on screens that have none (Xvfb): a late frame lands on the following tick,
+        as it would on a real monitor, so a stall shows up as a long interval.
+        """
+        if self.spec.pace:
+            now = self._clock.getTime()
+            if self._pace_origin is None:
+                self._pace_origin = now
+            ticks = max(1, math.ceil((now - self._pace_origin) / self.period))
+            target = self._pace_origin + ticks * self.period
+            # Sleep most of the way, then spin: sleep alone overshoots by up to a millisecond or more.
+            if target - now > 0.002:
+                time.sleep(target - now - 0.0015)
+            while self._clock.getTime() < target:
+                pass
+        return float(self.window.flip())
+
+    @contextlib.contextmanager
+    def _rushed(self):
+        """Raise this thread's scheduling priority while a block is shown, where the OS allows it.
+
+        Other work on the machine then delays flips less. Only the drawing thread is raised (not torch's
+        workers), and only during presentation; without permission (CAP_SYS_NICE) it runs at normal priority.
+        """
+        thread = threading.get_native_id()
+        before = None
+        try:
+            before = os.getpriority(os.PRIO_PROCESS, thread)
+            os.setpriority(os.PRIO_PROCESS, thread, min(before, RUSH_NICE))
+            self.rushed = True
+        except (OSError, AttributeError):  # no permission, or not a POSIX system
+            self.rushed = False
+        try:
+            yield
+        finally:
+            if self.rushed and before is not None:
+                os.setpriority(os.PRIO_PROCESS, thread, before)
+
+    def _show(self, block: Block) -> Presentations:
+        with self._rushed():
+            return self._show_frames(block)
+
+    def _show_frames(self, block: Block) -> Presentations:
+        textures = images_to_textures(block.images)
+        n = len(block)
+        on, off = self.spec.on_frames, self.spec.off_frames
+        onsets, offsets = np.full(n, np.nan), np.full(n, np.nan)
+        dropped = np.zeros(n, dtype=np.int64)
+        flips: list[float] = []
+        self.window.recordFrameIntervals = True
+        # The screen is blank between blocks: upload the first texture now; the lead-in blank's flip then anchors
+        # the first stimulus's frame intervals.
+        self._set_image(textures[0])
+        self._draw_frame(stimulus_on=False)
+        flips.append(self._flip())
+        for i in range(n):
+            self._photodiode_white = not self._photodiode_white
+            if self._photodiode is not None:
+                self._photodiode.fillColor = (1, 1, 1) if self._photodiode_white else (0, 0, 0)
+            first_on = len(flips)
+            for frame in range(on):
+                self._draw_frame(stimulus_on=True)
+                if self.frame_hook is not None:
+                    self.frame_hook(i, frame, "on")
+                flips.append(self._flip())
+                if frame == 0:
+                    onsets[i] = flips[-1]
+                    self._notify_onset(block, i, onsets[i])
+            for frame in range(off):
+                self._draw_frame(stimulus_on=False)
+                if self.frame_hook is not None:
+                    self.frame_hook(i, frame, "off")
+                flips.append(self._flip())
+                if frame == 0:
+                    offsets[i] = flips[-1]
+                    # The blank is on screen now: upload the next stimulus while it is.
+                    if i + 1 < n:
+                        self._set_image(textures[i + 1])
+            # The stimulus was on from its onset flip to the flip that removed it.
+            dropped[i] = dropped_frames(flips[first_on:first_on + on + 1], self.period)
+        self.window.recordFrameIntervals = False
+        self.frame_intervals = np.diff(flips)
+        return Presentations(onset_times=onsets, offset_times=offsets, dropped_frames=dropped, valid=dropped == 0,
+                             clock=CLOCK)
+
+    # -- bookkeeping --------------------------------------------------------------------------------------
+
+    @property
+    def n_dropped_frames(self) -> int:
+        """PsychoPy's own count of long frame intervals since the window opened (any phase)."""
+        return int(self.window.nDroppedFrames)
+
+    def describe(self) -> dict:
+        """Provenance: the layout as run, in degrees and in pixels, and the clock."""
+        import psychopy
+
+        spec = self.spec
+        return {
+            **super().describe(),
+            "psychopy": psychopy.__version__,
+            "clock": CLOCK,
+            "raised_priority": self.rushed,
+            "monotonic_offset_s": self.monotonic_offset,
+            "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(spec).items()},
+            "pixels_per_degree": self.geometry.pixels_per_degree,
+            "stimulus_box_px": list(self.stimulus_box),
+            "window_size_px": [int(v) for v in self.window.size],
+        }
+
+    def close(self) -> None:
+        """Close the window; safe to call twice."""
+        window, self.window = getattr(self, "window", None), None
+        if window is not None:
+            window.close()
+
+    def __enter__(self) -> "PsychoPyDisplay":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

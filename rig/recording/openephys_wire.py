@@ -1,0 +1,379 @@
+"""The Open Ephys "ZMQ Interface" wire format (v1.0.x, DESIGN.md §3) as pure functions.
+
+Every message type has a ``format_*`` function (message → list of frames) and
+a ``parse_*`` function (frames → message). :func:`parse_message` dispatches on
+the header's ``type``. Nothing here touches a socket, so the format is tested
+byte by byte.
+
+Frames of a message::
+
+    envelope   b"DATA\\x00" (continuous data) or b"EVENT\\x00" (TTL events and spikes)
+    header     UTF-8 JSON
+    payload    binary: float32 samples, a 10-byte TTL record, or float32 waveforms
+
+The Open Ephys GUI serialises headers with JUCE, which may pretty-print them;
+parsing accepts any JSON layout. Formatting here writes compact JSON
+(``json.dumps`` defaults) with keys in the plugin's order.
+
+The normalised records at the end (:class:`Spike`, :class:`Ttl`,
+:class:`Watermark`, :class:`Discontinuity`) are what every reader yields, so
+other acquisition systems can sit behind the same records later.
+"""
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+import numpy as np
+
+DATA_ENVELOPE = b"DATA\x00"
+EVENT_ENVELOPE = b"EVENT\x00"
+#: Open Ephys event type of a TTL event (``content.type``).
+TTL_EVENT_TYPE = 3
+#: TTL payload: uint8 line (0-based), uint8 state (1 = on), uint64 word, little-endian.
+_TTL_PAYLOAD = struct.Struct("<BBQ")
+TTL_PAYLOAD_SIZE = _TTL_PAYLOAD.size  # 10
+HEARTBEAT_REPLY = b"heartbeat received"
+
+
+class WireError(ValueError):
+    """A message does not follow the Open Ephys ZMQ Interface format; says what is wrong."""
+
+
+# --------------------------------------------------------------------------- messages
+
+
+@dataclass
+class DataMessage:
+    """One channel's block of continuous samples."""
+
+    message_num: int
+    stream: str
+    channel_num: int
+    channel_name: str
+    sample_num: int
+    sample_rate: float
+    samples: np.ndarray
+    timestamp: int = 0
+
+    @property
+    def end_sample(self) -> int:
+        """First sample after this block: the stream's watermark once this message has arrived."""
+        return self.sample_num + len(self.samples)
+
+
+@dataclass
+class TtlMessage:
+    """A TTL line changing state."""
+
+    message_num: int
+    stream: str
+    source_node: int
+    sample_num: int
+    line: int
+    state: int
+    word: int = 0
+    timestamp: int = 0
+
+
+@dataclass
+class SpikeMessage:
+    """A detected (and possibly sorted) spike with its waveform, channel-major."""
+
+    message_num: int
+    stream: str
+    source_node: int
+    electrode: str
+    sample_num: int
+    sorted_id: int
+    waveform: np.ndarray  # (num_channels, num_samples) float32
+    threshold: list[float] = field(default_factory=list)
+    timestamp: int = 0
+
+
+Message = Union[DataMessage, TtlMessage, SpikeMessage]
+
+
+def _header_bytes(header: dict[str, Any]) -> bytes:
+    return json.dumps(header).encode("utf-8")
+
+
+def format_data(msg: DataMessage) -> list[bytes]:
+    """Frames of a continuous-data message."""
+    samples = np.ascontiguousarray(msg.samples, dtype="<f4")
+    header = {
+        "message_num": int(msg.message_num),
+        "type": "data",
+        "content": {
+            "stream": msg.stream,
+            "channel_num": int(msg.channel_num),
+            "channel_name": msg.channel_name,
+            "num_samples": int(samples.size),
+            "sample_num": int(msg.sample_num),
+            "sample_rate": msg.sample_rate,
+        },
+        "data_size": int(samples.nbytes),
+        "timestamp": int(msg.timestamp),
+    }
+    return [DATA_ENVELOPE, _header_bytes(header), samples.tobytes()]
+
+
+def format_ttl(msg: TtlMessage) -> list[bytes]:
+    """Frames of a TTL event."""
+    header = {
+        "message_num": int(msg.message_num),
+        "type": "event",
+        "content": {
+            "stream": msg.stream,
+            "source_node": int(msg.source_node),
+            "type": TTL_EVENT_TYPE,
+            "sample_num": int(msg.sample_num),
+        },
+        "data_size": TTL_PAYLOAD_SIZE,
+        "timestamp": int(msg.timestamp),
+    }
+    return [EVENT_ENVELOPE, _header_bytes(header), _TTL_PAYLOAD.pack(msg.line, msg.state, msg.word)]
+
+
+def format_spike(msg: SpikeMessage) -> list[bytes]:
+    """Frames of a spike: fields under ``"spike"`` and no ``data_size``, as the plugin sends them."""
+    waveform = np.ascontiguousarray(np.atleast_2d(msg.waveform), dtype="<f4")
+    header = {
+        "message_num": int(msg.message_num),
+        "type": "spike",
+        "spike": {
+            "stream": msg.stream,
+            "source_node": int(msg.source_node),
+            "electrode": msg.electrode,
+            "sample_num": int(msg.sample_num),
+            "num_channels": int(waveform.shape[0]),
+            "num_samples": int(waveform.shape[1]),
+            "sorted_id": int(msg.sorted_id),
+            "threshold": [float(t) for t in msg.threshold],
+        },
+        "timestamp": int(msg.timestamp),
+    }
+    return [EVENT_ENVELOPE, _header_bytes(header), waveform.tobytes()]
+
+
+def format_message(msg: Message) -> list[bytes]:
+    """Frames of any message."""
+    if isinstance(msg, DataMessage):
+        return format_data(msg)
+    if isinstance(msg, TtlMessage):
+        return format_ttl(msg)
+    if isinstance(msg, SpikeMessage):
+        return format_spike(msg)
+    raise TypeError(f"not an Open Ephys message: {type(msg).__name__}")
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _field(table: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    if not isinstance(table, dict) or key not in table:
+        raise WireError(f"{where}: missing field {key!r}")
+    value = table[key]
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise WireError(f"{where}: field {key!r} has {value!r}, expected {getattr(kind, '__name__', kind)}")
+    return value
+
+
+def parse_header(frames: list[bytes]) -> dict[str, Any]:
+    """Check the frame count and envelope, and decode the JSON header."""
+    if not isinstance(frames, (list, tuple)) or len(frames) not in (2, 3):
+        raise WireError(f"expected 2 or 3 frames, got {len(frames) if isinstance(frames, (list, tuple)) else frames!r}")
+    envelope = bytes(frames[0])
+    if envelope not in (DATA_ENVELOPE, EVENT_ENVELOPE):
+        raise WireError(f"envelope {envelope!r} is neither {DATA_ENVELOPE!r} nor {EVENT_ENVELOPE!r}")
+    try:
+        header = json.loads(bytes(frames[1]).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise WireError(f"header is not UTF-8 JSON: {exc}") from None
+    if not isinstance(header, dict):
+        raise WireError(f"header is JSON {type(header).__name__}, expected an object")
+    _field(header, "message_num", int, "header")
+    kind = _field(header, "type", str, "header")
+    expected_envelope = DATA_ENVELOPE if kind == "data" else EVENT_ENVELOPE
+    if kind in ("data", "event", "spike") and envelope != expected_envelope:
+        raise WireError(f"a {kind!r} message came with envelope {envelope!r}, expected {expected_envelope!r}")
+    return header
+
+
+def _payload(frames: list[bytes], what: str) -> bytes:
+    if len(frames) != 3:
+        raise WireError(f"{what} message has {len(frames)} frames, expected 3 (envelope, header, payload)")
+    return bytes(frames[2])
+
+
+def parse_data(frames: list[bytes]) -> DataMessage:
+    """A continuous-data message from its frames."""
+    header = parse_header(frames)
+    if header["type"] != "data":
+        raise WireError(f"expected a 'data' message, got type {header['type']!r}")
+    content = _field(header, "content", dict, "data header")
+    where = "data content"
+    num_samples = _field(content, "num_samples", int, where)
+    payload = _payload(frames, "data")
+    if len(payload) != 4 * num_samples:
+        raise WireError(f"data payload is {len(payload)} bytes, expected num_samples {num_samples} x 4")
+    return DataMessage(
+        message_num=header["message_num"],
+        stream=_field(content, "stream", str, where),
+        channel_num=_field(content, "channel_num", int, where),
+        channel_name=content.get("channel_name", "") if isinstance(content.get("channel_name", ""), str) else "",
+        sample_num=_field(content, "sample_num", int, where),
+        sample_rate=float(_field(content, "sample_rate", (int, float), where)),
+        samples=np.frombuffer(payload, dtype="<f4").copy(),
+        timestamp=int(header.get("timestamp", 0) or 0),
+    )
+
+
+def parse_ttl(frames: list[bytes]) -> TtlMessage:
+    """A TTL event from its frames."""
+    header = parse_header(frames)
+    if header["type"] != "event":
+        raise WireError(f"expected an 'event' message, got type {header['type']!r}")
+    content = _field(header, "content", dict, "event header")
+    where = "event content"
+    event_type = _field(content, "type", int, where)
+    if event_type != TTL_EVENT_TYPE:
+        raise WireError(f"event content type {event_type} is not a TTL ({TTL_EVENT_TYPE})")
+    payload = _payload(frames, "TTL")
+    if len(payload) != TTL_PAYLOAD_SIZE:
+        raise WireError(f"TTL payload is {len(payload)} bytes, expected {TTL_PAYLOAD_SIZE}")
+    line, state, word = _TTL_PAYLOAD.unpack(payload)
+    return TtlMessage(
+        message_num=header["message_num"],
+        stream=_field(content, "stream", str, where),
+        source_node=_field(content, "source_node", int, where),
+        sample_num=_field(content, "sample_num", int, where),
+        line=line,
+        state=state,
+        word=word,
+        timestamp=int(header.get("timestamp", 0) or 0),
+    )
+
+
+def parse_spike(frames: list[bytes]) -> SpikeMessage:
+    """A spike from its frames."""
+    header = parse_header(frames)
+    if header["type"] != "spike":
+        raise WireError(f"expected a 'spike' message, got type {header['type']!r}")
+    spike = _field(header, "spike", dict, "spike header")
+    where = "spike fields"
+    channels = _field(spike, "num_channels", int, where)
+    samples = _field(spike, "num_samples", int, where)
+    payload = _payload(frames, "spike")
+    if channels < 1 or samples < 0 or len(payload) != 4 * channels * samples:
+        raise WireError(f"spike payload is {len(payload)} bytes, expected {channels} channels x {samples} samples x 4")
+    threshold = spike.get("threshold", [])
+    return SpikeMessage(
+        message_num=header["message_num"],
+        stream=_field(spike, "stream", str, where),
+        source_node=_field(spike, "source_node", int, where),
+        electrode=str(_field(spike, "electrode", (str, int), where)),
+        sample_num=_field(spike, "sample_num", int, where),
+        sorted_id=_field(spike, "sorted_id", int, where),
+        waveform=np.frombuffer(payload, dtype="<f4").reshape(channels, samples).copy(),
+        threshold=[float(t) for t in threshold] if isinstance(threshold, list) else [],
+        timestamp=int(header.get("timestamp", 0) or 0),
+    )
+
+
+def parse_message(frames: list[bytes]) -> Message:
+    """Any message from its frames; :class:`WireError` says what is malformed."""
+    header = parse_header(frames)
+    kind = header["type"]
+    if kind == "data":
+        return parse_data(frames)
+    if kind == "spike":
+        return parse_spike(frames)
+    if kind == "event":
+        return parse_ttl(frames)
+    raise WireError(f"unknown message type {kind!r}; expected 'data', 'event' or 'spike'")
+
+
+# --------------------------------------------------------------------------- heartbeat
+
+
+def format_heartbeat(application: str, uuid: str) -> bytes:
+    """The REQ message a client sends to the heartbeat port (data port + 1)."""
+    return json.dumps({"application": application, "uuid": uuid, "type": "heartbeat"}).encode("utf-8")
+
+
+def parse_heartbeat(message: bytes) -> dict[str, str]:
+    """A heartbeat's fields; :class:`WireError` if it is not one."""
+    try:
+        body = json.loads(bytes(message).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise WireError(f"heartbeat is not UTF-8 JSON: {exc}") from None
+    if not isinstance(body, dict) or body.get("type") != "heartbeat":
+        raise WireError(f"not a heartbeat: {body!r}")
+    return {"application": str(_field(body, "application", str, "heartbeat")),
+            "uuid": str(_field(body, "uuid", str, "heartbeat"))}
+
+
+# --------------------------------------------------------------------------- normalised records
+
+
+@dataclass(frozen=True)
+class Spike:
+    """A spike at ``sample`` on the stream's clock, from ``electrode``, sorted ``unit`` (0 = unsorted)."""
+
+    stream: str
+    sample: int
+    electrode: str
+    unit: int
+
+
+@dataclass(frozen=True)
+class Ttl:
+    """A TTL ``line`` (0-based) changing to ``state`` (1 = on) at ``sample``."""
+
+    stream: str
+    sample: int
+    line: int
+    state: int
+
+
+@dataclass(frozen=True)
+class Watermark:
+    """Everything of ``stream`` before ``sample`` has arrived (from a data message's end)."""
+
+    stream: str
+    sample: int
+    sample_rate: float
+    receive_time: float
+
+
+@dataclass(frozen=True)
+class Discontinuity:
+    """Messages were lost (``kind="gap"``) or acquisition restarted (``kind="restart"``).
+
+    For a gap, records with samples in [``from_sample``, ``to_sample``) may be
+    missing; for a restart the sample clock began again at ``to_sample``.
+    """
+
+    kind: str
+    stream: str
+    from_sample: int
+    to_sample: int
+    lost_messages: int
+    receive_time: float
+
+
+Record = Union[Spike, Ttl, Watermark, Discontinuity]
+
+
+def normalise(msg: Message, receive_time: float) -> Record:
+    """The normalised record of a parsed message."""
+    if isinstance(msg, DataMessage):
+        return Watermark(msg.stream, msg.end_sample, msg.sample_rate, receive_time)
+    if isinstance(msg, TtlMessage):
+        return Ttl(msg.stream, msg.sample_num, msg.line, msg.state)
+    if isinstance(msg, SpikeMessage):
+        return Spike(msg.stream, msg.sample_num, msg.electrode, msg.sorted_id)
+    raise TypeError(f"not an Open Ephys message: {type(msg).__name__}")

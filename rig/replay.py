@@ -1,0 +1,292 @@
+"""Replay and resume: run the same controller over a recorded session.
+
+Replay is a wrapper, not a second loop (STYLE practice 2): the
+:class:`~rig.controller.Controller` runs the recorded protocol with a
+:class:`RecordedDisplay` and a :class:`RecordedResponses` source that answer
+each block from the file, after checking that the optimizer proposed exactly
+the recorded codes. Codes follow from the thread seeds and the recorded
+scores alone, so:
+
+- ``rig replay FILE.h5`` re-runs a session from the file (no model, no images,
+  no generator weights) and says where the codes diverge, if they do;
+- ``rig run --resume FILE.h5`` restores the optimizer from the last checkpoint
+  (a pickle: only for a file the user asked to resume), replays the blocks
+  recorded after it through the same wrapper, then carries on live.
+"""
+from __future__ import annotations
+
+import hashlib
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from protocols.base import Block, Responses
+from protocols.evolution import Evolution
+from protocols.generators.base import Generator
+from protocols.optimizers import build_optimizer
+from protocols.spec import ProtocolError, ProtocolSpec, parse_protocol
+from rig.controller import Controller
+from rig.display import Display, Presentations
+from rig.responses import ResponseSource
+from rig.session import RecordedBlock, RecordedSession, SessionFileError, SessionWriter, package_versions, read_session
+
+#: Never due: a replay has no use for new optimizer checkpoints (they can be ~270 MB each).
+_NO_CHECKPOINTS = 2**62
+
+
+class ReplayDivergence(RuntimeError):
+    """The protocol re-run from the file does not propose what the file records."""
+
+
+def describe_divergence(index: int, proposed: np.ndarray, recorded: np.ndarray) -> str | None:
+    """Where ``proposed`` codes (threads, popsize, dim) differ from ``recorded`` ones, or None if bit-identical."""
+    if proposed.shape != recorded.shape:
+        return f"block {index}: proposed codes of shape {proposed.shape}, the file records {recorded.shape}"
+    if np.array_equal(proposed, recorded):
+        return None
+    differs = np.any(proposed != recorded, axis=-1)
+    thread, code = (int(i) for i in np.argwhere(differs)[0])
+    delta = float(np.nanmax(np.abs(proposed - recorded)))
+    return (f"block {index}: codes diverge from the recorded ones: {int(differs.sum())} of {differs.size} codes differ, "
+            f"first thread {thread} code {code}, max |difference| {delta:.3g}")
+
+
+class _RecordedBlocks:
+    """Recorded blocks by index, and the check that a proposed block is the recorded one."""
+
+    def __init__(self, session: RecordedSession) -> None:
+        self.path = session.path
+        self.blocks = {b.index: b for b in session.blocks}
+
+    def match(self, block: Block) -> RecordedBlock:
+        recorded = self.blocks.get(block.index)
+        if recorded is None:
+            raise ReplayDivergence(f"block {block.index}: not recorded in {self.path}")
+        problem = describe_divergence(block.index, block.codes, recorded.codes)
+        if problem is None and block.stimulus_ids != recorded.stimulus_ids:
+            first = next(i for i, (a, b) in enumerate(zip(block.stimulus_ids, recorded.stimulus_ids)) if a != b) \
+                if len(block.stimulus_ids) == len(recorded.stimulus_ids) else min(len(block), len(recorded.stimulus_ids))
+            problem = f"block {block.index}: stimuli proposed in another order or with other ids, first at position {first}"
+        if problem is not None:
+            raise ReplayDivergence(problem)
+        return recorded
+
+
+class RecordedDisplay(Display):
+    """Shows nothing: reports each stimulus's recorded (final, valid) presentation."""
+
+    def __init__(self, session: RecordedSession) -> None:
+        self._recorded = _RecordedBlocks(session)
+
+    def _show(self, block: Block) -> Presentations:
+        b = self._recorded.blocks.get(block.index)
+        if b is None:
+            raise ReplayDivergence(f"block {block.index}: not recorded in {self._recorded.path}")
+        positions = np.array([b.stimulus_ids.index(s) for s in block.stimulus_ids]) \
+            if set(block.stimulus_ids) <= set(b.stimulus_ids) else np.arange(len(block)) % len(b.stimulus_ids)
+        offsets = b.offset_times if b.offset_times is not None else b.onset_times
+        return Presentations(b.onset_times[positions], offsets[positions], b.dropped_frames[positions],
+                             np.ones(len(block), dtype=bool), b.clock or "recorded")
+
+
+class RecordedResponses(ResponseSource):
+    """Answers each block with the responses recorded for it, once its codes are checked bit-identical."""
+
+    def __init__(self, session: RecordedSession) -> None:
+        if not session.blocks:
+            raise SessionFileError(f"{session.path}: no complete block recorded; nothing to replay")
+        self._recorded = _RecordedBlocks(session)
+        self.channel_names = list(session.blocks[0].channel_names)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "replaying": str(self._recorded.path)}
+
+    def _record(self, block: Block, presentations: Presentations) -> Responses:
+        recorded = self._recorded.match(block)
+        return Responses(recorded.scores.copy(), recorded.valid.copy(), list(recorded.channel_names))
+
+
+class _NoImages(Generator):
+    """A generator of 1×1 black images: a replay checks codes, and its responses come from the file."""
+
+    def __init__(self, code_dim: int) -> None:
+        super().__init__()
+        self.code_dim = int(code_dim)
+        self.image_size = 1
+
+    def generate(self, codes: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(codes.shape[0], 3, 1, 1)
+
+
+class _DiscardSession:
+    """The session sink of a replay: nothing is ever written, least of all into the file being replayed."""
+
+    def __init__(self) -> None:
+        self.blocks = 0
+        self.status = ""
+
+    def append_block(self, block: Block, *args: Any, **kwargs: Any) -> None:
+        self.blocks += 1
+
+    def finish(self, status: str = "complete") -> None:
+        self.status = status
+
+
+def recorded_spec(session: RecordedSession) -> ProtocolSpec:
+    """The protocol file as run, re-validated by today's rules; a clear error if it no longer validates."""
+    text = session.attrs.get("protocol_toml")
+    if not isinstance(text, str):
+        raise SessionFileError(f"{session.path}: no protocol_toml attribute; not a complete session header")
+    if session.attrs.get("protocol_sha256") not in (None, hashlib.sha256(text.encode()).hexdigest()):
+        raise SessionFileError(f"{session.path}: the recorded protocol text does not match its protocol_sha256 "
+                               f"(the file was altered)")
+    try:
+        return parse_protocol(text, session.attrs.get("protocol_path") or session.path)
+    except ProtocolError as exc:
+        raise SessionFileError(f"{session.path}: the protocol recorded in this session no longer validates "
+                               f"with this rig: {exc}") from None
+
+
+def _provenance(session: RecordedSession, key: str) -> Any:
+    if key not in session.provenance:
+        raise SessionFileError(f"{session.path}: provenance has no {key!r}; cannot rebuild the session")
+    return session.provenance[key]
+
+
+def _contiguous(session: RecordedSession) -> None:
+    indices = [b.index for b in session.blocks]
+    if indices != list(range(len(indices))):
+        missing = sorted(set(range(max(indices, default=-1) + 1)) - set(indices))
+        raise SessionFileError(f"{session.path}: blocks {missing} are missing; blocks must run 0, 1, 2, ...")
+
+
+def replay_protocol(session: RecordedSession, spec: ProtocolSpec) -> Evolution:
+    """The recorded Evolution with its recorded seeds, over a generator that renders nothing."""
+    if spec.kind != "evolution":
+        raise SessionFileError(f"{session.path}: a {spec.kind!r} session has no optimizer to replay")
+    if not session.blocks:
+        raise SessionFileError(f"{session.path}: no complete block recorded; nothing to replay")
+    seeds = [int(s) for s in _provenance(session, "thread_seeds")]
+    channels = [int(c) for c in _provenance(session, "thread_channels")]
+    dim = session.blocks[0].codes.shape[-1]
+    try:
+        optimizers = [build_optimizer(dim=dim, seed=s, **spec.optimizer) for s in seeds]
+    except (ValueError, TypeError) as exc:
+        raise SessionFileError(f"{session.path}: the recorded [optimizer] no longer validates with this rig: {exc}") from None
+    references = torch.zeros(len(session.reference_ids), 3, 1, 1)
+    return Evolution(generator=_NoImages(dim), optimizers=optimizers, channels=channels,
+                     generations=len(session.blocks), references=references,
+                     reference_ids=list(session.reference_ids), seed=int(session.attrs["seed"]), name=spec.name)
+
+
+@dataclass
+class ReplayResult:
+    """What ``rig replay`` found."""
+
+    path: Path
+    blocks_recorded: int
+    blocks_checked: int
+    divergence: str | None = None
+    #: Blocks whose content does not match the SHA-256 written with them.
+    altered_blocks: list[int] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.divergence is None and not self.altered_blocks
+
+
+def replay_session(path: str | Path) -> ReplayResult:
+    """Re-run a recorded evolution from the file alone and check every block's codes bit for bit."""
+    session = read_session(path, verify=False)  # altered blocks are reported, not refused, so we can say where
+    spec = recorded_spec(session)
+    _contiguous(session)
+    protocol = replay_protocol(session, spec)
+    sink = _DiscardSession()
+    controller = Controller(protocol, RecordedDisplay(session), RecordedResponses(session), sink,
+                            checkpoint_every=_NO_CHECKPOINTS, max_repeats=0)
+    result = ReplayResult(Path(path), len(session.blocks), 0,
+                          altered_blocks=[b.index for b in session.blocks if b.digest_ok is False])
+    try:
+        controller.run()
+    except ReplayDivergence as exc:
+        result.divergence = str(exc)
+    result.blocks_checked = sink.blocks
+    return result
+
+
+@dataclass
+class Resumed:
+    """A killed session brought back to where it stopped, ready for the controller to carry on."""
+
+    spec: ProtocolSpec
+    neuron: Any
+    parts: Any
+    session: SessionWriter
+    blocks_done: int
+    restored_after: int | None
+    replayed: int
+
+
+def recorded_run_choices(session: RecordedSession) -> dict[str, Any]:
+    """The neuron units, weights and display a session was run with (``rig run`` records them)."""
+    choices = session.provenance.get("resume_with")
+    if isinstance(choices, dict) and "units" in choices:
+        return choices
+    kwargs = (session.provenance.get("neuron", {}).get("neuron", {}) or {}).get("kwargs", {})
+    if "units" not in kwargs:
+        raise SessionFileError(f"{session.path}: provenance does not say which neuron was run; cannot resume")
+    return {"units": kwargs["units"], "weights": kwargs.get("weights"), "display": "headless"}
+
+
+def resume_session(path: str | Path, device: torch.device) -> Resumed:
+    """Rebuild a killed session's parts, restore the optimizer and replay the recorded blocks after it.
+
+    Everything is checked, and the recorded blocks are replayed, before the
+    file is touched; then the writer merges the journal and records the resume.
+    """
+    from rig.assemble import assemble, resolve_neuron  # builds models: only when resuming
+
+    path = Path(path)
+    session = read_session(path)
+    if session.attrs.get("status") == "complete":
+        raise SessionFileError(f"{path}: the session is complete; there is nothing to resume")
+    spec = recorded_spec(session)
+    if spec.kind != "evolution":
+        raise SessionFileError(f"{path}: only evolution sessions can be resumed, this one is {spec.kind!r}")
+    _contiguous(session)
+    choices = recorded_run_choices(session)
+    neuron = resolve_neuron(spec, list(choices["units"]), choices.get("weights"))
+    parts = assemble(spec, neuron, device=device, seed=int(session.attrs["seed"]),
+                     generations=int(_provenance(session, "generations")),
+                     display_kind=choices.get("display", "headless"))
+    protocol = parts.protocol
+    if list(protocol.reference_ids) != list(session.reference_ids):
+        raise SessionFileError(f"{path}: the reference images found now differ from the recorded ones "
+                               f"({protocol.reference_ids[:3]}... vs {session.reference_ids[:3]}...)")
+    if [int(s) for s in parts.provenance["thread_seeds"]] != [int(s) for s in _provenance(session, "thread_seeds")]:
+        raise SessionFileError(f"{path}: thread seeds rebuilt from the recorded seed differ from the recorded ones")
+
+    done = len(session.blocks)
+    earlier = [i for i in session.checkpoints if i < done]
+    restored_after = max(earlier) if earlier else None
+    start = 0
+    if restored_after is not None:
+        # SECURITY: unpickles the optimizer state; the user asked to resume this very file.
+        protocol.restore(session.checkpoint(restored_after), restored_after + 1)
+        start = restored_after + 1
+    try:
+        if done > start:
+            fast_forward = Controller(protocol, RecordedDisplay(session), RecordedResponses(session),
+                                      _DiscardSession(), checkpoint_every=_NO_CHECKPOINTS, max_repeats=0)
+            for _ in range(start, done):
+                fast_forward.step()
+    except ReplayDivergence as exc:
+        raise SessionFileError(f"{path}: cannot resume: the recorded blocks do not replay: {exc}") from None
+    writer = SessionWriter.reopen(path, note={"host": socket.gethostname(), "versions": package_versions(),
+                                              "device": str(device), "restored_after": restored_after,
+                                              "replayed": done - start})
+    return Resumed(spec, neuron, parts, writer, done, restored_after, done - start)

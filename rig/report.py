@@ -1,0 +1,192 @@
+"""``rig report``: a self-contained HTML report of evolution sessions, with PNG figures.
+
+For each evolution (thread) of each session: the score trajectory, a montage
+of the best image per generation, the final prototype, the natural-image score
+distribution with the prototype marked, and the nearest natural images in a
+separate network's feature space; then convergence compared across all of
+them. Natural-image scores come from a screening session recorded on the same
+channel when one is given, else from the reference images shown during the
+evolution. Figures are written as PNG files and also embedded in the HTML, so
+``index.html`` alone can be mailed or archived.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from rig.analysis import figures
+from rig.analysis.convergence import Convergence, convergence
+from rig.analysis.images import best_codes_per_generation, load_natural_images, render, session_generator
+from rig.analysis.nearest import FeatureExtractor, cosine_nearest
+from rig.analysis.prototype import PrototypeComparison, prototype_vs_natural
+from rig.analysis.sources import Thread, natural_scores, session_threads, session_trajectory
+from rig.outputs import best_code, plot_trajectory
+from rig.session import RecordedSession, read_session
+
+
+@dataclass
+class EvolutionSummary:
+    """What the report says about one thread of one session."""
+
+    session: str
+    thread: Thread
+    generations: int
+    best_score: float
+    best_generation: int
+    convergence: Convergence | None
+    comparison: PrototypeComparison | None
+    natural_source: str
+    figures: dict[str, Path] = field(default_factory=dict)
+    nearest: list[tuple[str, float]] = field(default_factory=list)
+
+
+def _natural_for(thread: Thread, session: RecordedSession, screenings: Sequence[RecordedSession]):
+    """(scores, image source, base dir, label): a screening on the same channel, else the session's references."""
+    for screening in screenings:
+        if thread.name in screening.blocks[0].channel_names:
+            _, scores = natural_scores(screening, thread.name)
+            folder = screening.provenance["screening"]["folder"]
+            return scores, folder, None, f"screening {screening.path.name}"
+    _, scores = natural_scores(session, thread.channel)
+    refs = session.provenance.get("references", {}).get("source", "foolbox-imagenet")
+    base = Path(str(session.attrs.get("protocol_path", "."))).parent
+    return scores, refs, base, "reference images shown during the evolution"
+
+
+def build_report(sessions: Sequence[str | Path], out: str | Path, natural: Sequence[str | Path] = (),
+                 network: str = "auto", k: int = 5, nearest: bool = True) -> Path:
+    """Write ``out/index.html`` and its PNG figures for evolution ``sessions``; return the HTML path.
+
+    ``natural`` are screening session files; ``network`` picks the feature
+    network for nearest natural images (``auto``: ResNet-101 if present, else
+    EfficientNet-Lite0); ``nearest=False`` skips that analysis.
+    """
+    if not sessions:
+        raise ValueError("rig report: give at least one evolution session file")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    recorded = [read_session(p) for p in sessions]
+    screenings = [read_session(p) for p in natural]
+    for s in screenings:
+        if "screening" not in s.provenance:
+            raise ValueError(f"{s.path}: --natural needs screening sessions ([protocol] kind = \"screening\")")
+    extractor = FeatureExtractor(network) if nearest else None
+    summaries: list[EvolutionSummary] = []
+    curves: dict[str, Convergence] = {}
+    for number, session in enumerate(recorded):
+        threads = session_threads(session)
+        if not threads:
+            raise ValueError(f"{session.path}: not an evolution session; pass screening sessions with --natural")
+        generator = session_generator(session)
+        stem = f"s{number}"
+        plot_trajectory(session, out / f"{stem}_trajectory.png")
+        for t in threads:
+            summaries.append(_summarise(session, t, generator, screenings, extractor, k, out, f"{stem}_t{t.thread}"))
+            summaries[-1].figures["trajectory"] = out / f"{stem}_trajectory.png"
+            if summaries[-1].convergence is not None:
+                curves[f"{session.path.stem} t{t.thread} {t.name}"] = summaries[-1].convergence
+    conv_path = figures.convergence_figure(curves, out / "convergence.png", "convergence compared across sessions") \
+        if curves else None
+    page = out / "index.html"
+    page.write_text(_html(summaries, conv_path, recorded, screenings, extractor), encoding="utf-8")
+    return page
+
+
+def _summarise(session: RecordedSession, t: Thread, generator, screenings, extractor, k: int, out: Path,
+               stem: str) -> EvolutionSummary:
+    trajectory = session_trajectory(session, t.thread)
+    try:
+        conv = convergence(trajectory.mean, generations=trajectory.generations)
+    except ValueError:  # a flat trajectory (e.g. one generation) has no convergence
+        conv = None
+    code, score, generation = best_code(session, t.thread, t.channel)
+    scores, image_source, base, natural_label = _natural_for(t, session, screenings)
+    comparison = prototype_vs_natural(score, scores)
+    summary = EvolutionSummary(str(session.path), t, len(session.blocks), score, generation, conv, comparison,
+                               natural_label)
+    codes, best_scores = best_codes_per_generation(session, t.thread)
+    # At most 40 tiles: long sessions show evenly spaced generations, always including the last.
+    keep = np.unique(np.linspace(0, len(codes) - 1, min(40, len(codes))).round().astype(int))
+    summary.figures["montage"] = figures.montage(
+        render(generator, codes[keep]), [f"gen {session.blocks[i].index}\n{best_scores[i]:.3g}" for i in keep],
+        out / f"{stem}_montage.png", title=f"best image per generation: {t.name}")
+    prototype = render(generator, code[None])[0]
+    summary.figures["prototype"] = figures.image_png(
+        prototype, out / f"{stem}_prototype.png", f"prototype, score {score:.4g} (generation {generation})")
+    summary.figures["natural"] = figures.natural_distribution(
+        scores, comparison, out / f"{stem}_natural.png", title=t.name, source=natural_label)
+    if extractor is not None:
+        natural_images, ids = load_natural_images(image_source, extractor.cfg.input_size, base)
+        found = cosine_nearest(extractor(prototype[None]), extractor(natural_images), min(k, len(ids)))
+        summary.nearest = [(ids[i], float(s)) for i, s in zip(found.indices[0], found.similarities[0])]
+        summary.figures["nearest"] = figures.nearest_figure(
+            prototype, natural_images[found.indices[0]], [n for n, _ in summary.nearest], found.similarities[0],
+            out / f"{stem}_nearest.png", extractor.name)
+    return summary
+
+
+def _img(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
+            f'<figcaption>{html.escape(alt)} (<a href="{path.name}">{path.name}</a>)</figcaption></figure>')
+
+
+def _num(value: float | int | None, fmt: str = ".3g") -> str:
+    if value is None:
+        return "never"
+    if isinstance(value, float) and np.isnan(value):
+        return "undefined"
+    return format(value, fmt) if isinstance(value, float) else str(value)
+
+
+_CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
+table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
+th{background:#eef}td:first-child,td:nth-child(2){text-align:left}img{max-width:100%}
+figure{display:inline-block;margin:0.5em;vertical-align:top}figcaption{font-size:11px;color:#555}
+h2{border-bottom:1px solid #ccc;margin-top:2em}.note{font-size:12px;color:#555}"""
+
+
+def _html(summaries: list[EvolutionSummary], conv_path: Path | None, sessions, screenings, extractor) -> str:
+    rows = []
+    for s in summaries:
+        c, p = s.convergence, s.comparison
+        rows.append(
+            f"<tr><td>{html.escape(Path(s.session).name)} t{s.thread.thread}</td><td>{html.escape(s.thread.name)}</td>"
+            f"<td>{s.generations}</td><td>{_num(s.best_score)}</td>"
+            f"<td>{_num(c.reached[0.5]) if c else 'n/a'}</td><td>{_num(c.reached[0.8]) if c else 'n/a'}</td>"
+            f"<td>{_num(p.percent_over_mean, '+.0f')}</td><td>{_num(p.ratio_to_best, '.2f')}</td>"
+            f"<td>{_num(p.percentile, '.0f')}</td><td>{p.natural_count}</td></tr>")
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>rig report</title>",
+        f"<style>{_CSS}</style></head><body>",
+        "<h1>Evolution report</h1>",
+        f"<p class='note'>Made {time.strftime('%Y-%m-%d %H:%M')} from "
+        f"{', '.join(html.escape(str(s.path)) for s in sessions)}"
+        f"{'; natural images screened in ' + ', '.join(html.escape(str(s.path)) for s in screenings) if screenings else ''}.</p>",
+        "<h2>Summary</h2><table><tr><th>evolution</th><th>unit</th><th>generations</th><th>best score</th>"
+        "<th>first gen &ge; 50%</th><th>first gen &ge; 80%</th><th>% over natural mean</th>"
+        "<th>&divide; best natural</th><th>percentile</th><th>natural images</th></tr>",
+        *rows, "</table>",
+        "<p class='note'>Convergence: first generation whose min&ndash;max-normalised mean score reaches 50% / 80%. "
+        "Percent over the natural mean depends on the response scale (undefined when the natural mean is not "
+        "positive); the ratio to the best natural image and the percentile are the scale-free measures.</p>",
+    ]
+    if conv_path is not None:
+        parts += ["<h2>Convergence compared</h2>", _img(conv_path, "normalised mean score per generation")]
+    for s in summaries:
+        parts.append(f"<h2>{html.escape(Path(s.session).name)}, thread {s.thread.thread}: "
+                     f"{html.escape(s.thread.name)}</h2>")
+        parts.append(_img(s.figures["trajectory"], "score trajectory: mean and max per generation, reference images"))
+        parts.append(_img(s.figures["prototype"], "final prototype"))
+        parts.append(_img(s.figures["natural"], f"natural-image scores ({s.natural_source}) with the prototype"))
+        parts.append(_img(s.figures["montage"], "best image per generation"))
+        if "nearest" in s.figures:
+            parts.append(_img(s.figures["nearest"], f"nearest natural images ({extractor.name} features)"))
+    parts.append("</body></html>")
+    return "\n".join(parts)

@@ -1,0 +1,164 @@
+"""`rig run --resume`: a stopped session carries on and ends exactly where an uninterrupted one does."""
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from protocols.optimizers import build_optimizer
+from rig.cli import EXIT_USAGE, main
+from rig.session import SessionWriter, journal_dir, read_session
+
+PROTOCOL = """
+[protocol]
+kind = "evolution"
+name = "resumed"
+generations = 12
+seed = 4
+
+[evolution]
+threads = 2
+
+[generator]
+kind = "fourier"
+max_frequency = 3
+image_size = 32
+
+[optimizer]
+kind = "cmaes"
+popsize = 6
+sigma0 = 3.0
+
+[references]
+count = 2
+
+[neuron]
+units = ["test_cnn:features.7:unit=5", "test_cnn:features.7:unit=9"]
+weights = "random"
+
+[neuron.response]
+gain = 20.0
+offset = 10.0
+noise = "poisson"
+"""
+
+
+class _Killed(BaseException):
+    """Stands in for SIGKILL in-process: nothing after it runs (tests/test_kill.py sends the real signal)."""
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("resume")
+    (folder / "p.toml").write_text(PROTOCOL)
+    assert main(["run", str(folder / "p.toml"), "--out", str(folder / "reference.h5"), "--quiet"]) == 0
+    return folder
+
+
+def run_until_killed(folder: Path, name: str, blocks: int, monkeypatch) -> Path:
+    """Run the protocol and stop dead after ``blocks`` blocks are written: no finish, no merge."""
+    out = folder / name
+    append = SessionWriter.append_block
+
+    def append_then_die(self, block, *args, **kwargs):
+        append(self, block, *args, **kwargs)
+        if block.index + 1 == blocks:
+            self._lock.release()  # the kernel drops a killed process's lock
+            raise _Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(SessionWriter, "append_block", append_then_die)
+        patch.setattr(SessionWriter, "finish", lambda self, status="complete": None)
+        with pytest.raises(_Killed):
+            main(["run", str(folder / "p.toml"), "--out", str(out), "--quiet"])
+    return out
+
+
+def assert_same_session(a: Path, b: Path) -> None:
+    x, y = read_session(a), read_session(b)
+    assert [blk.index for blk in x.blocks] == [blk.index for blk in y.blocks] == list(range(12))
+    for bx, by in zip(x.blocks, y.blocks):
+        np.testing.assert_array_equal(bx.codes, by.codes)  # bit for bit
+        np.testing.assert_array_equal(bx.scores, by.scores)
+        assert bx.stimulus_ids == by.stimulus_ids
+    assert sorted(x.checkpoints) == sorted(y.checkpoints) == [9, 11]
+    # The optimizers end in the same state: restored, they propose the same next generation.
+    # (Pickle bytes may differ in pycma's bookkeeping; what they propose may not.)
+    dim = x.blocks[0].codes.shape[-1]
+    for thread in ("thread0", "thread1"):
+        proposals = []
+        for session in (x, y):
+            opt = build_optimizer(dim=dim, seed=0, **session.provenance["optimizer"])
+            opt.set_state(session.checkpoint(11)[thread])  # trusted: written by this test
+            proposals.append(opt.ask())
+        np.testing.assert_array_equal(*proposals)
+
+
+@pytest.mark.parametrize("killed_after, restored, replayed", [(3, "the start", 3), (11, "the checkpoint after block 9", 1)])
+def test_resume_ends_exactly_like_an_uninterrupted_run(folder, monkeypatch, capsys, killed_after, restored, replayed):
+    out = run_until_killed(folder, f"killed{killed_after}.h5", killed_after, monkeypatch)
+    assert read_session(out).attrs["status"] == "running"
+    assert len(list(journal_dir(out).glob("*.h5"))) == killed_after
+    capsys.readouterr()
+
+    assert main(["run", "--resume", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert f"{killed_after} of 12 blocks recorded; optimizer restored from {restored} and {replayed} recorded" in printed
+    assert "done: 12 blocks" in printed
+    assert not journal_dir(out).exists()
+    session = read_session(out)
+    assert session.attrs["status"] == "complete"
+    assert '"blocks_found": %d' % killed_after in session.attrs["resumes"]
+    assert_same_session(out, folder / "reference.h5")
+    assert main(["replay", str(out)]) == 0
+
+
+def test_a_session_that_failed_cleanly_resumes_too(folder, capsys):
+    """A crash the controller saw (status failed, journal merged) resumes like a kill."""
+    out = folder / "failed.h5"
+    shutil.copy(folder / "reference.h5", out)
+    with h5py.File(out, "r+") as f:
+        f.attrs["status"] = "failed"
+        for name in ("000010", "000011"):
+            del f["blocks"][name]
+        del f["checkpoints/000011"]
+    assert main(["run", "--resume", str(out), "--quiet"]) == 0
+    assert_same_session(out, folder / "reference.h5")
+
+
+def test_resume_refuses_what_it_cannot_continue(folder, capsys):
+    assert main(["run", "--resume", str(folder / "reference.h5")]) == EXIT_USAGE
+    assert "nothing to resume" in capsys.readouterr().err
+    assert main(["run", "--resume", str(folder / "reference.h5"), "--out", "x.h5"]) == EXIT_USAGE
+    assert "--resume takes everything from the session file" in capsys.readouterr().err
+    assert main(["run", "--quiet"]) == EXIT_USAGE
+    assert "needs a protocol file and --out" in capsys.readouterr().err
+
+
+def test_resume_refuses_a_protocol_that_no_longer_validates_and_leaves_the_file_alone(folder, monkeypatch, capsys):
+    out = run_until_killed(folder, "invalid.h5", 2, monkeypatch)
+    with h5py.File(out, "r+") as f:
+        text = f.attrs["protocol_toml"].replace('rectify = "relu"', "").replace("gain = 20.0", "gain = 'loud'")
+        f.attrs["protocol_toml"] = text
+        f.attrs["protocol_sha256"] = hashlib.sha256(text.encode()).hexdigest()
+    before = {p: p.read_bytes() for p in [out, *journal_dir(out).iterdir()]}
+    capsys.readouterr()
+    assert main(["run", "--resume", str(out)]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "gain" in err
+    assert {p: p.read_bytes() for p in before} == before
+
+
+def test_resume_refuses_recorded_blocks_that_do_not_replay(folder, monkeypatch, capsys):
+    out = run_until_killed(folder, "forged.h5", 4, monkeypatch)
+    with h5py.File(journal_dir(out) / "000001.h5", "r+") as f:
+        codes = f["blocks/000001/codes"][()]
+        codes[1, 0, 0] += 1.0
+        f["blocks/000001/codes"][...] = codes
+    capsys.readouterr()
+    assert main(["run", "--resume", str(out)]) == EXIT_USAGE
+    assert "do not match their sha256" in capsys.readouterr().err

@@ -1,0 +1,60 @@
+"""Many units at once: several threads' images go through the model in one forward pass per block."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from protocols.spec import load_protocol
+from rig.assemble import NeuronChoice, assemble
+from rig.controller import Controller
+from rig.session import SessionWriter, read_session
+from simulators.neuron import SimulatedNeuron
+
+pytestmark = pytest.mark.timeout(120)
+
+UNITS = ("test_vit:blocks.1.mlp.act:unit=3:token=cls", "test_vit:blocks.0:unit=5:token=mean",
+         "test_vit:blocks.1:unit=7:token=4", "test_vit:head:unit=2")
+
+
+def _run(tmp_path, write_protocol, units, generations=3, popsize=8, references=3):
+    path = write_protocol(generations=generations, threads=len(units), popsize=popsize, references=references,
+                          units=units)
+    spec = load_protocol(path)
+    parts = assemble(spec, NeuronChoice(tuple(units), "random"), device="cpu")
+    model = parts.source.neuron.model
+    batch_sizes: list[int] = []
+    handle = model.register_forward_pre_hook(lambda _m, args: batch_sizes.append(args[0].shape[0]))
+    out = tmp_path / f"t{len(units)}.h5"
+    session = SessionWriter(out, protocol_text=spec.text, protocol_sha256=spec.sha256, protocol_path=str(path),
+                            seed=parts.seed, provenance=parts.provenance, reference_ids=parts.protocol.reference_ids)
+    try:
+        Controller(parts.protocol, parts.display, parts.source, session).run()
+    finally:
+        handle.remove()
+    return read_session(out), batch_sizes, parts
+
+
+def test_threads_share_one_forward_pass_per_block(tmp_path, write_protocol) -> None:
+    session, batch_sizes, _ = _run(tmp_path, write_protocol, UNITS)
+    # One model call per block, holding every thread's population and the references.
+    assert batch_sizes == [len(UNITS) * 8 + 3] * 3
+    assert len(session.blocks) == 3
+    for block in session.blocks:
+        assert block.codes.shape[0] == len(UNITS)
+        assert block.scores.shape == (len(UNITS) * 8 + 3, len(UNITS))
+
+
+def test_each_thread_is_scored_on_its_own_unit(tmp_path, write_protocol) -> None:
+    session, _, parts = _run(tmp_path, write_protocol, UNITS, generations=2)
+    block = session.blocks[-1]
+    # Regenerate each thread's images from its recorded codes and score them one thread at a
+    # time with only that thread's unit: the batched session must have recorded the same.
+    for thread, unit in enumerate(UNITS):
+        with torch.inference_mode():
+            images = parts.generator(torch.from_numpy(block.codes[thread]).float())
+        alone = SimulatedNeuron([unit], weights="random")(images)[:, 0]
+        np.testing.assert_allclose(block.thread_scores(thread, thread), alone, rtol=1e-4, atol=1e-5)
+    # Different units, different scores: threads did not all read one channel.
+    assert len({round(float(block.thread_scores(t, t)[0]), 6) for t in range(len(UNITS))}) == len(UNITS)

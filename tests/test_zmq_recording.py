@@ -1,0 +1,242 @@
+"""ZmqReader and ZmqRecording over real ZeroMQ sockets on loopback (OS-chosen ports).
+
+The fault tests run the real controller, a paced headless display and the
+real ``SimRig`` (in a thread here; tests/test_simrig.py and
+tests/test_end_to_end_rig.py run it as a separate process).
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from protocols.spec import RecordingSpec, load_protocol
+from rig.assemble import assemble, resolve_neuron
+from rig.controller import Controller
+from rig.recording.openephys_wire import (DataMessage, Discontinuity, SpikeMessage, TtlMessage, Watermark)
+from rig.recording.sidechannel import FaultRequest
+from rig.recording.zmq_reader import ZmqReader
+from rig.recording.zmq_server import OpenEphysPublisher
+from rig.recording.zmq_source import StreamAbsentError, StreamSilentError, ZmqRecording
+from rig.session import SessionWriter, read_session
+from rig.simrig import SimRig, SimRigConfig
+from simulators.neuron import SimulatedNeuron
+from simulators.response_model import ResponseModel
+
+UNIT = "test_cnn:features.7:unit=5"
+
+RECORDING = """
+[recording]
+units = ["Electrode 1:1"]
+ttl_tolerance_ms = 8
+timeout_s = {timeout_s}
+connect_timeout_s = 5
+"""
+
+
+def _read_until(reader: ZmqReader, count: int, timeout_s: float = 3.0) -> list:
+    records, deadline = [], time.monotonic() + timeout_s
+    while len(records) < count and time.monotonic() < deadline:
+        reader.wait(0.05)
+        records.extend(reader.read_next())
+    return records
+
+
+@pytest.fixture
+def publisher():
+    pub = OpenEphysPublisher("127.0.0.1", 0)
+    yield pub
+    pub.close()
+
+
+@pytest.mark.timeout(30)
+def test_reader_parses_counts_gaps_restarts_and_survives_malformed_messages(publisher):
+    with ZmqReader(publisher.endpoint, f"tcp://127.0.0.1:{publisher.heartbeat_port}",
+                   heartbeat_interval_s=0.05) as reader:
+        # A PUB drops messages sent before the subscription reaches it: wait until one gets through.
+        deadline = time.monotonic() + 5
+        while not reader.read_next() and time.monotonic() < deadline:
+            publisher.send(DataMessage(0, "s", 0, "CH1", 0, 1000.0, np.zeros(10, np.float32)))
+            time.sleep(0.02)
+        publisher.message_num = 100
+        publisher.send(TtlMessage(0, "s", 1, 15, 0, 1))                                      # 101
+        publisher.send(SpikeMessage(0, "s", 1, "E1", 16, 1, np.zeros((1, 8), np.float32)))  # 102
+        publisher.next_message_num()                                                          # 103 lost
+        publisher.send(DataMessage(0, "s", 0, "CH1", 20, 1000.0, np.zeros(10, np.float32)))  # 104
+        publisher.send_frames([b"DATA\x00", b"{broken", b""])                               # malformed
+        publisher.restart()
+        publisher.send(DataMessage(0, "s", 0, "CH1", 0, 1000.0, np.zeros(10, np.float32)))   # 1 again
+        records = _read_until(reader, 6)
+        for _ in range(20):
+            publisher.answer_heartbeats()
+            reader.read_next()
+            time.sleep(0.02)
+        kinds = [type(r).__name__ for r in records]
+        # 101 follows whatever number the warm-up reached: counted as a gap too, so look from the TTL on.
+        tail = kinds[kinds.index("Ttl"):]
+        assert tail == ["Ttl", "Spike", "Discontinuity", "Watermark", "Discontinuity", "Watermark"]
+        gap, restart = [r for r in records[kinds.index("Ttl"):] if isinstance(r, Discontinuity)]
+        assert (gap.kind, gap.lost_messages, gap.from_sample, gap.to_sample) == ("gap", 1, 16, 20)
+        assert restart.kind == "restart"
+        assert [r for r in records if isinstance(r, Watermark)][-2].sample == 30
+        assert reader.stats.malformed == 1 and "not UTF-8 JSON" in reader.stats.malformed_errors[0]
+        assert reader.stats.restarts == 1
+        raw = reader.take_raw()
+        assert [b"DATA\x00", b"{broken", b""] in raw.frames  # malformed messages are kept as received
+        assert all(len(f) == 2 for f in raw.frames if f[0] == b"DATA\x00" and f[1] != b"{broken")  # no payloads
+        assert len(raw.receive_times) == len(raw.frames) and np.all(np.diff(raw.receive_times) >= 0)
+        assert reader.heartbeat.replies >= 1
+        assert publisher.heartbeats[0] == {"application": "rig", "uuid": reader.uuid}
+
+
+@pytest.mark.timeout(30)
+def test_absent_stream_fails_clearly_before_anything_runs():
+    pub = OpenEphysPublisher("127.0.0.1", 0)  # bound but never sends: an idle GUI, or the wrong port
+    port = pub.data_port
+    pub.close()
+    source = ZmqRecording(RecordingSpec(data_port=port, connect_timeout_s=0.3))
+    started = time.monotonic()
+    with pytest.raises(StreamAbsentError, match=rf"tcp://127.0.0.1:{port} within 0.3 s .*ZMQ Interface plugin"):
+        source.start()
+    assert time.monotonic() - started < 3
+
+
+class _ThreadRig:
+    """SimRig in a background thread with OS-chosen ports."""
+
+    def __init__(self, faults=(), gain=1000.0, offset=80.0) -> None:
+        neuron = SimulatedNeuron([UNIT], weights="random")
+        self.rig = SimRig(neuron, 1, ResponseModel(gain=gain, offset=offset, seed=3),
+                          SimRigConfig(data_port=0, side_port=0, faults=list(faults), lag_ms=10.0))
+        self.thread = threading.Thread(target=self.rig.run, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.rig.stop()
+        self.thread.join(5)
+        self.rig.close()
+
+
+def _session(write_protocol, tmp_path, rig: SimRig, timeout_s: float = 1.0, generations: int = 2, popsize: int = 6):
+    path = write_protocol(generations=generations, popsize=popsize, references=2)
+    path.write_text(path.read_text() + RECORDING.format(timeout_s=timeout_s))
+    spec = load_protocol(path)
+    recording = f"zmq://127.0.0.1:{rig.data_port}"
+    parts = assemble(spec, resolve_neuron(spec, [recording], None), device=torch.device("cpu"),
+                     sim_link=f"tcp://127.0.0.1:{rig.side_port}", pace=(0.03, 0.03))
+    out = tmp_path / "zmq.h5"
+    session = SessionWriter(out, protocol_text=spec.text, protocol_sha256=spec.sha256, protocol_path=str(spec.path),
+                            seed=spec.seed, provenance=parts.provenance, reference_ids=parts.protocol.reference_ids)
+    return parts, session, out
+
+
+FAULTS = {
+    "drop": (FaultRequest("drop", 3), "gap"),
+    "restart": (FaultRequest("restart", 3), "restart"),
+    "missing-ttl": (FaultRequest("missing-ttl", 3), "missing-ttl"),
+    "jitter": (FaultRequest("jitter", 3, 40.0), "missing-ttl"),
+    "silent": (FaultRequest("silent", 3, 1.2), "silent"),
+}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("name", sorted(FAULTS))
+def test_each_fault_invalidates_stimuli_that_are_shown_again(name, write_protocol, tmp_path):
+    fault, reason = FAULTS[name]
+    sim = _ThreadRig([fault])
+    try:
+        parts, session, out = _session(write_protocol, tmp_path, sim.rig, timeout_s=0.4)
+        try:
+            Controller(parts.protocol, parts.display, parts.source, session, max_repeats=3).run()
+        finally:
+            parts.source.close()
+    finally:
+        sim.close()
+    assert ("%s" % fault.kind, 3) in sim.rig.faults_applied
+    with h5py.File(out, "r") as f:
+        assert f.attrs["status"] == "complete"  # the evolution still finished
+        block = f["blocks/000000"]
+        first = block["showings/00"]
+        reasons = [r.decode() for r in first["invalid_reasons"][()]]
+        assert reasons[3] == reason  # the 4th onset is the one the fault hit
+        lost = np.flatnonzero(~first["valid"][()])
+        assert 3 in lost
+        assert np.isnan(first["scores"][()][lost]).all()  # never scored as zero
+        again = block["showings/01"]
+        assert sorted(again["positions"][()].tolist()) == sorted(lost.tolist())  # exactly the lost ones again
+        assert block["valid"][()].all() and np.isfinite(block["scores"][()]).all()
+        assert first["raw_frames"].shape[0] == first["raw_frame_counts"][()].sum()
+        assert first["raw_receive_times"].shape == first["raw_frame_counts"].shape
+        assert bytes(first["raw_frames"][0][:5]) in (b"DATA\x00", b"EVENT")
+    assert len(read_session(out).blocks) == 2
+
+
+@pytest.mark.timeout(60)
+def test_clean_stream_scores_every_stimulus_once_and_maps_the_clock(write_protocol, tmp_path):
+    sim = _ThreadRig()
+    try:
+        parts, session, out = _session(write_protocol, tmp_path, sim.rig, generations=1)
+        try:
+            Controller(parts.protocol, parts.display, parts.source, session).run()
+        finally:
+            parts.source.close()
+    finally:
+        sim.close()
+    with h5py.File(out, "r") as f:
+        block = f["blocks/000000"]
+        assert list(block["showings"]) == ["00"]
+        import json
+        diag = json.loads(block["showings/00"].attrs["recording"])
+        assert diag["paired"] == diag["onsets"] == 8 and diag["ttl_count_matches"]
+        # Display clock (time.monotonic) onto the 30 kHz recording clock: slope ~30000, sub-ms residuals.
+        assert diag["clock_map"]["samples_per_display_second"] == pytest.approx(30000, rel=0.01)
+        assert diag["clock_map"]["residual_ms_max"] < 3
+        assert diag["stream"]["gaps"] == 0 and diag["stream"]["malformed"] == 0
+
+
+@pytest.mark.timeout(60)
+def test_stream_that_goes_silent_for_good_times_out_clearly(write_protocol, tmp_path):
+    sim = _ThreadRig([FaultRequest("silent", 0, float("inf"))])
+    try:
+        parts, session, out = _session(write_protocol, tmp_path, sim.rig, timeout_s=0.3)
+        try:
+            with pytest.raises(StreamSilentError, match=r"tcp://127.0.0.1:\d+ .*stream is silent"):
+                Controller(parts.protocol, parts.display, parts.source, session).run()
+        finally:
+            parts.source.close()
+    finally:
+        sim.close()
+    assert read_session(out).attrs["status"] == "failed"
+
+
+@pytest.mark.timeout(60)
+def test_units_are_selected_by_electrode_and_sorted_id(tmp_path):
+    """Unsorted crossings (sorted id 0) arrive on the same electrode; selecting unit 1 leaves them out."""
+    sim = _ThreadRig(gain=0.0, offset=0.0)  # no stimulus drive: only spontaneous (5 Hz) and unsorted (20 Hz)
+    sim.rig.config.spontaneous_hz, sim.rig.config.unsorted_hz = 0.0, 400.0
+    try:
+        spec = RecordingSpec(data_port=sim.rig.data_port, heartbeat_port=sim.rig.heartbeat_port,
+                             units=("Electrode 1:1", "Electrode 1:0", "Electrode 1"), baseline="none")
+        source = ZmqRecording(spec)
+        from protocols.base import Block
+        from rig.display import HeadlessDisplay
+        from rig.recording.choice import attach
+
+        display = HeadlessDisplay(pace=(0.05, 0.05))
+        attach(source, display, sim_link=f"tcp://127.0.0.1:{sim.rig.side_port}")
+        n = 6
+        block = Block(0, [f"s{i}" for i in range(n)], ["reference"] * n, -np.ones(n), -np.ones(n),
+                      torch.rand(n, 3, 16, 16), np.zeros((0, 0, 0)))
+        responses = source.record(block, display.present(block))
+        source.close()
+    finally:
+        sim.close()
+    assert responses.valid.all()
+    sorted1, unsorted, both = responses.scores.T
+    assert (sorted1 == 0).all()
+    assert unsorted.mean() > 150  # ~400 spikes/s of unsorted crossings
+    np.testing.assert_allclose(both, sorted1 + unsorted)
