@@ -17,7 +17,7 @@ from protocols.generators import build_generator
 from protocols.generators.base import Generator
 from protocols.optimizers import build_optimizer
 from protocols.spec import ProtocolError, ProtocolSpec
-from rig.display import Display, HeadlessDisplay
+from rig.display import Display
 from rig.display_choice import build_display
 from rig.recording.choice import attach as attach_recording
 from rig.recording.choice import recording_source
@@ -92,24 +92,37 @@ def thread_channels(threads: int, channels: int) -> list[int]:
     raise ValueError(f"{threads} threads need 1 or {threads} neuron channels, got {channels}")
 
 
+def _load_images(spec: ProtocolSpec, table: str, source: str, count: int,
+                 image_size: int) -> tuple[torch.Tensor, list[str], Path]:
+    """``count`` images (0: all) from the bundled photos or a folder relative to the protocol file."""
+    if source == BUNDLED_REFERENCES:
+        folder = foolbox_imagenet_dir()
+        images, ids, _ = load_foolbox_imagenet(image_size)
+    else:
+        folder = (spec.path.parent / source).expanduser().resolve()
+        if not folder.is_dir():
+            raise ProtocolError(f"{spec.path}: [{table}] source: {folder} is not a folder of images")
+        images, ids = load_image_folder(folder, image_size)
+    if count > len(ids):
+        raise ProtocolError(f"{spec.path}: [{table}] count = {count} but {folder} holds only {len(ids)} images")
+    count = count or len(ids)
+    return images[:count], ids[:count], folder
+
+
 def load_references(spec: ProtocolSpec, image_size: int, device: torch.device) -> tuple[torch.Tensor, list[str]]:
     """The protocol's reference images at the generator's size, and their identities."""
     if spec.references.count == 0:
         return torch.zeros(0, 3, image_size, image_size, device=device), []
-    if spec.references.source == BUNDLED_REFERENCES:
-        folder = foolbox_imagenet_dir()
-        images, ids, _ = load_foolbox_imagenet(image_size)
-    else:
-        folder = (spec.path.parent / spec.references.source).resolve()
-        if not folder.is_dir():
-            raise ProtocolError(f"{spec.path}: [references] source: {folder} is not a folder of images")
-        images, ids = load_image_folder(folder, image_size)
-    if len(ids) < spec.references.count:
-        raise ProtocolError(
-            f"{spec.path}: [references] count = {spec.references.count} but {folder} holds only {len(ids)} images"
-        )
-    images = images[: spec.references.count]
-    return images.to(device), ids[: spec.references.count]
+    images, ids, _ = _load_images(spec, "references", spec.references.source, spec.references.count, image_size)
+    return images.to(device), ids
+
+
+def _response_model(spec: ProtocolSpec, neuron: NeuronChoice, seed: int):
+    """The ``[neuron.response]`` model, or None; without its own seed it follows the session seed."""
+    try:
+        return build_response_model(neuron.response, default_seed=response_seed(seed))
+    except (ValueError, TypeError) as exc:
+        raise ProtocolError(f"{spec.path}: [neuron.response]: {exc}") from None
 
 
 def assemble(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torch.device, seed: int | None = None,
@@ -158,11 +171,7 @@ def assemble(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torch.device, 
         name=spec.name,
     )
     display = build_display(display_kind, spec.display)
-    try:
-        # Without its own seed the response model follows the session seed, so a dry run repeats exactly.
-        response_model = build_response_model(neuron.response, default_seed=response_seed(seed))
-    except (ValueError, TypeError) as exc:
-        raise ProtocolError(f"{spec.path}: [neuron.response]: {exc}") from None
+    response_model = _response_model(spec, neuron, seed)
     if recorded:
         attach_recording(recorded, display, sim_link=sim_link, pace=pace)
     source = recorded or SimulatedResponses(simulated, simulated.channel_names, simulated.describe(), response_model)
@@ -183,18 +192,8 @@ def assemble(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torch.device, 
 def load_natural_set(spec: ProtocolSpec, device: torch.device) -> tuple[torch.Tensor, list[str], str]:
     """A screening protocol's images, their ids and the folder they came from."""
     screening = spec.screening
-    if screening.source == BUNDLED_REFERENCES:
-        images, ids, _ = load_foolbox_imagenet(screening.image_size)
-        folder = foolbox_imagenet_dir()
-    else:
-        folder = (spec.path.parent / screening.source).expanduser().resolve()
-        if not folder.is_dir():
-            raise ProtocolError(f"{spec.path}: [screening] source: {folder} is not a folder of images")
-        images, ids = load_image_folder(folder, screening.image_size)
-    if screening.count > len(ids):
-        raise ProtocolError(f"{spec.path}: [screening] count = {screening.count} but {folder} holds only {len(ids)} images")
-    count = screening.count or len(ids)
-    return images[:count].to(device), ids[:count], str(folder)
+    images, ids, folder = _load_images(spec, "screening", screening.source, screening.count, screening.image_size)
+    return images.to(device), ids, str(folder)
 
 
 def assemble_screening(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torch.device,
@@ -207,10 +206,7 @@ def assemble_screening(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torc
     protocol = Screening(images=images, image_ids=ids, seed=seed, block_size=spec.screening.block_size,
                          repeats=spec.screening.repeats, name=spec.name)
     simulated = SimulatedNeuron(neuron.units, weights=neuron.weights, device=device)
-    try:
-        response_model = build_response_model(neuron.response, default_seed=response_seed(seed))
-    except (ValueError, TypeError) as exc:
-        raise ProtocolError(f"{spec.path}: [neuron.response]: {exc}") from None
+    response_model = _response_model(spec, neuron, seed)
     display = build_display(display_kind, spec.display)
     source = SimulatedResponses(simulated, simulated.channel_names, simulated.describe(), response_model)
     provenance = {

@@ -5,7 +5,6 @@ Whatever the bytes, the reader returns a well-formed result or raises its own cl
 """
 from __future__ import annotations
 
-import shutil
 import tempfile
 from pathlib import Path
 

@@ -13,7 +13,6 @@ from .base import Generator
 from .custom import ModuleGenerator, build_module_generator
 from .deepsim import (
     DEEPSIM_VARIANTS,
-    WEIGHTS_HELP,
     DeePSiM,
     DeePSiMFc6,
     DeePSiMFc7,

@@ -10,10 +10,10 @@ import numpy as np
 
 from protocols.spec import load_protocol
 from rig.assemble import assemble, pick_device, resolve_neuron
-from rig.controller import BlockReport, Controller
+from rig.controller import BlockReport, Controller, IncompleteBlockError
 from rig.display_choice import DISPLAY_KINDS
-from rig.recording.zmq_source import RecordingError
 from rig.outputs import write_session_outputs
+from rig.recording.zmq_source import RecordingError
 from rig.session import SessionWriter, read_session
 
 
@@ -128,7 +128,7 @@ def _loop_and_outputs(args: argparse.Namespace, parts, session: SessionWriter) -
     started = time.perf_counter()
     try:
         Controller(protocol, parts.display, parts.source, session, progress).run()
-    except RecordingError as exc:  # e.g. the stream fell silent: the session file keeps every block before
+    except (RecordingError, IncompleteBlockError) as exc:  # e.g. the stream fell silent; earlier blocks are kept
         print(f"rig run: error: {exc}", file=sys.stderr)
         return 1
     finally:
