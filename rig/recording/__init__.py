@@ -9,4 +9,7 @@
 - :mod:`rig.recording.scoring`: onset/TTL pairing, clock mapping, windows, baselines.
 - :mod:`rig.recording.zmq_source`: ``ZmqRecording``, the response source.
 - :mod:`rig.recording.sidechannel`: what the display tells ``rig sim-rig``.
+- :mod:`rig.recording.replay_reader`: ``SessionReplayReader``, the raw stream of a session file through the
+  live parser (same Reader contract as ``ZmqReader``).
+- :mod:`rig.recording.rescore`: ``rig replay --rescore``, scores again from the replayed raw spikes.
 """

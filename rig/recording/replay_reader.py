@@ -1,0 +1,195 @@
+"""Serve the raw stream stored in a session file through the live parser (Reader contract, STYLE practice 1).
+
+``with SessionReplayReader("session.h5") as reader:`` reads the file
+(read-only, never unpickling anything); :meth:`SessionReplayReader.read_next`
+returns the normalised records of the next stored messages, exactly as
+:class:`~rig.recording.zmq_reader.ZmqReader` would have returned them live:
+each message goes through the same :meth:`ZmqReader.handle` (the pure
+``parse_*`` functions, message counters, gaps and restarts). Continuous-data
+messages stored header-only get NaN samples back first (:func:`restore_payload`). Like every file
+reader it raises ``StopIteration`` when the file runs out; it never waits.
+
+Messages come showing by showing, in the order they were received (blocks in
+index order, each block's showings in order). One call never crosses a
+showing: :attr:`SessionReplayReader.showing` says which (block index, showing
+number) the last records came from and :attr:`SessionReplayReader.at_showing_end`
+whether they were its last, so a scorer can close each showing as live did.
+A resumed session began a fresh live reader at its first new block (the
+``resumes`` attribute's ``blocks_found``); the replay starts a fresh parser
+there too (:attr:`SessionReplayReader.new_reader` says so), so its counters
+stay those the live reader had.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from rig.recording.openephys_wire import DATA_ENVELOPE, Record, WireError, parse_header
+from rig.recording.zmq_reader import StreamStats, ZmqReader
+from rig.session import RecordedSession, SessionFileError, read_session
+
+
+class NoRawStreamError(SessionFileError):
+    """The session holds no raw stream frames (it was not recorded from a stream)."""
+
+
+def showing_messages(showing: dict[str, np.ndarray], where: str) -> tuple[list[list[bytes]], np.ndarray]:
+    """The messages (lists of frames) and receive times of one stored showing; checks the counts add up."""
+    flat = showing["raw_frames"]
+    counts = np.asarray(showing["raw_frame_counts"], dtype=np.int64)
+    times = np.asarray(showing.get("raw_receive_times", np.zeros(len(counts))), dtype=np.float64)
+    if counts.ndim != 1 or np.any(counts < 0) or int(counts.sum()) != len(flat) or times.shape != counts.shape:
+        raise SessionFileError(f"{where}: raw_frame_counts (sum {int(counts.sum())}, {counts.shape}) do not match "
+                               f"raw_frames ({len(flat)}) and raw_receive_times ({times.shape})")
+    ends = np.cumsum(counts)
+    messages = [[bytes(np.asarray(flat[i], dtype=np.uint8)) for i in range(end - n, end)]
+                for n, end in zip(counts.tolist(), ends.tolist())]
+    return messages, times
+
+
+def restore_payload(frames: list[bytes]) -> list[bytes]:
+    """A continuous-data message stored header-only gets back a payload of its declared length (NaN samples).
+
+    The live reader logs data messages without their samples unless
+    ``keep_data_payloads`` (they can be tens of MB/s); only the header matters
+    for scoring (its watermark and counters). Giving back a payload of NaNs
+    lets the message go through the live ``parse_data`` unchanged, and NaN
+    never passes for a recorded voltage. Anything else is returned as stored.
+    """
+    if len(frames) != 2 or frames[0] != DATA_ENVELOPE:
+        return frames
+    try:
+        header = parse_header(frames)
+        num_samples = header["content"]["num_samples"]
+    except (WireError, KeyError, TypeError):
+        return frames  # malformed as stored: the parser counts it as live did
+    if header.get("type") != "data" or not isinstance(num_samples, int) or not 0 <= num_samples <= 1 << 24:
+        return frames
+    return [frames[0], frames[1], np.full(num_samples, np.nan, dtype="<f4").tobytes()]
+
+
+#: Stream counters the live reader stored with each showing, which a replay must reproduce.
+COUNTERS = ("messages", "malformed", "gaps", "lost_messages", "restarts")
+
+
+def resume_boundaries(session: RecordedSession) -> set[int]:
+    """Block indices where a resumed run, hence a fresh live reader, began."""
+    try:
+        resumes = json.loads(session.attrs.get("resumes", "[]") or "[]")
+    except (json.JSONDecodeError, TypeError):
+        return set()
+    return {int(r["blocks_found"]) for r in resumes
+            if isinstance(r, dict) and isinstance(r.get("blocks_found"), int) and r["blocks_found"] > 0}
+
+
+def recorded_counters(session: RecordedSession) -> dict[tuple[int, int], dict[str, Any]]:
+    """The live reader's counters at the end of each showing (attribute ``recording``, key ``stream``)."""
+    found: dict[tuple[int, int], dict[str, Any]] = {}
+    for block in session.blocks:
+        source = block.source or session.path
+        with h5py.File(source, "r") as f:
+            showings = f[f"blocks/{block.index:06d}"].get("showings", {})
+            for name in sorted(showings):
+                try:
+                    stream = json.loads(showings[name].attrs.get("recording", "{}")).get("stream", {})
+                except (json.JSONDecodeError, AttributeError, TypeError):
+                    stream = {}
+                if isinstance(stream, dict) and stream:
+                    found[(block.index, int(name))] = {k: stream.get(k) for k in COUNTERS}
+    return found
+
+
+class SessionReplayReader:
+    """A file reader of the raw Open Ephys messages a session recorded, with ZmqReader's contract."""
+
+    def __init__(self, session: str | Path | RecordedSession, *, max_messages_per_read: int = 1000) -> None:
+        if max_messages_per_read < 1:
+            raise ValueError(f"max_messages_per_read: expected >= 1, got {max_messages_per_read}")
+        self.session = session
+        self.max_messages_per_read = max_messages_per_read
+        self.path = session.path if isinstance(session, RecordedSession) else Path(session)
+        self._parser: ZmqReader | None = None
+        self._queue: list[tuple[int, int, dict[str, np.ndarray]]] = []
+        self._messages: list[list[bytes]] = []
+        self._times: np.ndarray = np.zeros(0)
+        self._next = 0
+        self._total = 0
+        #: (block index, showing number) the last records came from; None before the first read.
+        self.showing: tuple[int, int] | None = None
+        #: Whether the last :meth:`read_next` delivered the final message of :attr:`showing`.
+        self.at_showing_end = False
+        #: Whether the last :meth:`read_next` began a fresh parser (a resumed run's first showing).
+        self.new_reader = False
+        #: Messages replayed in all (``stats`` starts again with each fresh parser).
+        self.messages_replayed = 0
+        self._boundaries: set[int] = set()
+
+    def __enter__(self) -> "SessionReplayReader":
+        session = self.session if isinstance(self.session, RecordedSession) else read_session(self.path, verify=False)
+        self.session = session
+        self._queue = [(b.index, number, s) for b in session.blocks for number, s in enumerate(b.showings)
+                       if "raw_frames" in s]
+        if not self._queue:
+            raise NoRawStreamError(f"{self.path}: no raw stream frames (showings/NN/raw_frames) in any block: the "
+                                   f"session was not recorded from a stream (--neuron zmq://...), so there is "
+                                   f"nothing to replay or rescore")
+        self._boundaries = resume_boundaries(session)
+        self._parser = self._fresh_parser()
+        self._total = len(self._queue)
+        self._queue.reverse()  # pop() from the end in order
+        return self
+
+    def _fresh_parser(self) -> ZmqReader:
+        # The live reader, never connected: only its parser and counters are used.
+        return ZmqReader(f"file:{self.path}", keep_data_payloads=True)
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Forget the file's messages; safe to call twice."""
+        self._parser = None
+        self._queue, self._messages = [], []
+
+    @property
+    def stats(self) -> StreamStats:
+        """The live reader's counters (messages, malformed, gaps, restarts) over what was replayed so far."""
+        if self._parser is None:
+            raise RuntimeError("SessionReplayReader is not open; use it as a context manager")
+        return self._parser.stats
+
+    def get_initial(self) -> dict[str, Any]:
+        """What this reader serves (for provenance)."""
+        return {"path": str(self.path), "kind": "session-replay", "showings_with_frames": self._total}
+
+    def read_next(self) -> list[Record]:
+        """Records of the next stored messages of one showing (``[]`` for a showing with none).
+
+        Raises ``StopIteration`` once every showing has been served; never blocks.
+        """
+        if self._parser is None:
+            raise RuntimeError("SessionReplayReader is not open; use it as a context manager")
+        self.new_reader = False
+        if self._next >= len(self._messages) and (self.at_showing_end or self.showing is None):
+            if not self._queue:
+                raise StopIteration
+            block, number, stored = self._queue.pop()
+            self.new_reader = number == 0 and block in self._boundaries and self.showing is not None
+            if self.new_reader:
+                self._parser = self._fresh_parser()
+            self._messages, self._times = showing_messages(stored, f"{self.path}: block {block} showing {number:02d}")
+            self._next = 0
+            self.showing = (block, number)
+        stop = min(self._next + self.max_messages_per_read, len(self._messages))
+        records: list[Record] = []
+        for i in range(self._next, stop):
+            records.extend(self._parser.handle(restore_payload(self._messages[i]), float(self._times[i])))
+        self._parser.take_raw()  # the live reader logs what it parses; here the file already holds it
+        self.messages_replayed += stop - self._next
+        self._next = stop
+        self.at_showing_end = stop >= len(self._messages)
+        return records
