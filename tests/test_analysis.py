@@ -136,13 +136,13 @@ def test_score_table_errors_name_file_row_and_column(tmp_path):
 
 @pytest.fixture(scope="module")
 def evolution_session(tmp_path_factory):
-    from tests.conftest import SMALL_PROTOCOL
+    from tiny_protocol import tiny_protocol
 
     tmp = tmp_path_factory.mktemp("evo")
     protocol = tmp / "p.toml"
-    protocol.write_text(SMALL_PROTOCOL.format(generations=5, seed=2, threads=2, popsize=10, references=4,
-                                              units='["test_cnn:features.7:unit=5", "test_cnn:features.7:unit=6"]',
-                                              weights="random"))
+    protocol.write_text(tiny_protocol(generations=5, seed=2, threads=2, popsize=10, references=4,
+                                      units=("test_cnn:features.7:unit=5", "test_cnn:features.7:unit=6"),
+                                      max_frequency=4, image_size=64))
     out = tmp / "s.h5"
     assert main(["run", str(protocol), "--out", str(out), "--quiet"]) == 0
     return out

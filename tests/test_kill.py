@@ -18,33 +18,11 @@ import numpy as np
 import pytest
 
 from rig.session import read_session
+from tiny_protocol import tiny_protocol
 
 KILLS = 22
 GENERATIONS = 12
-PROTOCOL = f"""
-[protocol]
-kind = "evolution"
-name = "killed"
-generations = {GENERATIONS}
-seed = 21
-
-[generator]
-kind = "fourier"
-max_frequency = 3
-image_size = 32
-
-[optimizer]
-kind = "cmaes"
-popsize = 6
-sigma0 = 3.0
-
-[references]
-count = 1
-
-[neuron]
-units = ["test_cnn:features.7:unit=5"]
-weights = "random"
-"""
+PROTOCOL = tiny_protocol(name="killed", generations=GENERATIONS, seed=21)
 
 
 def _session_worker(argv: list[str], conn) -> None:

@@ -12,34 +12,10 @@ import pytest
 from rig.cli import EXIT_USAGE, main
 from rig.commands.replay import EXIT_DIVERGED
 from rig.session import block_digest
+from tiny_protocol import tiny_protocol
 
-PROTOCOL = """
-[protocol]
-kind = "evolution"
-name = "replayed"
-generations = 5
-seed = 11
-
-[evolution]
-threads = 2
-
-[generator]
-kind = "fourier"
-max_frequency = 3
-image_size = 32
-
-[optimizer]
-kind = "cmaes"
-popsize = 6
-sigma0 = 3.0
-
-[references]
-count = 2
-
-[neuron]
-units = ["test_cnn:features.7:unit=5", "test_cnn:features.7:unit=9"]
-weights = "random"
-"""
+PROTOCOL = tiny_protocol(name="replayed", generations=5, seed=11, threads=2, references=2,
+                         units=("test_cnn:features.7:unit=5", "test_cnn:features.7:unit=9"))
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,9 @@ from PIL import Image
 from rig.analysis import convergence, natural_scores, prototype_vs_natural, session_trajectory
 from rig.cli import EXIT_USAGE, main
 from rig.session import read_session
-from tests.conftest import SMALL_PROTOCOL
+from tiny_protocol import tiny_protocol
 
-UNITS = '["test_cnn:features.7:unit=5", "test_cnn:features.7:unit=6"]'
+UNITS = ("test_cnn:features.7:unit=5", "test_cnn:features.7:unit=6")
 SCREEN = """
 [protocol]
 kind = "screening"
@@ -37,8 +37,8 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 def report(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("report")
     protocol = tmp / "evo.toml"
-    protocol.write_text(SMALL_PROTOCOL.format(generations=6, seed=3, threads=2, popsize=10, references=5,
-                                              units=UNITS, weights="random"))
+    protocol.write_text(tiny_protocol(generations=6, seed=3, threads=2, popsize=10, references=5, units=UNITS,
+                                      max_frequency=4, image_size=64))
     evo = tmp / "evo.h5"
     assert main(["run", str(protocol), "--out", str(evo), "--quiet"]) == 0
     (tmp / "screen.toml").write_text(SCREEN)

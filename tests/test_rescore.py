@@ -26,7 +26,7 @@ from rig.recording.zmq_server import OpenEphysPublisher
 from rig.recording.zmq_source import RecordedResponses
 from rig.session import SessionFileError, read_session
 from reader_conformance import EXPECTED, ReaderContract, contract_messages, plain
-from tests.conftest import SMALL_PROTOCOL
+from tiny_protocol import tiny_protocol
 from tests.test_session import make_block, new_writer
 from tests.test_zmq_recording import _session, _ThreadRig
 
@@ -40,9 +40,8 @@ def _record(tmp, fault: FaultRequest):
 
     def write_protocol(generations: int, popsize: int, references: int):
         path = tmp / "small.toml"
-        path.write_text(SMALL_PROTOCOL.format(generations=generations, seed=0, threads=1, popsize=popsize,
-                                              references=references, units='["test_cnn:features.7:unit=5"]',
-                                              weights="random"))
+        path.write_text(tiny_protocol(generations=generations, seed=0, popsize=popsize, references=references,
+                                      max_frequency=4, image_size=64))
         return path
 
     sim = _ThreadRig([fault])

@@ -12,39 +12,11 @@ import pytest
 from protocols.optimizers import build_optimizer
 from rig.cli import EXIT_USAGE, main
 from rig.session import SessionWriter, journal_dir, read_session
+from tiny_protocol import tiny_protocol
 
-PROTOCOL = """
-[protocol]
-kind = "evolution"
-name = "resumed"
-generations = 12
-seed = 4
-
-[evolution]
-threads = 2
-
-[generator]
-kind = "fourier"
-max_frequency = 3
-image_size = 32
-
-[optimizer]
-kind = "cmaes"
-popsize = 6
-sigma0 = 3.0
-
-[references]
-count = 2
-
-[neuron]
-units = ["test_cnn:features.7:unit=5", "test_cnn:features.7:unit=9"]
-weights = "random"
-
-[neuron.response]
-gain = 20.0
-offset = 10.0
-noise = "poisson"
-"""
+PROTOCOL = tiny_protocol(name="resumed", generations=12, seed=4, threads=2, references=2,
+                         units=("test_cnn:features.7:unit=5", "test_cnn:features.7:unit=9"),
+                         extra='[neuron.response]\ngain = 20.0\noffset = 10.0\nnoise = "poisson"\n')
 
 
 class _Killed(BaseException):

@@ -11,26 +11,9 @@ from rig.analysis import convergence, session_trajectory
 from rig.cli import EXIT_USAGE, main
 from rig.session import read_session
 from rig.sweep import expand_units, plan_sweep, run_dask, run_local
+from tiny_protocol import tiny_protocol
 
-PROTOCOL = """
-[protocol]
-kind = "evolution"
-generations = 3
-seed = 10
-[generator]
-kind = "fourier"
-max_frequency = 3
-image_size = 32
-[optimizer]
-kind = "cmaes"
-popsize = 6
-sigma0 = 3.0
-[references]
-count = 4
-[neuron]
-units = ["test_cnn:features.7:unit=0"]
-weights = "random"
-"""
+PROTOCOL = tiny_protocol(generations=3, seed=10, references=4, units=("test_cnn:features.7:unit=0",))
 UNITS = ["test_cnn:features.7:unit=1..2", "test_vit:blocks.1:unit=3"]
 
 
