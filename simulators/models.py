@@ -15,6 +15,7 @@ Weight sources (``ModelCfg.weights``) are one of
 from __future__ import annotations
 
 import difflib
+import hashlib
 import importlib
 import importlib.util
 import os
@@ -136,6 +137,15 @@ def _hub_path(cfg: ModelCfg, filename: str) -> Path:
             f"(the torch hub cache, torch.hub.get_dir()/checkpoints) or pass weights=FILE"
         )
     return path
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file, read in 1 MiB blocks (weight files are hundreds of MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 #: The spelling of "the model's registered weight source" in protocol files and on the command line.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -10,7 +9,7 @@ import torch
 from torch import nn
 
 from protocols.images import to_model_input
-from simulators.models import ModelCfg, load_model, resolve_weights
+from simulators.models import ModelCfg, file_sha256, load_model, resolve_weights
 from simulators.units import ResolvedUnit, UnitAddress, parse_unit, probe_layers, resolve_unit
 
 __all__ = ["SimulatedNeuron", "preprocess_for", "read_units"]
@@ -68,14 +67,6 @@ def read_units(
     return torch.stack(values, dim=1)
 
 
-def _file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class SimulatedNeuron:
     """Units of one registered model, answering images with one value per unit.
 
@@ -125,7 +116,7 @@ class SimulatedNeuron:
     def describe(self) -> dict:
         """Provenance for the session file: enough to rebuild this neuron exactly."""
         if self._weights_sha256 is None and self.weights_source != "random":
-            self._weights_sha256 = _file_sha256(self.weights_source)
+            self._weights_sha256 = file_sha256(self.weights_source)
         return {
             "class": f"{type(self).__module__}.{type(self).__qualname__}",
             "kwargs": {

@@ -15,7 +15,6 @@ temporary file and renamed, so a crash never leaves a half-written cache.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import math
 import os
@@ -27,6 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from simulators.models import file_sha256
 
 if TYPE_CHECKING:  # onnx is needed only to convert, not to use the cached weights
     import onnx
@@ -87,14 +88,6 @@ def build_vit_s14() -> nn.Module:
     import timm
 
     return timm.create_model("vit_small_patch14_dinov2", pretrained=False, img_size=IMG_SIZE)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _linear_weights(graph: "onnx.GraphProto") -> dict[str, np.ndarray]:
@@ -211,7 +204,7 @@ def _position_embedding(named: dict[str, np.ndarray], dim: int, path: str | Path
 def converted_weights() -> Path:
     """The cached converted state dict, converting from the package's ONNX file on first use."""
     source = onnx_path()
-    target = cache_dir() / f"vit_s14_focus-{_sha256(source)[:12]}-v{CONVERTER_VERSION}.pth"
+    target = cache_dir() / f"vit_s14_focus-{file_sha256(source)[:12]}-v{CONVERTER_VERSION}.pth"
     if target.is_file():
         return target
     state = convert_onnx_backbone(source)

@@ -208,11 +208,18 @@ def _payload(frames: list[bytes], what: str) -> bytes:
     return bytes(frames[2])
 
 
+def _typed_header(frames: list[bytes], expected: str) -> dict:
+    """The parsed header, checked to be of message type ``expected``."""
+    header = parse_header(frames)
+    if header["type"] != expected:
+        article = "an" if expected[0] in "aeiou" else "a"
+        raise WireError(f"expected {article} {expected!r} message, got type {header['type']!r}")
+    return header
+
+
 def parse_data(frames: list[bytes]) -> DataMessage:
     """A continuous-data message from its frames."""
-    header = parse_header(frames)
-    if header["type"] != "data":
-        raise WireError(f"expected a 'data' message, got type {header['type']!r}")
+    header = _typed_header(frames, "data")
     content = _field(header, "content", dict, "data header")
     where = "data content"
     num_samples = _field(content, "num_samples", int, where)
@@ -233,9 +240,7 @@ def parse_data(frames: list[bytes]) -> DataMessage:
 
 def parse_ttl(frames: list[bytes]) -> TtlMessage:
     """A TTL event from its frames."""
-    header = parse_header(frames)
-    if header["type"] != "event":
-        raise WireError(f"expected an 'event' message, got type {header['type']!r}")
+    header = _typed_header(frames, "event")
     content = _field(header, "content", dict, "event header")
     where = "event content"
     event_type = _field(content, "type", int, where)
@@ -259,9 +264,7 @@ def parse_ttl(frames: list[bytes]) -> TtlMessage:
 
 def parse_spike(frames: list[bytes]) -> SpikeMessage:
     """A spike from its frames."""
-    header = parse_header(frames)
-    if header["type"] != "spike":
-        raise WireError(f"expected a 'spike' message, got type {header['type']!r}")
+    header = _typed_header(frames, "spike")
     spike = _field(header, "spike", dict, "spike header")
     where = "spike fields"
     channels = _field(spike, "num_channels", int, where)
