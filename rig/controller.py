@@ -101,7 +101,7 @@ class Controller:
             "observe": observed - recorded,
             **{f"protocol_{k}": v for k, v in self.protocol.last_timings().items()},
         }
-        # Optimizer state can be large (a full CMA-ES covariance at n = 4096 pickles to ~270 MB), so it is
+        # Optimizer state can be large (a full CMA-ES covariance at n = 4096 is ~270 MB), so it is
         # stored every few blocks and at the end; the recorded blocks replay the optimizer in between.
         due = (block.index + 1) % self.checkpoint_every == 0 or self.protocol.finished
         checkpoint = self.protocol.checkpoint() if due else {}

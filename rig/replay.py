@@ -10,7 +10,7 @@ scores alone, so:
 - ``rig replay FILE.h5`` re-runs a session from the file (no model, no images,
   no generator weights) and says where the codes diverge, if they do;
 - ``rig run --resume FILE.h5`` restores the optimizer from the last checkpoint
-  (a pickle: only for a file the user asked to resume), replays the blocks
+  (data only, never a pickle: see protocols/optimizers/object_graph.py), replays the blocks
   recorded after it through the same wrapper, then carries on live.
 """
 from __future__ import annotations
@@ -275,8 +275,11 @@ def resume_session(path: str | Path, device: torch.device) -> Resumed:
     restored_after = max(earlier) if earlier else None
     start = 0
     if restored_after is not None:
-        # SECURITY: unpickles the optimizer state; the user asked to resume this very file.
-        protocol.restore(session.checkpoint(restored_after), restored_after + 1)
+        try:
+            protocol.restore(session.checkpoint(restored_after), restored_after + 1)
+        except (KeyError, ValueError) as exc:
+            raise SessionFileError(f"{path}: cannot restore the optimizer checkpoint after block "
+                                   f"{restored_after}: {exc}") from None
         start = restored_after + 1
     try:
         if done > start:

@@ -25,8 +25,8 @@ HDF5 file is ever modified in place:
 any instant reads back with every completed block. Nothing here ever opens a
 file for writing that someone may be reading, and :func:`read_session` opens
 everything read-only. It never unpickles anything: optimizer checkpoints are
-returned as bytes only by :meth:`RecordedSession.checkpoint`, which resuming
-calls on a file the user asked to resume.
+returned as bytes by :meth:`RecordedSession.checkpoint`, and each optimizer
+reads its own (data-only) format.
 """
 from __future__ import annotations
 
@@ -419,8 +419,8 @@ class RecordedSession:
     def checkpoint(self, index: int) -> dict[str, bytes]:
         """Optimizer state blobs stored after block ``index``, checked against their SHA-256.
 
-        SECURITY: the blobs are pickles. Unpickle them only from a file you
-        trust, i.e. one you asked to resume; nothing in this module does.
+        Each blob is an optimizer's own data-only format (``Optimizer.set_state``
+        reads it); no optimizer state is a pickle.
         """
         if index not in self.checkpoints:
             raise SessionFileError(f"{self.path}: no checkpoint after block {index}; "

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import pickle
 import shutil
 from pathlib import Path
 
@@ -59,13 +61,13 @@ def assert_same_session(a: Path, b: Path) -> None:
         assert bx.stimulus_ids == by.stimulus_ids
     assert sorted(x.checkpoints) == sorted(y.checkpoints) == [9, 11]
     # The optimizers end in the same state: restored, they propose the same next generation.
-    # (Pickle bytes may differ in pycma's bookkeeping; what they propose may not.)
+    # (State bytes may differ in pycma's bookkeeping, e.g. its timer; what they propose may not.)
     dim = x.blocks[0].codes.shape[-1]
     for thread in ("thread0", "thread1"):
         proposals = []
         for session in (x, y):
             opt = build_optimizer(dim=dim, seed=0, **session.provenance["optimizer"])
-            opt.set_state(session.checkpoint(11)[thread])  # trusted: written by this test
+            opt.set_state(session.checkpoint(11)[thread])
             proposals.append(opt.ask())
         np.testing.assert_array_equal(*proposals)
 
@@ -134,3 +136,24 @@ def test_resume_refuses_recorded_blocks_that_do_not_replay(folder, monkeypatch, 
     capsys.readouterr()
     assert main(["run", "--resume", str(out)]) == EXIT_USAGE
     assert "do not match their sha256" in capsys.readouterr().err
+
+
+class _Boom:
+    def __reduce__(self):
+        return (os.system, ("touch PWNED",))
+
+
+def test_resume_refuses_a_pickled_checkpoint_without_running_it(folder, monkeypatch, capsys):
+    """A checkpoint swapped for a pickle (with its sha256 recomputed, as an attacker would) runs nothing."""
+    out = run_until_killed(folder, "pickled.h5", 11, monkeypatch)
+    evil = (10).to_bytes(8, "little") + pickle.dumps(_Boom())
+    with h5py.File(journal_dir(out) / "000009.h5", "r+") as f:
+        del f["checkpoints/000009/thread0"]
+        f["checkpoints/000009/thread0"] = np.frombuffer(evil, dtype=np.uint8)
+        f["checkpoints/000009/thread0"].attrs["sha256"] = hashlib.sha256(evil).hexdigest()
+    monkeypatch.chdir(folder)
+    capsys.readouterr()
+    assert main(["run", "--resume", str(out)]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "cannot restore the optimizer checkpoint after block 9" in err and "is a pickle" in err
+    assert not (folder / "PWNED").exists()

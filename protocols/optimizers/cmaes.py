@@ -14,25 +14,33 @@ transformations, surrogate models, restarts in ``fmin``).
 """
 from __future__ import annotations
 
+import json
 import math
-import pickle
 
 import cma
+import cma.utilities.utils
 import numpy as np
 
 from .base import Optimizer
+from .object_graph import GraphCodec, trusted_parts
+from .state import pack_state, rng_from_state, unpack_state
 
 __all__ = ["CMAES"]
 
-_STATE_VERSION = 1
+# Version 1 was a pickle; version 2 is data only (object_graph), so resuming a file cannot run code.
+_STATE_VERSION = 2
+_STATE_KIND = "cmaes"
+# pycma creates these objects only once the run is under way (tell() starts a timer), so a freshly
+# built strategy, which is what says which classes a saved one may contain, does not hold them yet.
+_CLASSES_MADE_DURING_A_RUN = (cma.utilities.utils.ElapsedWCTime,)
 
 
 class _StandardNormal:
     """pycma's ``randn(*shape)`` over a private generator.
 
-    A module-level class (not a lambda) so that it pickles together with the
-    strategy: pycma keeps it in ``es.opts['randn']``, and one pickle holding both
-    keeps the generator shared, so a restored run draws the same numbers.
+    A bound method (not a lambda) so that a saved strategy can name it: pycma
+    keeps it in ``es.opts['randn']`` and its sampler, and a restored strategy
+    gets the bound method of a restored generator in both places.
     """
 
     def __init__(self, seed: int) -> None:
@@ -138,41 +146,49 @@ class CMAES(Optimizer):
         self._asked = None
 
     def _get_state(self) -> bytes:
-        # SECURITY: this is a pickle. Loading it can run arbitrary code, so only
-        # restore states from trusted session files. (A pickle-free format is a
-        # later issue.) The strategy and its generator go into one pickle so the
-        # generator inside es.opts['randn'] stays the one we hold.
-        return pickle.dumps(
-            {
-                "version": _STATE_VERSION,
-                "config": self._config(),
-                "seed": self.seed,
-                "sigma0": self.sigma0,
-                "es": self._es,
-                "randn": self._randn,
-            },
-            protocol=pickle.HIGHEST_PROTOCOL,
-        )
+        # Data only (see object_graph): pycma's object graph as JSON plus arrays.
+        classes, callables = trusted_parts(self._es, ("cma.",))
+        tree, arrays = GraphCodec(classes, callables).encode(self._es)
+        scalars = {"es": tree, "seed": self.seed, "sigma0": self.sigma0,
+                   "randn": self._randn.generator.bit_generator.state}
+        return pack_state(_STATE_KIND, _STATE_VERSION, self._config(), scalars, arrays)
 
     def _set_state(self, state: bytes) -> None:
-        # SECURITY: unpickles; see _get_state.
+        if state[:2] == b"\x80\x04" or state[:1] == b"\x80":
+            raise ValueError("this CMAES state is a pickle (written before state version 2); "
+                             "pickles are not loaded, because loading one can run code")
+        scalars, arrays = unpack_state(state, _STATE_KIND, _STATE_VERSION, self._config())
         try:
-            saved = pickle.loads(state)
-        except Exception as exc:
-            raise ValueError(f"not a CMAES state ({type(exc).__name__}: {exc})") from exc
-        if not isinstance(saved, dict) or saved.get("version") != _STATE_VERSION:
-            raise ValueError(f"not a CMAES state of version {_STATE_VERSION}")
-        config = self._config()
-        theirs = saved["config"]
-        if theirs != config:
-            diff = {k: (theirs.get(k), v) for k, v in config.items() if theirs.get(k) != v}
-            raise ValueError(
-                f"saved CMAES state does not fit this optimizer: (saved, here) = {diff}"
-            )
-        self._es = saved["es"]
-        self._randn = saved["randn"]
-        self.seed, self.sigma0 = saved["seed"], saved["sigma0"]
+            randn = _StandardNormal(0)
+            randn.generator = rng_from_state(scalars["randn"])
+            seed, sigma0 = int(scalars["seed"]), float(scalars["sigma0"])
+            tree = scalars["es"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"saved CMAES state is incomplete ({type(exc).__name__}: {exc})") from None
+        # A strategy built here, with this optimizer's options, is the reference for what a saved
+        # one may contain: only its classes and callables (bound to the restored generator).
+        reference = cma.CMAEvolutionStrategy(np.zeros(self.dim), sigma0,
+                                             _pycma_options(self.popsize, self.diagonal, randn))
+        classes, callables = trusted_parts(reference, ("cma.",))
+        codec = GraphCodec(classes | set(_CLASSES_MADE_DURING_A_RUN), callables)
+        es = codec.decode(tree, arrays)
+        if type(es) is not cma.CMAEvolutionStrategy:
+            raise ValueError(f"saved CMAES state holds a {type(es).__name__}, not a pycma strategy")
+        # pycma evaluates option strings; a restored strategy must run with exactly our options.
+        for name in ("opts", "inopts"):
+            if self._canonical(codec, getattr(es, name, None)) != self._canonical(codec, getattr(reference, name)):
+                raise ValueError(f"saved CMAES state has other pycma {name} than this optimizer sets")
+        self._es, self._randn = es, randn
+        self.seed, self.sigma0 = seed, sigma0
         self._asked = None
+
+    @staticmethod
+    def _canonical(codec: GraphCodec, value: object) -> str:
+        try:
+            tree, arrays = codec.encode(value)
+        except TypeError as exc:
+            return f"unencodable: {exc}"
+        return json.dumps([tree, {k: [a.dtype.str, a.shape, a.tolist()] for k, a in arrays.items()}])
 
     def _config(self) -> dict:
         # seed and sigma0 are not part of it: a restored state carries its own

@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, help="session file to create (HDF5); required unless --resume")
     parser.add_argument("--resume", type=Path, metavar="FILE.h5",
                         help="continue the killed session in FILE.h5: protocol, seeds and neuron come from the file "
-                             "(its optimizer checkpoint is a pickle: resume only files you trust)")
+                             "(optimizer checkpoints are data only: resuming a file runs no code from it)")
     parser.add_argument("--neuron", action="append", metavar="UNIT",
                         help="unit spec MODEL:LAYER:unit=N[:pos=Y,X][:token=cls|mean|N]; repeat for several "
                              "channels (default: the protocol file's [neuron])")
