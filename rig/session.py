@@ -310,6 +310,7 @@ def _write_block(g: h5py.Group, block: Block, presentations: Presentations, resp
         sg = g.create_group(f"showings/{number:02d}")
         sg.create_dataset("positions", data=showing.positions)
         sg.create_dataset("onset_times", data=showing.presentations.onset_times)
+        sg.create_dataset("offset_times", data=showing.presentations.offset_times)
         sg.create_dataset("dropped_frames", data=showing.presentations.dropped_frames)
         sg.create_dataset("presentation_valid", data=showing.presentations.valid)
         sg.create_dataset("scores", data=showing.responses.scores)

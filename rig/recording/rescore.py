@@ -180,6 +180,39 @@ def align_offset(onset_s: np.ndarray, ttl_samples: np.ndarray, sample_rate: floa
     return estimate_offset(onset_s, ttl, sample_rate, best[2], tolerance)
 
 
+@dataclass
+class PairedShowing:
+    """One showing's onsets paired with its epoch's TTLs (see :func:`pair_showing`)."""
+
+    available: np.ndarray  # the epoch's TTL samples this showing could use, sorted
+    ttl_index: np.ndarray  # per stimulus, index into ``available``; -1: unpaired
+    onsets: np.ndarray  # display clock, s; NaN where not shown
+    reasons: list[str]  # why the live run found each stimulus's response invalid; "" if valid
+
+
+def pair_showing(epoch: Any, ttl_count: int, stored: dict[str, Any], rate: float, tolerance: int) -> PairedShowing:
+    """Pair a stored showing's onsets with the TTLs its epoch had received by the showing's end.
+
+    ``epoch`` has ``ttls`` (samples, in arrival order) and ``consumed``: TTLs at
+    or before that sample were paired by an earlier showing; it is advanced
+    past the TTLs this showing pairs. Only onsets the live run found valid fix
+    the offset, as live.
+    """
+    available = np.sort(np.asarray(epoch.ttls[:ttl_count], dtype=np.int64))
+    available = available[available > epoch.consumed]
+    onsets = np.asarray(stored["onset_times"], dtype=np.float64)
+    reasons = [r.decode() if isinstance(r, bytes) else str(r) for r in stored["invalid_reasons"]]
+    recorded_valid = np.array([r == "" for r in reasons], dtype=bool)
+    shown = np.isfinite(onsets)
+    ttl_index = np.full(len(onsets), -1)
+    offset = align_offset(onsets[shown & recorded_valid], available, rate, tolerance)
+    if offset is not None:
+        ttl_index[shown] = pair_onsets(offset + rate * onsets[shown], available, tolerance)
+    if (ttl_index >= 0).any():
+        epoch.consumed = max(epoch.consumed, int(available[ttl_index.max()]))
+    return PairedShowing(available, ttl_index, onsets, reasons)
+
+
 def _replay(reader: SessionReplayReader, spec: RecordingSpec, selectors: list[UnitSelector],
             counters: dict[tuple[int, int], dict[str, Any]] | None = None,
             mismatches: list[str] | None = None) -> tuple[list[_Epoch], dict[tuple[int, int], tuple[int, int]],
@@ -272,17 +305,10 @@ def rescore_session(path: str | Path, windows: Windows | None = None) -> Rescore
                 continue
             e, ttl_count = at_end[(block.index, number)]
             epoch = epochs[e]
-            available = np.sort(np.asarray(epoch.ttls[:ttl_count], dtype=np.int64))
-            available = available[available > epoch.consumed]
             positions = np.asarray(stored["positions"], dtype=np.int64)
-            onsets = np.asarray(stored["onset_times"], dtype=np.float64)
-            reasons = [r.decode() if isinstance(r, bytes) else str(r) for r in stored["invalid_reasons"]]
+            paired = pair_showing(epoch, ttl_count, stored, rate, tol)
+            available, ttl_index, reasons = paired.available, paired.ttl_index, paired.reasons
             recorded_valid = np.array([r == "" for r in reasons], dtype=bool)
-            shown = np.isfinite(onsets)
-            ttl_index = np.full(len(positions), -1)
-            offset = align_offset(onsets[shown & recorded_valid], available, rate, tol)
-            if offset is not None:
-                ttl_index[shown] = pair_onsets(offset + rate * onsets[shown], available, tol)
             anchors = available[np.maximum(ttl_index, 0)] if available.size else np.zeros(len(positions), np.int64)
             start = anchors + ms_to_samples(span[0], rate)
             stop = anchors + ms_to_samples(span[1], rate)
@@ -294,8 +320,6 @@ def rescore_session(path: str | Path, windows: Windows | None = None) -> Rescore
             if valid.any():
                 scores[valid], early_sum, early_n = _score(sorted_spikes[e], anchors[valid], windows, rate,
                                                            early_sum, early_n)
-            if (ttl_index >= 0).any():
-                epoch.consumed = max(epoch.consumed, int(available[ttl_index.max()]))
             showings.append(ShowingScores(block.index, number, positions, np.asarray(stored["scores"], float),
                                           scores, recorded_valid, valid, why))
             rescored_block[positions[recorded_valid]] = scores[recorded_valid]
