@@ -15,6 +15,14 @@ block) run through the real controller in two ways, in this run:
 An evaluation is one generated image scored for its thread. Each run's first
 generation is a warm-up and is not timed; the figure is the median over the
 rest. Prints a table with evaluations per second and the batched/sequential ratio.
+
+Then the ceiling, measured in the same run: the model's floating-point work
+per image (torch's FlopCounterMode: matrix products, convolutions, attention),
+the device's rate on a large matrix product, and from them the fraction of that
+rate the batched runs reached. Batching cannot lower the work per image; it can
+only skip repeated work (the reference images, scored once per block instead
+of once per thread) and raise the achieved rate towards the matrix-product
+rate. The printed bound is the product of those two gains.
 """
 from __future__ import annotations
 
@@ -26,6 +34,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -33,6 +42,7 @@ from protocols.spec import load_protocol  # noqa: E402
 from rig.assemble import NeuronChoice, assemble, pick_device  # noqa: E402
 from rig.controller import BlockReport, Controller  # noqa: E402
 from rig.session import SessionWriter  # noqa: E402
+from simulators.neuron import SimulatedNeuron  # noqa: E402
 
 POPSIZE = 40
 REFERENCES = 10
@@ -87,6 +97,28 @@ def run_session(units: list[str], generations: int, device: torch.device, tmp: P
     return [r.seconds for r in reports[1:]]  # the first generation pays one-off warm-up costs
 
 
+def model_flops_per_image(unit: str, device: torch.device) -> float:
+    """Floating-point operations of one image's forward pass up to ``unit``'s layer (as the runs do)."""
+    neuron = SimulatedNeuron([unit], device=device)
+    images = torch.rand(2, 3, 128, 128)  # the protocol's Fourier images, resized by the neuron as in a run
+    with FlopCounterMode(display=False) as counter:
+        neuron(images)
+    return counter.get_total_flops() / len(images)
+
+
+def matmul_flops_per_second(device: torch.device, size: int = 2048, seconds: float = 3.0) -> float:
+    """The device's float32 rate on one large matrix product: what a compute-bound model can approach."""
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+    torch.mm(a, b)
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        torch.mm(a, b)
+        done += 1
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return done * 2 * size**3 / (time.perf_counter() - start)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 4, 16])
@@ -105,6 +137,7 @@ def main() -> int:
           f"device {device}, torch threads {torch.get_num_threads()}")
     print(f"  {'threads':>7} {'batched ev/s':>13} {'sequential ev/s':>16} {'ratio':>6}   "
           f"{'batched s/gen':>13} {'sequential s/gen':>16}")
+    batched_rates: dict[int, float] = {}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         for n in args.threads:
@@ -115,8 +148,20 @@ def main() -> int:
             per_thread = [statistics.median(run_session([u], args.generations, device, tmp)) for u in units]
             sequential = sum(per_thread)
             evaluations = n * POPSIZE
+            batched_rates[n] = (evaluations + REFERENCES) / batched  # images through the model per second
             print(f"  {n:>7} {evaluations / batched:13.1f} {evaluations / sequential:16.1f} "
                   f"{sequential / batched:5.2f}x   {batched:13.3f} {sequential:16.3f}", flush=True)
+
+    flops = model_flops_per_image(thread_units(args.layer, 1, args.token or None)[0], device)
+    peak = matmul_flops_per_second(device)
+    print(f"ceiling: {flops / 1e9:.2f} GFLOP per image; this device's float32 matrix product runs at "
+          f"{peak / 1e9:.0f} GFLOP/s")
+    print(f"  {'threads':>7} {'achieved GFLOP/s':>17} {'of peak':>8} {'skipped work':>13} {'bound on ratio':>15}")
+    for n, images_per_second in batched_rates.items():
+        achieved = images_per_second * flops
+        skipped = n * (POPSIZE + REFERENCES) / (n * POPSIZE + REFERENCES)
+        print(f"  {n:>7} {achieved / 1e9:17.0f} {achieved / peak:8.0%} {skipped:12.2f}x "
+              f"{skipped * peak / achieved:14.2f}x")
     return 0
 
 

@@ -67,11 +67,19 @@ def read_units(
     return torch.stack(values, dim=1)
 
 
+#: Images per forward pass when none is given. On a CPU, passes of a few images already run the
+#: model's matrix products near the cores' peak (bench/threads.py prints both), while a pass of
+#: hundreds of images allocates activations of a GB and more; a GPU wants larger passes.
+DEFAULT_MAX_BATCH = {"cpu": 16, "cuda": 256, "mps": 64}
+
+
 class SimulatedNeuron:
     """Units of one registered model, answering images with one value per unit.
 
     All units are parsed and checked against the model at construction, so a
-    bad spec fails before anything runs.
+    bad spec fails before anything runs. Images go through the model in passes
+    of at most ``max_batch`` (default: :data:`DEFAULT_MAX_BATCH` for the device),
+    which bounds memory however many threads share a block.
     """
 
     def __init__(
@@ -79,6 +87,7 @@ class SimulatedNeuron:
         units: Sequence[UnitAddress | str],
         weights: str | None = None,
         device: str | torch.device = "cpu",
+        max_batch: int | None = None,
     ) -> None:
         if isinstance(units, (str, UnitAddress)):
             units = [units]
@@ -89,6 +98,11 @@ class SimulatedNeuron:
         if len(models) > 1:
             raise ValueError(f"all units must name the same model, got models {models}")
         self.device = torch.device(device)
+        if max_batch is None:
+            max_batch = DEFAULT_MAX_BATCH.get(self.device.type, 64)
+        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+            raise ValueError(f"max_batch must be an int >= 1, got {max_batch!r}")
+        self.max_batch = max_batch
         self.weights = weights
         self.weights_source = resolve_weights(models[0], weights)
         self.model, self.cfg = load_model(models[0], weights=weights, device=self.device)
@@ -105,13 +119,15 @@ class SimulatedNeuron:
 
     def __call__(self, images: torch.Tensor) -> np.ndarray:
         """Responses of every unit to (N,3,H,W) images in [0,1], shape (N, n_units), float64."""
-        images = torch.as_tensor(images).to(self.device)
-        x = self.preprocess(images)
-        if x.shape[0] == 0:
+        images = torch.as_tensor(images)
+        if images.shape[0] == 0:
             return np.zeros((0, len(self.units)), dtype=np.float64)
+        passes = []
         with torch.inference_mode():
-            out = read_units(self.model, self.units, x)
-        return out.double().cpu().numpy()
+            for start in range(0, images.shape[0], self.max_batch):
+                x = self.preprocess(images[start:start + self.max_batch].to(self.device))
+                passes.append(read_units(self.model, self.units, x).double().cpu())
+        return torch.cat(passes).numpy()
 
     def describe(self) -> dict:
         """Provenance for the session file: enough to rebuild this neuron exactly."""
@@ -123,6 +139,7 @@ class SimulatedNeuron:
                 "units": list(self.channel_names),
                 "weights": self.weights,
                 "device": str(self.device),
+                "max_batch": self.max_batch,
             },
             "model": self.cfg.name,
             "weights_default": self.cfg.weights,
@@ -137,4 +154,5 @@ class SimulatedNeuron:
         }
 
     def __repr__(self) -> str:
-        return f"SimulatedNeuron({self.channel_names!r}, weights={self.weights!r}, device='{self.device}')"
+        return (f"SimulatedNeuron({self.channel_names!r}, weights={self.weights!r}, device='{self.device}', "
+                f"max_batch={self.max_batch})")

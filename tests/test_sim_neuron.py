@@ -130,6 +130,28 @@ def test_batching_images_does_not_change_responses() -> None:
     np.testing.assert_allclose(neuron(images), one_by_one, rtol=1e-4, atol=1e-5)
 
 
+def test_images_go_through_the_model_in_passes_of_at_most_max_batch() -> None:
+    neuron = SimulatedNeuron(VIT_UNITS, max_batch=3)
+    passes: list[int] = []
+    handle = neuron.model.register_forward_pre_hook(lambda _m, args: passes.append(args[0].shape[0]))
+    try:
+        images = _images(8, seed=6)
+        chunked = neuron(images)
+    finally:
+        handle.remove()
+    assert passes == [3, 3, 2]
+    whole = SimulatedNeuron(VIT_UNITS, max_batch=8)
+    whole.model.load_state_dict(neuron.model.state_dict())
+    np.testing.assert_allclose(chunked, whole(images), rtol=1e-5, atol=1e-6)
+    assert neuron.describe()["kwargs"]["max_batch"] == 3
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True, "8"])
+def test_max_batch_must_be_a_positive_int(bad) -> None:
+    with pytest.raises(ValueError, match="max_batch must be an int >= 1"):
+        SimulatedNeuron(CNN_UNITS[:1], max_batch=bad)
+
+
 def test_forward_pass_stops_after_last_needed_layer() -> None:
     neuron = SimulatedNeuron(["test_cnn:features.3:unit=5", "test_cnn:features.0:unit=1"])
     fired = []
