@@ -1,4 +1,4 @@
-"""Many units at once: several threads' images go through the model in one forward pass per block."""
+"""Many units at once: several threads' images go through the model together, in shared forward passes."""
 
 from __future__ import annotations
 
@@ -36,10 +36,15 @@ def _run(tmp_path, write_protocol, units, generations=3, popsize=8, references=3
     return read_session(out), batch_sizes, parts
 
 
-def test_threads_share_one_forward_pass_per_block(tmp_path, write_protocol) -> None:
-    session, batch_sizes, _ = _run(tmp_path, write_protocol, UNITS)
-    # One model call per block, holding every thread's population and the references.
-    assert batch_sizes == [len(UNITS) * 8 + 3] * 3
+def test_threads_share_forward_passes(tmp_path, write_protocol) -> None:
+    session, batch_sizes, parts = _run(tmp_path, write_protocol, UNITS)
+    # Each block's images (every thread's population and the references) go through the model
+    # together, in passes of max_batch images: with 8 codes per thread, every full pass holds
+    # several threads' images, and a block costs ceil(35 / max_batch) passes, not one per thread.
+    per_block, max_batch = len(UNITS) * 8 + 3, parts.source.neuron.max_batch
+    assert 8 < max_batch < per_block  # the case this test is about: shared passes, split into several
+    full, rest = divmod(per_block, max_batch)
+    assert batch_sizes == ([max_batch] * full + ([rest] if rest else [])) * 3
     assert len(session.blocks) == 3
     for block in session.blocks:
         assert block.codes.shape[0] == len(UNITS)
