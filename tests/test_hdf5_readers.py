@@ -16,10 +16,9 @@ import h5py
 import numpy as np
 import pytest
 
-from rig.cli import main
 from rig.recording.sidechannel import FaultRequest
 from tests.test_rescore import _record
-from tiny_protocol import tiny_protocol
+from tiny_protocol import run_tiny_session
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -51,13 +50,9 @@ def dumped_numbers(path: Path, dataset: str) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def in_silico(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("h5dump-silico")
-    protocol = folder / "p.toml"
-    protocol.write_text(tiny_protocol(name="dumped", generations=3, seed=2, threads=2, references=2,
-                                      units=("test_cnn:features.7:unit=5", "test_cnn:features.7:unit=9")))
-    out = folder / "s.h5"
-    assert main(["run", str(protocol), "--out", str(out), "--quiet"]) == 0
-    return out
+    return run_tiny_session(tmp_path_factory.mktemp("h5dump-silico"), name="dumped", generations=3, seed=2,
+                            threads=2, references=2,
+                            units=("test_cnn:features.7:unit=5", "test_cnn:features.7:unit=9"))
 
 
 @pytest.fixture(scope="module")

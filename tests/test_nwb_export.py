@@ -30,7 +30,7 @@ from rig.recording.scoring import Windows, ms_to_samples
 from rig.recording.sidechannel import FaultRequest
 from rig.recording.zmq_source import UnitSelector
 from rig.session import read_session
-from tiny_protocol import tiny_protocol
+from tiny_protocol import run_tiny_session
 from tests.test_rescore import _record
 
 CHANNELS = ("test_cnn:features.7:unit=5", "test_cnn:features.7:unit=9")
@@ -38,13 +38,8 @@ CHANNELS = ("test_cnn:features.7:unit=5", "test_cnn:features.7:unit=9")
 
 @pytest.fixture(scope="module")
 def in_silico(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("nwb-silico")
-    protocol = folder / "p.toml"
-    protocol.write_text(tiny_protocol(name="exported", generations=3, seed=5, threads=2, references=2,
-                                      units=CHANNELS))
-    out = folder / "s.h5"
-    assert main(["run", str(protocol), "--out", str(out), "--quiet"]) == 0
-    return out
+    return run_tiny_session(tmp_path_factory.mktemp("nwb-silico"), name="exported", generations=3, seed=5,
+                            threads=2, references=2, units=CHANNELS)
 
 
 @pytest.fixture(scope="module")
