@@ -32,7 +32,8 @@ import torch  # noqa: E402
 from protocols.base import Block, Responses  # noqa: E402
 from rig.controller import Showing  # noqa: E402
 from rig.display import Presentations  # noqa: E402
-from rig.session import SessionWriter, _write_block  # noqa: E402
+from rig.session import SessionWriter  # noqa: E402
+from rig.session.writer import _write_block  # noqa: E402
 
 
 def make_block(index: int, threads: int, popsize: int, dim: int, refs: int, rng: np.random.Generator):
