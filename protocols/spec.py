@@ -52,6 +52,8 @@ class NeuronSpec:
     weights: str | None
     #: The ``[neuron.response]`` table (activation → spikes), checked when the model is built; None: raw activations.
     response: dict[str, Any] | None = None
+    #: Most images per forward pass of a simulated neuron; None: its device's default.
+    max_batch: int | None = None
 
 
 #: Where the photodiode patch sits: a screen corner, or "none" for no patch.
@@ -310,8 +312,9 @@ def _neuron(path: Path, table: Any) -> NeuronSpec:
     )
     weights = section.get("weights", str, default=None)
     response = section.get("response", dict, default=None, expected="a table [neuron.response]")
+    max_batch = section.get("max_batch", int, default=None, check=lambda v: v >= 1, expected="an integer >= 1")
     section.finish()
-    return NeuronSpec(kind=kind, units=tuple(units), weights=weights, response=response)
+    return NeuronSpec(kind=kind, units=tuple(units), weights=weights, response=response, max_batch=max_batch)
 
 
 def _screening(path: Path, kind: str, doc: dict[str, Any]) -> ScreeningSpec | None:

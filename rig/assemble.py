@@ -52,6 +52,8 @@ class NeuronChoice:
     weights: str | None = None
     #: The protocol's ``[neuron.response]`` table; None scores raw activations.
     response: dict[str, Any] | None = None
+    #: The protocol's ``[neuron] max_batch``; None: the device's default.
+    max_batch: int | None = None
 
 
 @dataclass
@@ -74,13 +76,15 @@ def response_seed(seed: int) -> int:
 
 def resolve_neuron(spec: ProtocolSpec, units: Sequence[str] | None, weights: str | None) -> NeuronChoice:
     """The command line's neuron if given, else the protocol file's suggestion."""
-    # The response model describes how simulated units fire, so it stays when --neuron swaps the units.
+    # How simulated units fire, and how many images a pass takes, stay when --neuron swaps the units.
     response = spec.neuron.response if spec.neuron is not None else None
+    max_batch = spec.neuron.max_batch if spec.neuron is not None else None
     if units:
-        return NeuronChoice(tuple(units), weights, response)
+        return NeuronChoice(tuple(units), weights, response, max_batch)
     if spec.neuron is None:
         raise ProtocolError(f"{spec.path}: no [neuron] table and no --neuron given; name at least one unit")
-    return NeuronChoice(spec.neuron.units, weights if weights is not None else spec.neuron.weights, response)
+    return NeuronChoice(spec.neuron.units, weights if weights is not None else spec.neuron.weights, response,
+                        max_batch)
 
 
 def thread_channels(threads: int, channels: int) -> list[int]:
@@ -157,7 +161,8 @@ def assemble(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torch.device, 
         raise ProtocolError(f"{spec.path}: [optimizer]: {exc}") from None
 
     recorded = recording_source(spec, neuron.units)  # None unless the neuron is zmq://HOST:PORT
-    simulated = None if recorded else SimulatedNeuron(neuron.units, weights=neuron.weights, device=device)
+    simulated = None if recorded else SimulatedNeuron(neuron.units, weights=neuron.weights, device=device,
+                                                      max_batch=neuron.max_batch)
     channels = thread_channels(spec.threads, len((recorded or simulated).channel_names))
     references, reference_ids = load_references(spec, generator.image_size, device)
     protocol = Evolution(
@@ -205,7 +210,7 @@ def assemble_screening(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torc
     images, ids, folder = load_natural_set(spec, device)
     protocol = Screening(images=images, image_ids=ids, seed=seed, block_size=spec.screening.block_size,
                          repeats=spec.screening.repeats, name=spec.name)
-    simulated = SimulatedNeuron(neuron.units, weights=neuron.weights, device=device)
+    simulated = SimulatedNeuron(neuron.units, weights=neuron.weights, device=device, max_batch=neuron.max_batch)
     response_model = _response_model(spec, neuron, seed)
     display = build_display(display_kind, spec.display)
     source = SimulatedResponses(simulated, simulated.channel_names, simulated.describe(), response_model)

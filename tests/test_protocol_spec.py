@@ -54,6 +54,8 @@ def test_good_protocol_fields():
         ("[optimizer]", "[optimiser]", r"\[top level\]: unknown field\(s\) \['optimiser'\]"),
         ('units = ["test_cnn:features.2:unit=1"]', "units = []", r"\[neuron\] units: expected a non-empty list"),
         ("[neuron]", "[evolution]\nthreads = 0\n[neuron]", r"\[evolution\] threads: expected an integer in 1..256, got 0"),
+        ("[neuron]", "[neuron]\nmax_batch = 0", r"\[neuron\] max_batch: expected an integer >= 1, got 0"),
+        ("[neuron]", "[neuron]\nmax_batch = 8.5", r"\[neuron\] max_batch: expected an integer >= 1, got 8.5"),
     ],
 )
 def test_bad_field_is_named(old, new, expected):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from protocols.spec import load_protocol
-from rig.assemble import NeuronChoice, assemble
+from rig.assemble import NeuronChoice, assemble, resolve_neuron
 from rig.controller import Controller
 from rig.session import SessionWriter, read_session
 from simulators.neuron import SimulatedNeuron
@@ -49,6 +49,18 @@ def test_threads_share_forward_passes(tmp_path, write_protocol) -> None:
     for block in session.blocks:
         assert block.codes.shape[0] == len(UNITS)
         assert block.scores.shape == (len(UNITS) * 8 + 3, len(UNITS))
+
+
+def test_max_batch_from_the_protocol_reaches_the_neuron(tmp_path, write_protocol) -> None:
+    path = write_protocol(generations=1, threads=2, popsize=8, references=3, units=UNITS[:2])
+    path.write_text(path.read_text().replace("[neuron]", "[neuron]\nmax_batch = 5"))
+    spec = load_protocol(path)
+    neuron = resolve_neuron(spec, None, "random")
+    assert neuron.max_batch == 5
+    assert resolve_neuron(spec, list(UNITS[2:]), "random").max_batch == 5  # --neuron keeps it
+    parts = assemble(spec, neuron, device="cpu")
+    assert parts.source.neuron.max_batch == 5
+    assert parts.provenance["neuron"]["neuron"]["kwargs"]["max_batch"] == 5  # recorded in the session
 
 
 def test_each_thread_is_scored_on_its_own_unit(tmp_path, write_protocol) -> None:
