@@ -8,7 +8,9 @@
 2. One generation of the labs' loop at n = 4096, λ = 40: fc6 renders 40 images
    (best setting from 1), EfficientNet-Lite0 scores them at 224 px, and each
    optimizer runs ask + tell; the table gives each optimizer's seconds per
-   generation and its share of the whole generation.
+   generation and its share of the whole generation, and the size of its
+   saved state with the seconds to save it and to restore it into a fresh
+   optimizer (what a checkpoint and ``rig run --resume`` cost).
 All figures come from the same run, on this machine's CPU.
 """
 from __future__ import annotations
@@ -94,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         score_s = time.perf_counter() - start
     print(f"\n  one generation at n = 4096, popsize 40: fc6 renders 40 images in {generate_s:.2f} s, "
           f"efficientnet_lite0 scores them in {score_s:.2f} s")
-    print(f"  {'optimizer':<24} {'ask+tell s/gen':>14} {'share of generation':>20} {'state size':>12}")
+    print(f"  {'optimizer':<24} {'ask+tell s/gen':>14} {'share of generation':>20} {'state size':>12} "
+          f"{'save s':>7} {'restore s':>9}")
     rng = np.random.default_rng(0)
     for name, (kind, options) in OPTIMIZERS.items():
         opt = build_optimizer(kind, dim=4096, seed=0, **options)
@@ -107,8 +110,16 @@ def main(argv: list[str] | None = None) -> int:
             times.append(time.perf_counter() - start)
         per_gen = statistics.mean(times[1:])  # the first pays one-off set-up
         share = per_gen / (per_gen + generate_s + score_s)
-        size = len(opt.get_state())
-        print(f"  {name:<24} {per_gen:14.3f} {share:20.1%} {size / 1e6:10.2f} MB")
+        start = time.perf_counter()
+        state = opt.get_state()
+        save_s = time.perf_counter() - start
+        fresh = build_optimizer(kind, dim=4096, seed=1, **options)
+        start = time.perf_counter()
+        fresh.set_state(state)
+        restore_s = time.perf_counter() - start
+        if not np.array_equal(fresh.ask(), opt.ask()):
+            raise SystemExit(f"{name}: the restored optimizer proposes other codes")
+        print(f"  {name:<24} {per_gen:14.3f} {share:20.1%} {len(state) / 1e6:10.2f} MB {save_s:7.2f} {restore_s:9.2f}")
     torch.set_num_threads(default_threads)
     return 0
 
