@@ -31,6 +31,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 import tomllib
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -57,6 +58,7 @@ NWB_LAYOUT = """\
 | `session_description` | the protocol's name and kind |
 | `general/protocol` | the protocol file as run (TOML, verbatim) |
 | `general/notes` | JSON: the session's root attributes (seed, status, protocol_sha256, resumes, ...) and `provenance` |
+| `general/subject`, `experimenter`, `lab`, `institution` | from the command line (`--subject-id`, `--species`, ...); in silico the subject defaults to the simulated model |
 | `general/stimulus_notes`, `general/data_collection` | how stimuli were made and shown; where responses came from (and, in silico, that no spikes exist) |
 | `intervals/presentations` | one row per showing of a stimulus (every pass, re-shows included): `start_time`/`stop_time` (onset/offset, display clock, s; `stop_time` NaN for earlier showings in files that stored only the final showing's offset), `block`, `showing`, `position`, `stimulus` (row of `stimuli`), `stimulus_id`, `kind`, `thread`, `code_index`, `dropped_frames`, `presentation_valid`, `valid`, `final` (the showing the block's responses come from), `scores` (rows x channels; NaN where invalid); with a stream also `invalid_reason`, `ttl_sample`, `recording_epoch` |
 | `stimulus/presentation/stimuli` | one row per stimulus of each block: `block`, `position`, `stimulus_id`, `kind`, `thread`, `code_index`, `reference_id`, `code` (code_dim; NaN for reference images), final `scores` and `valid` |
@@ -68,6 +70,24 @@ NWB_LAYOUT = """\
 
 class NwbUnavailableError(ImportError):
     """pynwb (the ``nwb`` extra) is not installed."""
+
+
+@dataclass(frozen=True)
+class NwbMetadata:
+    """Who and what was recorded: the session file does not hold these, the person exporting does.
+
+    ``subject_id`` and ``species`` make the file acceptable to archives such as
+    DANDI (which require a Subject); in silico, the subject defaults to the
+    simulated model, described by its units.
+    """
+
+    subject_id: str | None = None
+    species: str | None = None  # Latin binomial, e.g. "Macaca mulatta"
+    sex: str | None = None  # "M", "F", "U" or "O"
+    age: str | None = None  # ISO 8601 duration, e.g. "P6Y"
+    experimenters: tuple[str, ...] = ()
+    lab: str | None = None
+    institution: str | None = None
 
 
 @dataclass
@@ -83,6 +103,8 @@ class ExportSummary:
     spikes_without_display_time: int
     images: int
     clock_maps: list[dict[str, Any]] = field(default_factory=list)
+    #: What the file lacks that an archive will ask for (e.g. no subject for a recorded session).
+    warnings: list[str] = field(default_factory=list)
 
 
 def _pynwb():
@@ -292,7 +314,7 @@ def _check_paths(session: Path, out: Path, overwrite: bool) -> None:
 
 
 def export_nwb(session_path: str | Path, out: str | Path, *, images: bool = False,
-               overwrite: bool = False) -> ExportSummary:
+               overwrite: bool = False, metadata: NwbMetadata | None = None) -> ExportSummary:
     """Write the session in ``session_path`` to the NWB file ``out`` (layout: :data:`NWB_LAYOUT`).
 
     ``images`` renders every stimulus with the protocol's generator (and loads
@@ -301,9 +323,11 @@ def export_nwb(session_path: str | Path, out: str | Path, *, images: bool = Fals
     Raises:
         NwbUnavailableError: pynwb is not installed.
         SessionFileError: the session file cannot be read (the message names it and where).
-        ValueError: ``out`` exists (without ``overwrite``) or is the session file.
+        ValueError: ``out`` exists (without ``overwrite``) or is the session file, or
+            ``metadata`` has a malformed field.
     """
     session_path, out = Path(session_path), Path(out)
+    metadata = metadata or NwbMetadata()
     pynwb = _pynwb()
     from hdmf.common import DynamicTable, DynamicTableRegion, VectorData
     from pynwb.epoch import TimeIntervals
@@ -348,7 +372,16 @@ def export_nwb(session_path: str | Path, out: str | Path, *, images: bool = Fals
             "this file has no units table.")),
         keywords=["closed-loop", "image evolution", "rig-controller"],
         was_generated_by=[["rig-controller", _version()]],
+        experimenter=list(metadata.experimenters) or None,
+        lab=metadata.lab,
+        institution=metadata.institution,
     )
+    warnings: list[str] = []
+    subject = _subject(pynwb, metadata, session, in_silico=spikes is None)
+    if subject is None:
+        warnings.append("no subject: pass --subject-id and --species (archives such as DANDI require them)")
+    else:
+        nwb.subject = subject
 
     stimuli_table = DynamicTable(name="stimuli", description=(
         "One row per stimulus of each block. code: the latent code shown (NaN for reference images); "
@@ -385,7 +418,32 @@ def export_nwb(session_path: str | Path, out: str | Path, *, images: bool = Fals
         if tmp.exists():
             tmp.unlink()
     return ExportSummary(out, len(shown), len(stimuli), len(spikes.units) if spikes else 0, n_spikes,
-                         n_unconverted, n_images, clock_maps)
+                         n_unconverted, n_images, clock_maps, warnings)
+
+
+_SEXES = ("M", "F", "U", "O")
+_AGE = re.compile(r"^P(?!$)(\d+Y)?(\d+M)?(\d+W)?(\d+D)?(T(?=\d)(\d+H)?(\d+M)?(\d+S)?)?$")
+
+
+def _subject(pynwb, metadata: NwbMetadata, session: RecordedSession, in_silico: bool):
+    """The NWB Subject: as given, or in silico the simulated model; None for a recording given none."""
+    if metadata.sex is not None and metadata.sex not in _SEXES:
+        raise ValueError(f"subject sex must be one of {list(_SEXES)}, got {metadata.sex!r}")
+    if metadata.age is not None and not _AGE.match(metadata.age):
+        raise ValueError(f"subject age must be an ISO 8601 duration such as P6Y or P30D, got {metadata.age!r}")
+    if metadata.species is not None and len(metadata.species.split()) < 2:
+        raise ValueError(f"species must be a Latin binomial such as 'Macaca mulatta', got {metadata.species!r}")
+    description = None
+    subject_id = metadata.subject_id
+    if in_silico:
+        units = list(session.provenance.get("neuron", {}).get("neuron", {}).get("units", []))
+        models = sorted({u.split(":", 1)[0] for u in units})
+        subject_id = subject_id or f"in-silico {', '.join(models) or 'model'}"
+        description = "a simulated neuron: units " + ", ".join(units) if units else "a simulated neuron"
+    if subject_id is None:
+        return None
+    return pynwb.file.Subject(subject_id=subject_id, species=metadata.species, sex=metadata.sex, age=metadata.age,
+                              description=description)
 
 
 _STIMULUS_COLUMNS = (

@@ -124,6 +124,44 @@ def test_in_silico_session_exports_every_showing_code_and_score(in_silico, tmp_p
         assert nwb.units is None and "no spikes were recorded" in nwb.data_collection  # no fake spikes
         assert "time.monotonic" in nwb.intervals["presentations"].description
         assert list(nwb.stimulus["stimuli"]["reference_id"].data[:]).count(session.reference_ids[0]) == 3
+        # In silico the subject is the simulated model, described by its units.
+        assert nwb.subject.subject_id == "in-silico test_cnn"
+        assert all(unit in nwb.subject.description for unit in CHANNELS)
+
+
+def test_subject_and_lab_metadata_given_on_the_command_line(streamed, tmp_path, capsys):
+    # A recording has no subject unless told: the export says so rather than inventing one.
+    bare = tmp_path / "bare.nwb"
+    capsys.readouterr()
+    _export(streamed, bare)
+    assert "no subject: pass --subject-id and --species" in capsys.readouterr().out
+    with pynwb.NWBHDF5IO(str(bare), "r") as io:
+        assert io.read().subject is None
+
+    out = tmp_path / "who.nwb"
+    _export(streamed, out, "--subject-id", "Monkey A", "--species", "Macaca mulatta", "--sex", "M",
+            "--age", "P6Y", "--experimenter", "Doe, Jane", "--experimenter", "Roe, Rick", "--lab", "Vision",
+            "--institution", "Somewhere University")
+    assert "no subject" not in capsys.readouterr().out
+    with pynwb.NWBHDF5IO(str(out), "r") as io:
+        nwb = io.read()
+        subject = nwb.subject
+        assert (subject.subject_id, subject.species, subject.sex, subject.age) == (
+            "Monkey A", "Macaca mulatta", "M", "P6Y")
+        assert list(nwb.experimenter) == ["Doe, Jane", "Roe, Rick"]
+        assert (nwb.lab, nwb.institution) == ("Vision", "Somewhere University")
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--age", "6 years", "ISO 8601 duration"),
+    ("--species", "macaque", "Latin binomial"),
+])
+def test_malformed_subject_fields_are_refused_before_writing(in_silico, tmp_path, capsys, option, value, message):
+    out = tmp_path / "bad.nwb"
+    capsys.readouterr()
+    assert main(["export-nwb", str(in_silico), str(out), option, value]) == EXIT_USAGE
+    assert message in capsys.readouterr().err
+    assert not out.exists()
 
 
 @pytest.mark.timeout(60)

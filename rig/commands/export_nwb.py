@@ -30,14 +30,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also render every stimulus with the protocol's generator and store the images "
                              "(seconds per image for DeePSiM on a CPU)")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    who = parser.add_argument_group("subject and lab (not in the session file; archives such as DANDI need them)")
+    who.add_argument("--subject-id", help="the animal's identifier (in silico, default: the simulated model)")
+    who.add_argument("--species", help="Latin binomial, e.g. 'Macaca mulatta'")
+    who.add_argument("--sex", choices=("M", "F", "U", "O"))
+    who.add_argument("--age", help="ISO 8601 duration, e.g. P6Y")
+    who.add_argument("--experimenter", action="append", default=[], help="'Last, First'; repeat for several")
+    who.add_argument("--lab")
+    who.add_argument("--institution")
 
 
 def run(args: argparse.Namespace) -> int:
     """Export and say what was written."""
-    from rig.export_nwb import NwbUnavailableError, export_nwb
+    from rig.export_nwb import NwbMetadata, NwbUnavailableError, export_nwb
 
+    metadata = NwbMetadata(subject_id=args.subject_id, species=args.species, sex=args.sex, age=args.age,
+                           experimenters=tuple(args.experimenter), lab=args.lab, institution=args.institution)
     try:
-        summary = export_nwb(args.session, args.out, images=args.images, overwrite=args.overwrite)
+        summary = export_nwb(args.session, args.out, images=args.images, overwrite=args.overwrite,
+                             metadata=metadata)
     except NwbUnavailableError as exc:
         print(f"rig export-nwb: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -48,4 +59,6 @@ def run(args: argparse.Namespace) -> int:
     if summary.spikes_without_display_time:
         print(f"rig export-nwb: {summary.spikes_without_display_time} spikes have no display-clock time (no "
               f"onset-TTL pairs on their recording clock); they are kept as samples in units.spike_samples")
+    for warning in summary.warnings:
+        print(f"rig export-nwb: note: {warning}")
     return 0
