@@ -10,6 +10,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from rig.session.sandbox import failure_in_child
 from rig.session.layout import (_PARTIAL_PREFIX, _READ_ERRORS, SCHEMA, SCHEMA_VERSION, SessionFileError,
                                 _block_name, _journal_files, block_digest, journal_dir)
 
@@ -195,6 +196,33 @@ def read_session(path: str | Path, verify: bool = True) -> RecordedSession:
         raise SessionFileError(f"{path}: no such session file{hint}")
     if not path.is_file():
         raise SessionFileError(f"{path}: not a file")
+    failure = failure_in_child(lambda: _read_all(path, verify), probe_timeout_s(path))
+    if failure is not None:
+        raise SessionFileError(f"{path}: the HDF5 library {failure}: the file or its journal is damaged "
+                               f"(nothing was read from it, and it was not changed)")
+    return _read(path, verify)
+
+
+#: Seconds a read may take in the probe (see rig/session/sandbox.py) before the file is called damaged:
+#: this much plus PROBE_SECONDS_PER_GB for the master and journal together.
+PROBE_BASE_S = 60.0
+PROBE_SECONDS_PER_GB = 60.0
+
+
+def probe_timeout_s(path: Path) -> float:
+    """How long reading ``path`` and its journal may take before it is taken to hang."""
+    size = path.stat().st_size + sum(p.stat().st_size for _, p in _journal_files(journal_dir(path)))
+    return PROBE_BASE_S + PROBE_SECONDS_PER_GB * size / 1e9
+
+
+def _read_all(path: Path, verify: bool) -> None:
+    """Everything read_session and RecordedSession.checkpoint read, as the probe does it."""
+    session = _read(path, verify)
+    for index in session.checkpoints:
+        session.checkpoint(index)
+
+
+def _read(path: Path, verify: bool) -> RecordedSession:
     where = "/"
     with _session_file(path) as f:
         try:
