@@ -86,7 +86,9 @@ class HeadlessDisplay(Display):
         self.pace = None if pace is None else (float(pace[0]), float(pace[1]))
 
     def describe(self) -> dict:
-        return {**super().describe(), "pace_s": list(self.pace) if self.pace else None}
+        # Its clock is time.monotonic itself (PsychoPy's is offset from it; see PsychoPyDisplay).
+        return {**super().describe(), "pace_s": list(self.pace) if self.pace else None,
+                "clock": "time.monotonic", "monotonic_offset_s": 0.0}
 
     def _show_paced(self, block: Block, on_s: float, off_s: float) -> Presentations:
         n = len(block)

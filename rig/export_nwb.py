@@ -46,6 +46,7 @@ from rig.recording.replay_reader import NoRawStreamError
 from rig.recording.spike_decoding import DecodedSpikes, decode_spikes
 from rig.recording.zmq_source import UnitSelector
 from rig.session import RecordedSession, SessionFileError, journal_dir, read_session
+from rig.session.clock import SessionClock
 
 INSTALL_HINT = "pip install 'rig-controller[nwb]'"
 
@@ -183,8 +184,35 @@ def _showings(block, path: Path) -> list[dict[str, np.ndarray]]:
              else np.ones(n, bool), "scores": block.scores, "valid": block.valid}]
 
 
+@dataclass(frozen=True)
+class _Times:
+    """How the file's times relate to the session: seconds since its start, or (older files) the display clock."""
+
+    clock: SessionClock | None
+    display_clock: str
+
+    @classmethod
+    def of(cls, session: RecordedSession) -> "_Times":
+        return cls(SessionClock.from_session(session),
+                   next((b.clock for b in session.blocks if b.clock), "unknown"))
+
+    @property
+    def reference(self) -> str:
+        """The time base, in words, for the file's descriptions."""
+        if self.clock is not None:
+            return "s since session_start_time"
+        return (f"s on the display clock {self.display_clock!r}, whose origin is arbitrary (this session was "
+                f"recorded before sessions stored clock anchors, so its times cannot be tied to session_start_time)")
+
+    def convert(self, display_times: np.ndarray | float, block: int) -> np.ndarray:
+        """Display times of ``block`` in the file's time base."""
+        if self.clock is None:
+            return np.asarray(display_times, dtype=np.float64)
+        return self.clock.since_start(display_times, block)
+
+
 def _presentations(session: RecordedSession, first_row: dict[int, int],
-                   pairing: dict[tuple[int, int], tuple[np.ndarray, int]] | None) -> _Columns:
+                   pairing: dict[tuple[int, int], tuple[np.ndarray, int]] | None, times: _Times) -> _Columns:
     """One row per showing of each stimulus, in the order they were shown."""
     rows = _Columns()
     for b in session.blocks:
@@ -203,7 +231,8 @@ def _presentations(session: RecordedSession, first_row: dict[int, int],
                     offset = s["offset_times"][j]
                 else:
                     offset = b.offset_times[i] if is_final and b.offset_times is not None else np.nan
-                row = dict(start_time=float(s["onset_times"][j]), stop_time=float(offset), block=b.index,
+                row = dict(start_time=float(times.convert(s["onset_times"][j], b.index)),
+                           stop_time=float(times.convert(offset, b.index)), block=b.index,
                            showing=number, position=i, stimulus=first_row[b.index] + i,
                            stimulus_id=b.stimulus_ids[i], kind=b.kinds[i], thread=int(b.threads[i]),
                            code_index=int(b.code_index[i]), dropped_frames=int(s["dropped_frames"][j]),
@@ -347,26 +376,27 @@ def export_nwb(session_path: str | Path, out: str | Path, *, images: bool = Fals
     recorded_from = "an Open Ephys ZMQ stream" if spikes else "a simulated neuron (in silico)"
 
     stimuli, first_row, code_dim = _stimuli(session)
-    shown = _presentations(session, first_row, spikes.pairing if spikes else None)
-    clock = next((b.clock for b in session.blocks if b.clock), "unknown")
+    times = _Times.of(session)
+    shown = _presentations(session, first_row, spikes.pairing if spikes else None, times)
     session_attrs = {k: v for k, v in session.attrs.items() if k not in ("protocol_toml", "provenance")}
     nwb = pynwb.NWBFile(
         session_description=f"{name}: {kind} session of the rig closed-loop image-evolution controller",
         identifier=_identifier(session),
         session_id=str(session.attrs.get("session_id", "")),
-        session_start_time=_start_time(session),
+        session_start_time=times.clock.start if times.clock is not None else _start_time(session),
         experiment_description=f"closed-loop {kind}: a generator proposes images, a display shows them, "
                                f"responses from {recorded_from} are scored and fed back to the optimizer",
         protocol=str(session.attrs.get("protocol_toml", "")),
         notes=json.dumps({"session_file": str(session_path), "attrs": session_attrs,
                           "provenance": session.provenance}, default=str),
         stimulus_notes=(f"Images were made by the protocol's [generator] from latent codes (stimulus/presentation/"
-                        f"stimuli, column code) or are reference images (reference_id). Presentation times are "
-                        f"seconds on the display clock {clock!r}, as recorded; its origin is arbitrary, not "
-                        f"session_start_time."),
+                        f"stimuli, column code) or are reference images (reference_id). Presentation times: "
+                        f"{times.reference}; as measured on the display clock {times.display_clock!r}"
+                        + (", tied to the wall clock by the anchors the session recorded when it started and at "
+                           "each resume." if times.clock is not None else ".")),
         data_collection=(f"Scores per channel ({', '.join(channels)}) in intervals/presentations. " + (
             "Spikes decoded from the raw Open Ephys frames stored in the session are in units; spike_times are "
-            "on the display clock through a linear fit of onset-TTL pairs per recording clock epoch."
+            "mapped onto the display clock through a linear fit of onset-TTL pairs per recording clock epoch."
             if spikes else
             "In silico: responses are a simulated neuron's (model unit) scores; no spikes were recorded, so "
             "this file has no units table.")),
@@ -390,23 +420,23 @@ def export_nwb(session_path: str | Path, out: str | Path, *, images: bool = Fals
         if k != "code" or code_dim > 0])
     nwb.add_stimulus(stimuli_table)
 
-    columns = [VectorData(name=k, description=d.format(clock=clock, channels=", ".join(channels)),
+    columns = [VectorData(name=k, description=d.format(time=times.reference, channels=", ".join(channels)),
                           data=_data(shown.values[k])) for k, d in _PRESENTATION_COLUMNS if k in shown.values]
     columns.append(DynamicTableRegion(name="stimulus", data=_data(shown.values["stimulus"]), table=stimuli_table,
                                       description="row of stimulus/presentation/stimuli shown"))
     nwb.add_time_intervals(TimeIntervals(name="presentations", columns=columns, description=(
-        f"Every showing of every stimulus (re-shows of stimuli whose responses were lost included), times in s "
-        f"on the display clock {clock!r}. Responses from {recorded_from}.")))
+        f"Every showing of every stimulus (re-shows of stimuli whose responses were lost included), times in "
+        f"{times.reference}. Responses from {recorded_from}.")))
 
     n_spikes = n_unconverted = 0
     clock_maps: list[dict[str, Any]] = []
     if spikes is not None:
         clock_maps = [{"epoch": e, **(c or {"pairs": 0})} for e, c in enumerate(spikes.clocks)]
-        n_spikes, n_unconverted = _add_units(nwb, spikes, clock, clock_maps)
+        n_spikes, n_unconverted = _add_units(nwb, spikes, times, clock_maps)
 
     n_images = 0
     if images:
-        n_images = _add_images(nwb, session, stimuli, shown, clock)
+        n_images = _add_images(nwb, session, stimuli, shown, times)
 
     tmp = out.with_name(f".{out.stem}.writing.nwb")  # pynwb warns about names not ending in .nwb
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -460,8 +490,8 @@ _STIMULUS_COLUMNS = (
 )
 
 _PRESENTATION_COLUMNS = (
-    ("start_time", "onset, s on the display clock {clock!r}"),
-    ("stop_time", "offset, s on the display clock {clock!r}; NaN for an earlier showing in files written "
+    ("start_time", "onset, {time}"),
+    ("stop_time", "offset, {time}; NaN for an earlier showing in files written "
                   "before showings stored their offsets"),
     ("block", "block (generation) index"),
     ("showing", "pass of the display over the block: 0 shows every stimulus, later ones re-show lost stimuli"),
@@ -489,13 +519,14 @@ def _data(values: list) -> np.ndarray | list:
     return np.asarray(values)
 
 
-def _add_units(nwb, spikes: DecodedSpikes, clock: str, clock_maps: list[dict[str, Any]]) -> tuple[int, int]:
+def _add_units(nwb, spikes: DecodedSpikes, times: _Times, clock_maps: list[dict[str, Any]]) -> tuple[int, int]:
     """One unit per (stream, electrode, sorted id); returns the spikes written and those with no display time."""
     from pynwb.misc import Units
 
     nwb.units = Units(name="units", description=(
         f"Spikes decoded from the raw Open Ephys ZMQ frames stored in the session, by the live parser. "
-        f"spike_times: s on the display clock {clock!r}, mapped from the recording clock ({spikes.sample_rate:g} Hz) "
+        f"spike_times: {times.reference}, mapped from the recording clock ({spikes.sample_rate:g} Hz) onto the display "
+        f"clock {times.display_clock!r} "
         f"by a linear fit of the onset-TTL pairs of each recording epoch (clock_maps: {json.dumps(clock_maps)}); "
         f"spikes of an epoch with fewer than two pairs, or of another stream than the TTLs', have no display time "
         f"and are only in spike_samples/spike_epochs (every spike, recording clock)."))
@@ -512,23 +543,24 @@ def _add_units(nwb, spikes: DecodedSpikes, clock: str, clock_maps: list[dict[str
         samples = np.array([s for _, s in found], dtype=np.int64)
         order = np.lexsort((samples, epochs))
         epochs, samples = epochs[order], samples[order]
-        times = []
+        converted = []
         for e in np.unique(epochs):
             fit = spikes.clocks[e] if e >= 0 else None
             if fit is None:
                 unconverted += int((epochs == e).sum())
                 continue
             s = samples[epochs == e].astype(np.float64)
-            times.append((s - fit["sample_at_display_mean"]) / fit["samples_per_display_second"] + fit["display_mean"])
+            display = (s - fit["sample_at_display_mean"]) / fit["samples_per_display_second"] + fit["display_mean"]
+            converted.append(times.convert(display, spikes.epoch_first_block[e]))
         total += len(samples)
-        nwb.add_unit(spike_times=np.sort(np.concatenate(times)) if times else np.zeros(0), stream=stream,
+        nwb.add_unit(spike_times=np.sort(np.concatenate(converted)) if converted else np.zeros(0), stream=stream,
                      electrode_name=electrode, sorted_id=int(unit),
                      channels=_unit_channels(spikes.selectors, stream, electrode, unit),
                      spike_samples=samples, spike_epochs=epochs)
     return total, unconverted
 
 
-def _add_images(nwb, session: RecordedSession, stimuli: _Columns, shown: _Columns, clock: str) -> int:
+def _add_images(nwb, session: RecordedSession, stimuli: _Columns, shown: _Columns, times: _Times) -> int:
     """Images of every stimulus (stimulus templates) and an IndexSeries of which one each onset showed."""
     from pynwb.base import ImageReferences, Images
     from pynwb.image import IndexSeries, RGBImage
@@ -547,5 +579,5 @@ def _add_images(nwb, session: RecordedSession, stimuli: _Columns, shown: _Column
     nwb.add_stimulus(IndexSeries(name="stimulus_shown", data=index[keep][order].astype(np.uint32),
                                  indexed_images=library, unit="N/A", timestamps=onsets[keep][order],
                                  description=f"index into stimulus_images of each presentation, at its onset "
-                                             f"(s, display clock {clock!r})"))
+                                             f"({times.reference})"))
     return len(frames)

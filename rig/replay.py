@@ -291,5 +291,5 @@ def resume_session(path: str | Path, device: torch.device) -> Resumed:
         raise SessionFileError(f"{path}: cannot resume: the recorded blocks do not replay: {exc}") from None
     writer = SessionWriter.reopen(path, note={"host": socket.gethostname(), "versions": package_versions(),
                                               "device": str(device), "restored_after": restored_after,
-                                              "replayed": done - start})
+                                              "replayed": done - start, "display": parts.display.describe()})
     return Resumed(spec, neuron, parts, writer, done, restored_after, done - start)

@@ -8,6 +8,7 @@ against ``read_session``, the raw frames and ``rescore_session``.
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
 import shutil
 import sys
@@ -30,6 +31,7 @@ from rig.recording.scoring import Windows, ms_to_samples
 from rig.recording.sidechannel import FaultRequest
 from rig.recording.zmq_source import UnitSelector
 from rig.session import read_session
+from rig.session.clock import SessionClock
 from tiny_protocol import run_tiny_session
 from tests.test_rescore import _record
 
@@ -67,8 +69,9 @@ def _check_presentations(nwb, session) -> None:
         for number, stored in enumerate(b.showings):
             here = np.flatnonzero((block == b.index) & (showing == number))
             np.testing.assert_array_equal(position[here], stored["positions"])
-            np.testing.assert_array_equal(start[here], stored["onset_times"])
-            np.testing.assert_array_equal(stop[here], stored["offset_times"])  # every showing's, not only the last
+            np.testing.assert_array_equal(start[here], since_start(session, stored["onset_times"], b.index))
+            # every showing's offset, not only the last one's
+            np.testing.assert_array_equal(stop[here], since_start(session, stored["offset_times"], b.index))
             assert np.all(stop[here] >= start[here])
             np.testing.assert_array_equal(valid[here], stored["valid"])
             np.testing.assert_array_equal(scores[here], stored["scores"])  # NaN where lost, never zero
@@ -78,9 +81,19 @@ def _check_presentations(nwb, session) -> None:
         mine = np.flatnonzero((block == b.index) & final)
         order = np.argsort(position[mine])
         np.testing.assert_array_equal(position[mine][order], np.arange(len(b.stimulus_ids)))
-        np.testing.assert_array_equal(start[mine][order], b.onset_times)
-        np.testing.assert_array_equal(stop[mine][order], b.offset_times)
+        np.testing.assert_array_equal(start[mine][order], since_start(session, b.onset_times, b.index))
+        np.testing.assert_array_equal(stop[mine][order], since_start(session, b.offset_times, b.index))
         np.testing.assert_array_equal(scores[mine][order], b.scores)
+    # NWB times count from session_start_time: every onset falls between the session's start and its end.
+    ended = dt.datetime.strptime(session.attrs["ended_utc"], "%Y-%m-%dT%H:%M:%SZ").replace(
+        tzinfo=dt.timezone.utc).timestamp()
+    duration = ended + 1 - SessionClock.from_session(session).start_unix_s
+    assert 0 <= np.nanmin(start) and np.nanmax(stop) <= duration
+
+
+def since_start(session, display_times, block: int) -> np.ndarray:
+    """The display times as seconds since the session's start, from its recorded clock anchors."""
+    return SessionClock.from_session(session).since_start(display_times, block)
 
 
 def _check_codes(nwb, session) -> None:
@@ -115,6 +128,8 @@ def test_in_silico_session_exports_every_showing_code_and_score(in_silico, tmp_p
         assert nwb.identifier == nwb.session_id == session.attrs["session_id"]
         assert nwb.session_start_time.tzinfo is not None
         assert nwb.session_start_time.strftime("%Y-%m-%dT%H:%M:%SZ") == session.attrs["created_utc"]
+        anchor = json.loads(session.attrs["clock_anchor"])
+        assert nwb.session_start_time.timestamp() == pytest.approx(anchor["unix_s"], abs=1e-6)
         assert nwb.session_description.startswith("exported:")
         assert nwb.protocol == session.attrs["protocol_toml"]
         notes = json.loads(nwb.notes)
@@ -122,7 +137,8 @@ def test_in_silico_session_exports_every_showing_code_and_score(in_silico, tmp_p
         _check_presentations(nwb, session)
         _check_codes(nwb, session)
         assert nwb.units is None and "no spikes were recorded" in nwb.data_collection  # no fake spikes
-        assert "time.monotonic" in nwb.intervals["presentations"].description
+        assert "s since session_start_time" in nwb.intervals["presentations"].description
+        assert "time.monotonic" in nwb.stimulus_notes  # the clock the display measured them on
         assert list(nwb.stimulus["stimuli"]["reference_id"].data[:]).count(session.reference_ids[0]) == 3
         # In silico the subject is the simulated model, described by its units.
         assert nwb.subject.subject_id == "in-silico test_cnn"

@@ -27,6 +27,7 @@ __all__ = ["DecodedSpikes", "decode_spikes"]
 class _Epoch:
     """What was recorded on one sample clock (an acquisition restart or a resumed run begins a new one)."""
 
+    first_block: int = 0  # the block being shown when the epoch began: it says which run (process) recorded it
     ttls: list[int] = field(default_factory=list)
     watermark: int = 0
     consumed: int = -1  # TTLs at or before this sample were paired by an earlier showing
@@ -44,6 +45,8 @@ class DecodedSpikes:
     pairing: dict[tuple[int, int], tuple[np.ndarray, int]]
     #: Per epoch: display time = (sample - intercept) / slope + display_mean, or None without two pairs.
     clocks: list[dict[str, Any] | None]
+    #: Per epoch, the block being shown when it began (which run recorded it, for rig.session.clock).
+    epoch_first_block: list[int]
     sample_rate: float
     selectors: list[str]
 
@@ -67,7 +70,7 @@ def decode_spikes(session: RecordedSession) -> DecodedSpikes:
             except StopIteration:
                 break
             if reader.new_reader and epochs[-1].watermark:
-                epochs.append(_Epoch())  # a resumed run: its onsets are not paired with what came before
+                epochs.append(_Epoch(reader.showing[0]))  # a resumed run: not paired with what came before
             for record in records:
                 ours = spec.stream is None or record.stream == spec.stream
                 if isinstance(record, Spike):
@@ -82,7 +85,7 @@ def decode_spikes(session: RecordedSession) -> DecodedSpikes:
                     rate = rate if spec.sample_rate is not None else record.sample_rate
                     epochs[-1].watermark = max(epochs[-1].watermark, record.sample)
                 elif isinstance(record, Discontinuity) and record.kind == "restart":
-                    epochs.append(_Epoch())
+                    epochs.append(_Epoch(reader.showing[0]))
             if reader.at_showing_end:
                 at_end[reader.showing] = (len(epochs) - 1, len(epochs[-1].ttls))
     if rate is None:
@@ -104,8 +107,9 @@ def decode_spikes(session: RecordedSession) -> DecodedSpikes:
                 epoch.onsets.extend(onsets[paired].tolist())
                 epoch.samples.extend(ttl[paired].tolist())
             pairing[(block.index, number)] = (ttl, e)
-    return DecodedSpikes(units=dict(units), pairing=pairing, clocks=[_fit_clock(e) for e in epochs], sample_rate=rate,
-                   selectors=[str(u) for u in spec.units])
+    return DecodedSpikes(units=dict(units), pairing=pairing, clocks=[_fit_clock(e) for e in epochs],
+                         epoch_first_block=[e.first_block for e in epochs], sample_rate=rate,
+                         selectors=[str(u) for u in spec.units])
 
 
 def _fit_clock(epoch: _Epoch) -> dict[str, Any] | None:

@@ -47,6 +47,15 @@ def _utc_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+def clock_anchor() -> dict[str, float]:
+    """``time.monotonic()`` and Unix time read together, tying a process's display clock to the wall clock.
+
+    Recorded when a session is created and at each resume (a resumed process
+    may run after a reboot, when ``time.monotonic`` starts again).
+    """
+    return {"monotonic_s": time.monotonic(), "unix_s": time.time()}
+
+
 def _block_name(index: int) -> str:
     return f"{index:06d}"
 

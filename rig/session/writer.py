@@ -18,7 +18,7 @@ import numpy as np
 from protocols.base import Block, Responses
 from rig.display import Presentations
 from rig.session.layout import (_STR, SCHEMA, SCHEMA_VERSION, SessionFileError, _block_name, _fsync,
-                                _journal_files, _strings_array, _utc_now, block_digest, journal_dir,
+                                _journal_files, _strings_array, _utc_now, block_digest, clock_anchor, journal_dir,
                                 package_versions)
 from rig.session.reader import read_session
 
@@ -72,6 +72,7 @@ class SessionWriter:
             f.attrs["schema_version"] = SCHEMA_VERSION
             f.attrs["session_id"] = self.session_id
             f.attrs["created_utc"] = _utc_now()
+            f.attrs["clock_anchor"] = json.dumps(clock_anchor())
             f.attrs["status"] = "running"
             f.attrs["protocol_toml"] = protocol_text
             f.attrs["protocol_sha256"] = protocol_sha256
@@ -105,7 +106,7 @@ class SessionWriter:
         self.session_id = str(session.attrs["session_id"])
         self._lock = _WriterLock(journal_dir(self.path), self.path)
         resumes = json.loads(session.attrs.get("resumes", "[]"))
-        resumes.append({"utc": _utc_now(), "blocks_found": len(session.blocks),
+        resumes.append({"utc": _utc_now(), "clock_anchor": clock_anchor(), "blocks_found": len(session.blocks),
                         "status_found": session.attrs.get("status"), **(note or {})})
         self._merge({"status": "running", "resumes": json.dumps(resumes)}, keep_journal_dir=True)
         return self
