@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rig.assemble import pick_device  # noqa: E402
-from simulators.neuron import DEFAULT_MAX_BATCH, SimulatedNeuron  # noqa: E402
+from simulators.neuron import SimulatedNeuron, default_max_batch  # noqa: E402
 
 
 def images_per_second(neuron: SimulatedNeuron, images: torch.Tensor) -> tuple[float, float]:
@@ -51,7 +51,7 @@ def main() -> int:
     images = torch.rand(args.images, 3, 128, 128, generator=torch.Generator().manual_seed(0))
     print(f"bench/forward_batch.py: {args.unit}, {args.images} images, device {device}, "
           f"torch threads {torch.get_num_threads()}, default max_batch here "
-          f"{DEFAULT_MAX_BATCH.get(device.type, 64)}")
+          f"{default_max_batch(device)}")
     sizes = [s for s in args.sizes if s != 0] + [0]  # the baseline last, and always
     results = {}
     for size in sizes:

@@ -12,7 +12,7 @@ from protocols.images import to_model_input
 from simulators.models import ModelCfg, file_sha256, load_model, resolve_weights
 from simulators.units import ResolvedUnit, UnitAddress, parse_unit, probe_layers, resolve_unit
 
-__all__ = ["SimulatedNeuron", "preprocess_for", "read_units"]
+__all__ = ["DEFAULT_MAX_BATCH", "SimulatedNeuron", "default_max_batch", "preprocess_for", "read_units"]
 
 def preprocess_for(cfg: ModelCfg, images: torch.Tensor) -> torch.Tensor:
     """Resize (N,3,H,W) images in [0,1] to ``cfg.input_size`` and normalise with cfg mean/std.
@@ -73,6 +73,11 @@ def read_units(
 DEFAULT_MAX_BATCH = {"cpu": 16, "cuda": 256, "mps": 64}
 
 
+def default_max_batch(device: torch.device) -> int:
+    """Images per forward pass on ``device`` when the protocol sets none (64 for other devices)."""
+    return DEFAULT_MAX_BATCH.get(device.type, 64)
+
+
 class SimulatedNeuron:
     """Units of one registered model, answering images with one value per unit.
 
@@ -99,7 +104,7 @@ class SimulatedNeuron:
             raise ValueError(f"all units must name the same model, got models {models}")
         self.device = torch.device(device)
         if max_batch is None:
-            max_batch = DEFAULT_MAX_BATCH.get(self.device.type, 64)
+            max_batch = default_max_batch(self.device)
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
             raise ValueError(f"max_batch must be an int >= 1, got {max_batch!r}")
         self.max_batch = max_batch

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from rig.cli import main
-from rig.controller import Controller, Showing
+from rig.controller import Showing
 from rig.recording.openephys_wire import DataMessage, Watermark, format_message
 from rig.recording.replay_reader import NoRawStreamError, SessionReplayReader
 from rig.recording.rescore import recorded_recording_spec, rescore_session
@@ -28,7 +28,7 @@ from rig.session import SessionFileError, read_session
 from reader_conformance import EXPECTED, ReaderContract, contract_messages, plain
 from tiny_protocol import tiny_protocol
 from tests.test_session import make_block, new_writer
-from tests.test_zmq_recording import _session, _ThreadRig
+from tests.test_zmq_recording import record_with_fault
 
 
 def _sha256(path) -> str:
@@ -44,16 +44,7 @@ def _record(tmp, fault: FaultRequest):
                                       max_frequency=4, image_size=64))
         return path
 
-    sim = _ThreadRig([fault])
-    try:
-        parts, session, out = _session(write_protocol, tmp, sim.rig, timeout_s=0.4, generations=2, popsize=6)
-        try:
-            Controller(parts.protocol, parts.display, parts.source, session, max_repeats=3).run()
-        finally:
-            parts.source.close()
-    finally:
-        sim.close()
-    return out
+    return record_with_fault(write_protocol, tmp, fault, generations=2, popsize=6)[1]
 
 
 @pytest.fixture(scope="module")

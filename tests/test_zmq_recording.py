@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -134,6 +135,20 @@ def _session(write_protocol, tmp_path, rig: SimRig, timeout_s: float = 1.0, gene
     return parts, session, out
 
 
+def record_with_fault(write_protocol, tmp_path, fault: FaultRequest, **session_options) -> tuple[SimRig, Path]:
+    """Run an evolution against a SimRig over loopback with ``fault`` injected; the rig and the session file."""
+    sim = _ThreadRig([fault])
+    try:
+        parts, session, out = _session(write_protocol, tmp_path, sim.rig, timeout_s=0.4, **session_options)
+        try:
+            Controller(parts.protocol, parts.display, parts.source, session, max_repeats=3).run()
+        finally:
+            parts.source.close()
+    finally:
+        sim.close()
+    return sim.rig, out
+
+
 FAULTS = {
     "drop": (FaultRequest("drop", 3), "gap"),
     "restart": (FaultRequest("restart", 3), "restart"),
@@ -147,16 +162,8 @@ FAULTS = {
 @pytest.mark.parametrize("name", sorted(FAULTS))
 def test_each_fault_invalidates_stimuli_that_are_shown_again(name, write_protocol, tmp_path):
     fault, reason = FAULTS[name]
-    sim = _ThreadRig([fault])
-    try:
-        parts, session, out = _session(write_protocol, tmp_path, sim.rig, timeout_s=0.4)
-        try:
-            Controller(parts.protocol, parts.display, parts.source, session, max_repeats=3).run()
-        finally:
-            parts.source.close()
-    finally:
-        sim.close()
-    assert ("%s" % fault.kind, 3) in sim.rig.faults_applied
+    rig, out = record_with_fault(write_protocol, tmp_path, fault)
+    assert (fault.kind, 3) in rig.faults_applied
     with h5py.File(out, "r") as f:
         assert f.attrs["status"] == "complete"  # the evolution still finished
         block = f["blocks/000000"]

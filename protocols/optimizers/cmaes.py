@@ -154,7 +154,7 @@ class CMAES(Optimizer):
         return pack_state(_STATE_KIND, _STATE_VERSION, self._config(), scalars, arrays)
 
     def _set_state(self, state: bytes) -> None:
-        if state[:2] == b"\x80\x04" or state[:1] == b"\x80":
+        if state[:1] == b"\x80":  # every pickle protocol >= 2 starts with PROTO (0x80); an npz starts with PK
             raise ValueError("this CMAES state is a pickle (written before state version 2); "
                              "pickles are not loaded, because loading one can run code")
         scalars, arrays = unpack_state(state, _STATE_KIND, _STATE_VERSION, self._config())

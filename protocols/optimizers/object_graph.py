@@ -118,7 +118,7 @@ class GraphCodec:
                 return {"t": "array", "a": name, "id": self._remember(x, memo, keep_alive)}
             if type(x) is range:
                 return {"t": "range", "v": [x.start, x.stop, x.step]}
-            if isinstance(x, tuple) and type(x) is tuple:
+            if type(x) is tuple:
                 return {"t": "tuple", "v": [node(v, f"{path}[{i}]") for i, v in enumerate(x)]}
             if type(x) is list:
                 ref = self._remember(x, memo, keep_alive)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import h5py
@@ -165,6 +166,14 @@ class SessionReplayReader:
     def get_initial(self) -> dict[str, Any]:
         """What this reader serves (for provenance)."""
         return {"path": str(self.path), "kind": "session-replay", "showings_with_frames": self._total}
+
+    def __iter__(self) -> Iterator[list[Record]]:
+        """Every :meth:`read_next` until the file is served; ``showing``, ``new_reader`` etc. follow along."""
+        while True:
+            try:
+                yield self.read_next()
+            except StopIteration:
+                return
 
     def read_next(self) -> list[Record]:
         """Records of the next stored messages of one showing (``[]`` for a showing with none).

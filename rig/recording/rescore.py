@@ -228,11 +228,7 @@ def _replay(reader: SessionReplayReader, spec: RecordingSpec, selectors: list[Un
     at_end: dict[tuple[int, int], tuple[int, int]] = {}
     resumed: set[int] = set()
     rate = spec.sample_rate
-    while True:
-        try:
-            records = reader.read_next()
-        except StopIteration:
-            break
+    for records in reader:
         if reader.new_reader and epochs[-1].watermark:
             epochs.append(_Epoch([[] for _ in selectors]))  # a resumed run: what came before is not paired with it
             resumed.add(reader.showing[0])

@@ -64,11 +64,7 @@ def decode_spikes(session: RecordedSession) -> DecodedSpikes:
     at_end: dict[tuple[int, int], tuple[int, int]] = {}
     rate = spec.sample_rate
     with SessionReplayReader(session) as reader:
-        while True:
-            try:
-                records = reader.read_next()
-            except StopIteration:
-                break
+        for records in reader:
             if reader.new_reader and epochs[-1].watermark:
                 epochs.append(_Epoch(reader.showing[0]))  # a resumed run: not paired with what came before
             for record in records:
