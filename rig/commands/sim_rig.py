@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 
 from protocols.spec import load_protocol
-from rig.simrig import SimRig, SimRigConfig, parse_fault_option
+from rig.recording.zmq_server import HEADER_STYLES
+from rig.simrig import CALLBACK_MS, PHOTODIODES, SimRig, SimRigConfig, parse_fault_option
 from simulators.neuron import SimulatedNeuron
 from simulators.response_model import ResponseModel, ResponseModelConfig
 
@@ -41,10 +42,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heartbeat-port", type=int, help="REP port for heartbeats (default data port + 1)")
     parser.add_argument("--side-port", type=int, help="PULL port for the display's side channel (default data port + 2)")
     parser.add_argument("--sample-rate", type=float, default=30000.0, help="samples per second (default 30000)")
-    parser.add_argument("--block-ms", type=float, default=10.0, help="processing block length (default 10 ms)")
+    parser.add_argument("--block-ms", type=float, default=CALLBACK_MS,
+                        help=f"processing callback length (default {CALLBACK_MS:.2f} ms: the GUI's 1024 samples "
+                             "at 44.1 kHz, 696-697 samples at 30 kHz)")
+    parser.add_argument("--channels", type=int, default=1, metavar="N",
+                        help="selected continuous channels CH1..CHN: one DATA message each per callback (default 1)")
     parser.add_argument("--lag-ms", type=float, default=20.0, help="publish each block this long after its end")
     parser.add_argument("--ttl-line", type=int, default=0, help="0-based TTL line for onsets (default 0)")
     parser.add_argument("--ttl-jitter-ms", type=float, default=0.0, help="uniform +- jitter of every onset TTL")
+    parser.add_argument("--photodiode", choices=PHOTODIODES, default="toggle",
+                        help="toggle: the patch flips white/black at each onset, edges alternate rising/falling "
+                             "(PsychoPy's patch; default); pulse: rising at onset, falling --ttl-pulse-ms later")
+    parser.add_argument("--ttl-pulse-ms", type=float, default=10.0, help="pulse length with --photodiode pulse")
+    parser.add_argument("--display-latency-ms", type=float, default=20.0,
+                        help="the screen (and the neuron) show an onset this long after the display reports it "
+                             "(input lag plus photodiode; default 20, real monitors 10-100)")
+    parser.add_argument("--sync-line", type=int, help="0-based TTL line for a periodic sync pulse (default: none)")
+    parser.add_argument("--sync-hz", type=float, default=1.0, help="sync pulses per second (10 ms each; default 1)")
+    parser.add_argument("--header-style", choices=HEADER_STYLES, default="juce",
+                        help="juce: pretty-printed CRLF headers as the GUI writes them (default); compact: one line")
+    parser.add_argument("--truth-file", type=Path,
+                        help="write the ground truth here as JSON lines: onsets, spikes, TTL edges, restarts "
+                             "(format: rig/simrig.py)")
     parser.add_argument("--gain", type=float, help="response model gain (spikes/s per unit activation)")
     parser.add_argument("--offset", type=float, help="response model offset (spikes/s)")
     parser.add_argument("--latency-ms", type=float, help="response latency (default: the response model's, 50 ms)")
@@ -85,7 +104,11 @@ def run(args: argparse.Namespace) -> int:
                           side_port=args.side_port, sample_rate=args.sample_rate, block_ms=args.block_ms,
                           lag_ms=args.lag_ms, ttl_line=args.ttl_line, ttl_jitter_ms=args.ttl_jitter_ms,
                           spontaneous_hz=args.spontaneous_hz, unsorted_hz=args.unsorted_hz, seed=args.seed,
-                          faults=[parse_fault_option(f) for f in args.fault])
+                          faults=[parse_fault_option(f) for f in args.fault], data_channels=args.channels,
+                          photodiode=args.photodiode, ttl_pulse_ms=args.ttl_pulse_ms,
+                          display_latency_ms=args.display_latency_ms, sync_line=args.sync_line,
+                          sync_hz=args.sync_hz, header_style=args.header_style,
+                          truth_file=str(args.truth_file) if args.truth_file is not None else None)
     rig = SimRig(neuron, len(neuron.channel_names), model, config)
     endpoints = rig.describe()
     print(f"sim-rig: {', '.join(neuron.channel_names)} -> electrodes "
@@ -93,6 +116,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"sim-rig: data {endpoints['data']}, heartbeats {endpoints['heartbeat']}, side channel {endpoints['side']}",
           flush=True)
     print(f"sim-rig: response model {model.describe()['kwargs']}", flush=True)
+    print(f"sim-rig: {config.data_channels} continuous channel(s), callbacks of {rig.samples_per_callback:.2f} "
+          f"samples, photodiode {config.photodiode} on line {config.ttl_line}, display latency "
+          f"{config.display_latency_ms:g} ms"
+          + (f", sync {config.sync_hz:g} Hz on line {config.sync_line}" if config.sync_line is not None else ""),
+          flush=True)
     if config.faults:
         print(f"sim-rig: faults {[asdict(f) for f in config.faults]}", flush=True)
     print(f"sim-rig: connect with: rig run PROTOCOL --out SESSION.h5 --neuron zmq://{args.host}:{rig.data_port} "
@@ -108,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         rig.close()
     print(f"sim-rig: {rig.onsets_seen} onsets, {rig.publisher.sent} messages sent, "
-          f"faults applied {rig.faults_applied}, late onsets {rig.late_onsets}", flush=True)
+          f"faults applied {rig.faults_applied}, late onsets {rig.late_onsets}, "
+          f"bad side-channel messages {rig.bad_messages}", flush=True)
     sys.stdout.flush()
     return 0

@@ -29,10 +29,18 @@ by default on 127.0.0.1, data port + 2, i.e. 5558). Messages are multipart:
           "at_onset": N or null (the next onset), "value": number or null}
 
 Sends never block: when sim-rig is not there, onsets are counted as unsent.
+
+:func:`parse_onset` and :func:`parse_fault` take any frames a peer may send
+and either return a checked message or raise ValueError naming the field:
+times must be finite, the image's declared shape must match its bytes (and
+each side be at most ``MAX_IMAGE_SIDE``) before the bytes are read, pixels
+finite, fault values in range (:class:`FaultRequest`). Sim-rig counts and
+skips what they refuse.
 """
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 
@@ -58,19 +66,89 @@ class OnsetNotice:
     image: np.ndarray  # (3, H, W) float32 in [0, 1]
 
 
+#: Largest image side sim-rig accepts (pixels): a declared shape is checked before any buffer is read.
+MAX_IMAGE_SIDE = 2048
+#: Largest side-channel frame sim-rig reads (bytes); larger messages are refused by ZeroMQ itself.
+MAX_FRAME_BYTES = 4 * 3 * MAX_IMAGE_SIDE * MAX_IMAGE_SIDE + 65536
+#: Fault values: jitter in ms (either sign), silence in s (``inf``: for good).
+JITTER_LIMIT_MS = 1000.0
+MAX_ONSET_INDEX = 10**9
+
+
 @dataclass
 class FaultRequest:
-    """A failure to inject: ``kind`` at onset number ``at_onset`` (None: the next one)."""
+    """A failure to inject: ``kind`` at onset number ``at_onset`` (None: the next one).
+
+    ``value`` is only for ``jitter`` (ms, finite, at most ±1000) and ``silent``
+    (seconds, > 0, ``inf`` for good); ValueError names the field otherwise.
+    """
 
     kind: str
     at_onset: int | None = None
     value: float | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in FAULT_KINDS:
-            raise ValueError(f"fault kind {self.kind!r} is unknown; valid: {list(FAULT_KINDS)}")
-        if self.at_onset is not None and (not isinstance(self.at_onset, int) or self.at_onset < 0):
-            raise ValueError(f"fault at_onset must be an onset number >= 0, got {self.at_onset!r}")
+        if not isinstance(self.kind, str) or self.kind not in FAULT_KINDS:
+            raise ValueError(f"fault kind {_short(self.kind)} is unknown; valid: {list(FAULT_KINDS)}")
+        if self.at_onset is not None and (not _is_int(self.at_onset) or not 0 <= self.at_onset <= MAX_ONSET_INDEX):
+            raise ValueError(f"fault at_onset must be an onset number 0..{MAX_ONSET_INDEX} or null, "
+                             f"got {_short(self.at_onset)}")
+        if self.value is None:
+            return
+        if self.kind not in ("jitter", "silent"):
+            raise ValueError(f"fault value: {self.kind!r} takes no value, got {_short(self.value)}")
+        if not _is_number(self.value) or math.isnan(self.value):
+            raise ValueError(f"fault value must be a number, got {_short(self.value)}")
+        self.value = float(self.value)
+        if self.kind == "jitter" and not abs(self.value) <= JITTER_LIMIT_MS:
+            raise ValueError(f"fault value: jitter must be finite and within ±{JITTER_LIMIT_MS:g} ms, "
+                             f"got {self.value!r}")
+        if self.kind == "silent" and not self.value > 0:
+            raise ValueError(f"fault value: silent takes seconds > 0 (inf: for good), got {self.value!r}")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def _short(value, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _json_body(frame: bytes, what: str) -> dict:
+    if not isinstance(frame, (bytes, bytearray, memoryview)):
+        raise ValueError(f"{what}: the header frame is not bytes")
+    try:
+        body = json.loads(bytes(frame).decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError(f"{what}: the header is not UTF-8") from None
+    except RecursionError:
+        raise ValueError(f"{what}: the header is nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, or an integer too long to convert
+        raise ValueError(f"{what}: the header is not JSON ({_short(str(exc))})") from None
+    if not isinstance(body, dict):
+        raise ValueError(f"{what}: the header must be a JSON object, got {type(body).__name__}")
+    return body
+
+
+def _field(body: dict, key: str, what: str, check, expected: str, default=...):
+    if key not in body:
+        if default is not ...:
+            return default
+        raise ValueError(f"{what}: field {key!r} is missing")
+    value = body[key]
+    if not check(value):
+        raise ValueError(f"{what}: field {key!r} must be {expected}, got {_short(value)}")
+    return value
+
+
+def _finite(value) -> bool:
+    return _is_number(value) and math.isfinite(value)
 
 
 def format_onset(notice: OnsetNotice) -> list[bytes]:
@@ -85,18 +163,40 @@ def format_onset(notice: OnsetNotice) -> list[bytes]:
 
 
 def parse_onset(frames: list[bytes]) -> OnsetNotice:
-    """An onset notice from its frames; ValueError names what is wrong."""
-    if len(frames) != 3 or frames[0] != ONSET:
-        raise ValueError(f"onset message: expected 3 frames starting with {ONSET!r}, got {len(frames)} frames")
-    try:
-        header = json.loads(frames[1])
-        shape = tuple(int(v) for v in header["shape"])
-        image = np.frombuffer(frames[2], dtype=np.float32).reshape(shape)
-        return OnsetNotice(str(header["stimulus_id"]), int(header["block"]), int(header["position"]),
-                           float(header["onset_time"]), str(header.get("clock", "")), float(header["monotonic"]),
-                           image)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"onset message: malformed header or image ({exc})") from None
+    """An onset notice from its frames; ValueError names the field that is wrong.
+
+    The declared shape is checked against the payload's size before the payload is
+    looked at, pixels must be finite, and times finite: nothing here allocates more
+    than the frames already hold.
+    """
+    what = "onset message"
+    if not isinstance(frames, (list, tuple)) or len(frames) != 3 or frames[0] != ONSET:
+        count = len(frames) if isinstance(frames, (list, tuple)) else type(frames).__name__
+        raise ValueError(f"{what}: expected 3 frames starting with {ONSET!r}, got {count} frames")
+    body = _json_body(frames[1], what)
+    stimulus_id = _field(body, "stimulus_id", what, lambda v: isinstance(v, str) and len(v) <= 1000,
+                         "a string (at most 1000 characters)")
+    block = _field(body, "block", what, lambda v: _is_int(v) and 0 <= v <= MAX_ONSET_INDEX, "an integer >= 0")
+    position = _field(body, "position", what, lambda v: _is_int(v) and 0 <= v <= MAX_ONSET_INDEX, "an integer >= 0")
+    onset_time = _field(body, "onset_time", what, _finite, "a finite number")
+    clock = _field(body, "clock", what, lambda v: isinstance(v, str) and len(v) <= 1000, "a string", default="")
+    monotonic = _field(body, "monotonic", what, _finite, "a finite number")
+    _field(body, "dtype", what, lambda v: v == "float32", '"float32"', default="float32")
+    shape = _field(body, "shape", what,
+                   lambda v: isinstance(v, list) and len(v) == 3 and all(_is_int(n) for n in v) and v[0] == 3
+                   and all(1 <= n <= MAX_IMAGE_SIDE for n in v[1:]),
+                   f"[3, H, W] with 1 <= H, W <= {MAX_IMAGE_SIDE}")
+    payload = frames[2]
+    if not isinstance(payload, (bytes, bytearray, memoryview)):
+        raise ValueError(f"{what}: the image frame is not bytes")
+    expected = 4 * 3 * shape[1] * shape[2]
+    if len(payload) != expected:
+        raise ValueError(f"{what}: field 'shape' {shape} needs {expected} bytes of float32, the image has "
+                         f"{len(payload)}")
+    image = np.frombuffer(payload, dtype="<f4").reshape(tuple(shape))
+    if not np.isfinite(image).all():
+        raise ValueError(f"{what}: the image has non-finite pixels")
+    return OnsetNotice(stimulus_id, int(block), int(position), float(onset_time), clock, float(monotonic), image)
 
 
 def format_fault(fault: FaultRequest) -> list[bytes]:
@@ -105,14 +205,17 @@ def format_fault(fault: FaultRequest) -> list[bytes]:
 
 
 def parse_fault(frames: list[bytes]) -> FaultRequest:
-    """A fault request from its frames; ValueError names what is wrong."""
-    if len(frames) != 2 or frames[0] != FAULT:
-        raise ValueError(f"fault message: expected 2 frames starting with {FAULT!r}, got {len(frames)} frames")
+    """A fault request from its frames; ValueError names the field that is wrong."""
+    what = "fault message"
+    if not isinstance(frames, (list, tuple)) or len(frames) != 2 or frames[0] != FAULT:
+        count = len(frames) if isinstance(frames, (list, tuple)) else type(frames).__name__
+        raise ValueError(f"{what}: expected 2 frames starting with {FAULT!r}, got {count} frames")
+    body = _json_body(frames[1], what)
+    kind = _field(body, "kind", what, lambda v: isinstance(v, str), "a string")
     try:
-        body = json.loads(frames[1])
-        return FaultRequest(str(body["kind"]), body.get("at_onset"), body.get("value"))
-    except (KeyError, TypeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"fault message: malformed body ({exc})") from None
+        return FaultRequest(kind, body.get("at_onset"), body.get("value"))
+    except ValueError as exc:
+        raise ValueError(f"{what}: {exc}") from None
 
 
 class SimRigLink:
