@@ -135,7 +135,7 @@ def test_resume_refuses_recorded_blocks_that_do_not_replay(folder, monkeypatch, 
         f["blocks/000001/codes"][...] = codes
     capsys.readouterr()
     assert main(["run", "--resume", str(out)]) == EXIT_USAGE
-    assert "do not match their sha256" in capsys.readouterr().err
+    assert "does not match its sha256" in capsys.readouterr().err
 
 
 class _Boom:
@@ -143,7 +143,7 @@ class _Boom:
         return (os.system, ("touch PWNED",))
 
 
-def test_resume_refuses_a_pickled_checkpoint_without_running_it(folder, monkeypatch, capsys):
+def test_a_pickled_checkpoint_runs_nothing_and_resume_replays_past_it(folder, monkeypatch, capsys):
     """A checkpoint swapped for a pickle (with its sha256 recomputed, as an attacker would) runs nothing."""
     out = run_until_killed(folder, "pickled.h5", 11, monkeypatch)
     evil = (10).to_bytes(8, "little") + pickle.dumps(_Boom())
@@ -153,7 +153,39 @@ def test_resume_refuses_a_pickled_checkpoint_without_running_it(folder, monkeypa
         f["checkpoints/000009/thread0"].attrs["sha256"] = hashlib.sha256(evil).hexdigest()
     monkeypatch.chdir(folder)
     capsys.readouterr()
-    assert main(["run", "--resume", str(out)]) == EXIT_USAGE
-    err = capsys.readouterr().err
-    assert "cannot restore the optimizer checkpoint after block 9" in err and "is a pickle" in err
+    assert main(["run", "--resume", str(out), "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert "the optimizer checkpoint after block 9 cannot be restored" in captured.err and "is a pickle" in captured.err
+    assert "replaying from block 0" in captured.err and "11 recorded block(s) replayed" in captured.out
     assert not (folder / "PWNED").exists()
+    assert_same_session(out, folder / "reference.h5")
+
+
+def test_a_damaged_checkpoint_falls_back_and_resumes_identically(folder, monkeypatch, capsys):
+    """Issue 12, defect 7: one damaged checkpoint used to make a killed session unresumable."""
+    out = run_until_killed(folder, "damaged_checkpoint.h5", 11, monkeypatch)
+    with h5py.File(journal_dir(out) / "000009.h5", "r+") as f:
+        f["checkpoints/000009/thread1"][100] ^= 0xFF  # a flipped byte: fails its sha256
+    capsys.readouterr()
+    assert main(["run", "--resume", str(out), "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.count("warning:") == 1, captured.err
+    assert "checkpoint after block 9 cannot be restored" in captured.err and "does not match its sha256" in captured.err
+    assert "optimizer restored from the start and 11 recorded block(s) replayed" in captured.out
+    assert_same_session(out, folder / "reference.h5")
+
+
+def test_a_damaged_journal_block_is_salvaged_and_the_salvage_resumes_identically(folder, monkeypatch, capsys):
+    out = run_until_killed(folder, "damaged_block.h5", 7, monkeypatch)
+    block = journal_dir(out) / "000004.h5"
+    block.write_bytes(block.read_bytes()[:3000])
+    capsys.readouterr()
+    for argv in (["run", "--resume", str(out)], ["replay", str(out)]):
+        assert main(argv) == EXIT_USAGE
+        assert "000004.h5: damaged journal file" in capsys.readouterr().err
+    salvaged = folder / "salvaged.h5"
+    assert main(["salvage", str(out), str(salvaged)]) == 0
+    printed = capsys.readouterr().out
+    assert "blocks 0..3 (4 intact)" in printed and "5-6 follow the damage" in printed
+    assert main(["run", "--resume", str(salvaged), "--quiet"]) == 0
+    assert_same_session(salvaged, folder / "reference.h5")

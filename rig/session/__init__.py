@@ -31,9 +31,10 @@ reads its own (data-only) format.
 from __future__ import annotations
 
 from rig.session.layout import (JOURNAL_SUFFIX, READABLE_VERSIONS, SCHEMA, SCHEMA_VERSION, SessionFileError,
-                                block_digest, journal_dir, package_versions)
-from rig.session.reader import RecordedBlock, RecordedSession, read_session
+                                SessionWriteError, block_digest, journal_dir, package_versions)
+from rig.session.reader import Damage, RecordedBlock, RecordedSession, SessionScan, read_session, scan_session
 from rig.session.writer import SessionWriter
 
-__all__ = ["JOURNAL_SUFFIX", "READABLE_VERSIONS", "SCHEMA", "SCHEMA_VERSION", "RecordedBlock", "RecordedSession",
-           "SessionFileError", "SessionWriter", "block_digest", "journal_dir", "package_versions", "read_session"]
+__all__ = ["JOURNAL_SUFFIX", "READABLE_VERSIONS", "SCHEMA", "SCHEMA_VERSION", "Damage", "RecordedBlock",
+           "RecordedSession", "SessionFileError", "SessionScan", "SessionWriteError", "SessionWriter", "block_digest",
+           "journal_dir", "package_versions", "read_session", "scan_session"]

@@ -23,13 +23,81 @@ JOURNAL_SUFFIX = ".journal"
 _PARTIAL_PREFIX = ".partial-"  # schema 1 wrote blocks under this name before moving them into place
 _JOURNAL_BLOCK = re.compile(r"^(\d{6})\.h5$")
 _STR = h5py.string_dtype(encoding="utf-8")
-# What a damaged or hand-made file can make h5py, numpy or json raise while we read it.
+# What a damaged or hand-made file can make h5py, numpy or json raise while we read it. MemoryError is a
+# backstop: declared sizes are checked first (check_size), so a crafted shape is refused before allocating.
 _READ_ERRORS = (OSError, KeyError, ValueError, TypeError, IndexError, AttributeError, RuntimeError,
-                UnicodeError, OverflowError, json.JSONDecodeError)
+                UnicodeError, OverflowError, MemoryError, json.JSONDecodeError)
+
+#: A dataset or attribute may declare at most this many bytes plus DECLARED_PER_FILE_BYTE per byte of its file.
+#: The writer stores everything uncompressed, so a real one is never bigger than its file; the margin admits a
+#: file repacked with compression. A crafted shape (2**40 x 2 floats, in a 10 kB file) is refused by name.
+DECLARED_BASE_BYTES = 64 * 2**20
+DECLARED_PER_FILE_BYTE = 16
+#: Deepest nesting of a JSON attribute (the writer's deepest is about 6).
+MAX_JSON_DEPTH = 64
 
 
 class SessionFileError(ValueError):
     """A session file cannot be created, read or resumed as a session."""
+
+
+class SessionWriteError(OSError):
+    """A session file could not be written (disk full, read-only folder, a file in the way).
+
+    An OSError, so callers treat it as a failed run (exit 1), not as bad input;
+    its message names the file and says what was kept.
+    """
+
+
+def declared_limit(path: Path) -> int:
+    """Most bytes one dataset or attribute of ``path`` may declare (see DECLARED_BASE_BYTES)."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = 0
+    return DECLARED_BASE_BYTES + DECLARED_PER_FILE_BYTE * size
+
+
+def check_size(obj: Any, where: str, limit: int) -> None:
+    """Refuse a dataset (or attribute id) whose declared shape holds more than ``limit`` bytes, before reading it.
+
+    Raises:
+        SessionFileError: naming ``where``, the declared shape and the limit.
+    """
+    shape = obj.shape
+    if shape is None:  # an empty (null) dataspace holds nothing
+        return
+    elements = 1
+    for extent in shape:
+        elements *= int(extent)
+    size = elements * max(int(obj.dtype.itemsize), 1)
+    if size > limit:
+        raise SessionFileError(f"{where}: declares shape {tuple(int(e) for e in shape)} of {obj.dtype} "
+                               f"({size / 2**20:.3g} MiB), more than a session file of this size can hold "
+                               f"({limit / 2**20:.3g} MiB); the file is damaged or crafted")
+
+
+def json_depth(value: Any) -> int:
+    """Nesting depth of a parsed JSON value (0 for a scalar), without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def parse_json(text: Any, where: str) -> Any:
+    """A JSON attribute's value; a SessionFileError naming ``where`` when it is not JSON or nested too deep."""
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise SessionFileError(f"{where} is not JSON ({type(exc).__name__}): {str(text)[:80]!r}") from None
+    if json_depth(value) > MAX_JSON_DEPTH:
+        raise SessionFileError(f"{where} is JSON nested more than {MAX_JSON_DEPTH} levels deep; "
+                               f"the file is damaged or crafted")
+    return value
 
 
 def package_versions() -> dict[str, str]:
@@ -73,6 +141,25 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def claim_path(tmp: Path, path: Path) -> None:
+    """Make the complete file ``tmp`` appear at ``path`` atomically and durably, only if nothing is there yet.
+
+    A hard link, unlike a rename, never replaces what is at ``path``; so two
+    writers racing for one path cannot overwrite each other. ``tmp`` is removed.
+
+    Raises:
+        SessionFileError: something appeared at ``path`` first (nothing was overwritten).
+    """
+    _fsync(tmp)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise SessionFileError(f"{path}: appeared while this file was being created (another writer?); "
+                               f"nothing was overwritten") from None
+    tmp.unlink()
+    _fsync(path.parent)
 
 
 def _strings_array(values: Sequence[str]) -> np.ndarray:

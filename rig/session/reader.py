@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,8 +10,9 @@ import h5py
 import numpy as np
 
 from rig.session.sandbox import failure_in_child
-from rig.session.layout import (_PARTIAL_PREFIX, _READ_ERRORS, SCHEMA, SCHEMA_VERSION, SessionFileError,
-                                _block_name, _journal_files, block_digest, journal_dir)
+from rig.session.layout import (_JOURNAL_BLOCK, _PARTIAL_PREFIX, _READ_ERRORS, SCHEMA, SCHEMA_VERSION,
+                                SessionFileError, _block_name, _journal_files, block_digest, check_size,
+                                declared_limit, journal_dir, parse_json)
 
 
 @dataclass
@@ -84,7 +84,8 @@ class RecordedSession:
                 group = f["checkpoints"][_block_name(index)]
                 states = {}
                 for key in group:
-                    state = group[key][()].tobytes()
+                    state = _dataset(group, key, f"{source}: /checkpoints/{_block_name(index)}/{key}",
+                                     declared_limit(source)).tobytes()
                     expected = group[key].attrs.get("sha256")
                     if expected is not None and hashlib.sha256(state).hexdigest() != expected:
                         raise SessionFileError(f"{source}: checkpoint {index}/{key} does not match its sha256 "
@@ -97,11 +98,56 @@ class RecordedSession:
             raise SessionFileError(f"{source}: damaged checkpoint after block {index}: {exc}") from None
 
 
-def _strings(dataset: h5py.Dataset) -> list[str]:
-    values = dataset[()]
+@dataclass(frozen=True)
+class Damage:
+    """A block that could not be read back intact (damaged, altered, foreign or missing), and why."""
+
+    index: int
+    message: str
+
+
+@dataclass
+class SessionScan:
+    """A session read back block by block: everything intact, and every block that is not.
+
+    :func:`read_session` refuses a session with any damage; ``rig salvage``
+    keeps the intact blocks before the first damaged one.
+    """
+
+    session: RecordedSession  #: the header and the intact blocks (``blocks`` holds no damaged one)
+    damage: list[Damage]
+
+    @property
+    def first_damaged(self) -> int | None:
+        """Index of the first block that is damaged or missing, or None."""
+        return min((d.index for d in self.damage), default=None)
+
+    def describe(self) -> str:
+        """The damage in one line, with what ``rig salvage`` would keep."""
+        shown = "; ".join(d.message for d in sorted(self.damage, key=lambda d: d.index)[:3])
+        more = f" (and {len(self.damage) - 3} more)" if len(self.damage) > 3 else ""
+        keep = self.first_damaged or 0
+        return (f"{shown}{more}. `rig salvage {self.session.path} OUT.h5` copies the {keep} intact block(s) "
+                f"before it into a new, resumable session file")
+
+
+def _dataset(group: h5py.Group, name: str, where: str, limit: int) -> Any:
+    """``group[name][()]``, once its declared size is checked against ``limit``."""
+    dataset = group[name]
+    if not isinstance(dataset, h5py.Dataset):
+        raise TypeError(f"{where} is a {type(dataset).__name__}, not a dataset")
+    check_size(dataset, where, limit)
+    return dataset[()]
+
+
+def _strings(group: h5py.Group, name: str, where: str, limit: int) -> list[str]:
+    values = _dataset(group, name, where, limit)
     if np.ndim(values) != 1:
-        raise ValueError(f"{dataset.name} must be a 1-D list of strings, got shape {np.shape(values)}")
-    return [s.decode() if isinstance(s, bytes) else str(s) for s in values]
+        raise ValueError(f"{where} must be a 1-D list of strings, got shape {np.shape(values)}")
+    try:
+        return [s.decode() if isinstance(s, bytes) else str(s) for s in values]
+    except UnicodeDecodeError as exc:
+        raise SessionFileError(f"{where} holds a string that is not UTF-8 ({exc.reason} at byte {exc.start})") from None
 
 
 def _attr(value: Any) -> Any:
@@ -112,34 +158,87 @@ def _attr(value: Any) -> Any:
     return value
 
 
-def _read_block(g: h5py.Group, name: str, source: Path) -> RecordedBlock:
-    index = int(g.attrs["index"])
+def _attributes(obj: h5py.HLObject, where: str, limit: int) -> dict[str, Any]:
+    """Every attribute of ``obj``, each size-checked before it is read; errors name the attribute."""
+    values = {}
+    for name in obj.attrs:
+        here = f"{where} attribute {name}"
+        try:
+            check_size(obj.attrs.get_id(name), here, limit)
+            values[name] = _attr(obj.attrs[name])
+            if isinstance(values[name], str):
+                values[name].encode("utf-8")  # h5py hands back bytes that are not UTF-8 as lone surrogates
+        except SessionFileError:
+            raise
+        except _READ_ERRORS as exc:
+            raise SessionFileError(f"{here} cannot be read: {type(exc).__name__}: {exc}") from None
+    return values
+
+
+#: Root attributes whose type a reader relies on, when present.
+_ROOT_TYPES = {"session_id": str, "status": str, "created_utc": str, "ended_utc": str, "protocol_toml": str,
+               "protocol_sha256": str, "protocol_path": str, "seed": int, "provenance": str, "resumes": str,
+               "clock_anchor": str}
+
+
+def _check_root(attrs: dict[str, Any], where: str) -> dict[str, Any]:
+    """Type-check the root attributes and parse ``provenance``; the parsed provenance."""
+    for name, kind in _ROOT_TYPES.items():
+        if name in attrs and (not isinstance(attrs[name], kind) or isinstance(attrs[name], bool)):
+            raise SessionFileError(f"{where} attribute {name} is {type(attrs[name]).__name__} "
+                                   f"{str(attrs[name])[:40]!r}, expected {kind.__name__}")
+    provenance = parse_json(attrs.get("provenance", "{}"), f"{where} attribute provenance")
+    if not isinstance(provenance, dict):
+        raise SessionFileError(f"{where} attribute provenance is not a JSON object")
+    if not isinstance(parse_json(attrs.get("resumes", "[]"), f"{where} attribute resumes"), list):
+        raise SessionFileError(f"{where} attribute resumes is not a JSON list")
+    if "clock_anchor" in attrs:
+        parse_json(attrs["clock_anchor"], f"{where} attribute clock_anchor")
+    return provenance
+
+
+def _read_block(g: h5py.Group, name: str, source: Path, limit: int) -> RecordedBlock:
+    where = f"{source}: {g.name}"
+    attrs = _attributes(g, where, limit)
+    index = attrs.get("index")
+    if type(index) is not int:
+        raise ValueError(f"attribute index is {index!r}, not a block number")
     if _block_name(index) != name:
         raise ValueError(f"group {g.name} says it is block {index}")
+
+    def array(key: str, dtype: Any) -> np.ndarray:
+        return np.asarray(_dataset(g, key, f"{where}/{key}", limit), dtype=dtype)
+
+    channel_names = parse_json(attrs.get("channel_names"), f"{where} attribute channel_names")
+    timings = parse_json(attrs.get("timings"), f"{where} attribute timings")
+    if not isinstance(channel_names, list) or not isinstance(timings, dict):
+        raise ValueError("attribute channel_names must be a JSON list and timings a JSON object")
     block = RecordedBlock(
         index=index,
-        codes=np.asarray(g["codes"][()], dtype=np.float64),
-        stimulus_ids=_strings(g["stimulus_ids"]),
-        kinds=_strings(g["kinds"]),
-        threads=np.asarray(g["threads"][()], dtype=np.int64),
-        code_index=np.asarray(g["code_index"][()], dtype=np.int64),
-        onset_times=np.asarray(g["onset_times"][()], dtype=np.float64),
-        dropped_frames=np.asarray(g["dropped_frames"][()], dtype=np.int64),
-        scores=np.asarray(g["scores"][()], dtype=np.float64),
-        valid=np.asarray(g["valid"][()], dtype=bool),
-        channel_names=[str(c) for c in json.loads(g.attrs["channel_names"])],
-        timings=json.loads(g.attrs["timings"]),
-        offset_times=np.asarray(g["offset_times"][()], dtype=np.float64) if "offset_times" in g else None,
-        presentation_valid=np.asarray(g["presentation_valid"][()], dtype=bool) if "presentation_valid" in g else None,
-        clock=str(_attr(g["onset_times"].attrs.get("clock", ""))),
+        codes=array("codes", np.float64),
+        stimulus_ids=_strings(g, "stimulus_ids", f"{where}/stimulus_ids", limit),
+        kinds=_strings(g, "kinds", f"{where}/kinds", limit),
+        threads=array("threads", np.int64),
+        code_index=array("code_index", np.int64),
+        onset_times=array("onset_times", np.float64),
+        dropped_frames=array("dropped_frames", np.int64),
+        scores=array("scores", np.float64),
+        valid=array("valid", bool),
+        channel_names=[str(c) for c in channel_names],
+        timings=timings,
+        offset_times=array("offset_times", np.float64) if "offset_times" in g else None,
+        presentation_valid=array("presentation_valid", bool) if "presentation_valid" in g else None,
+        clock=str(_attributes(g["onset_times"], f"{where}/onset_times", limit).get("clock", "")),
         source=source,
     )
     _check_shapes(block, g.name)
+    _check_scores(block, where)
     if "showings" in g:
-        block.showings = [{key: s[key][()] for key in s} for _, s in sorted(g["showings"].items())]
-    digest = g.attrs.get("sha256")
+        block.showings = [{key: _dataset(s, key, f"{where}/showings/{number}/{key}", limit) for key in s}
+                          for number, s in sorted(g["showings"].items())]
+    digest = attrs.get("sha256")
     if digest is not None:
-        block.digest_ok = _attr(digest) == block_digest({
+        block.digest_ok = digest == block_digest({
             "index": block.index, "channel_names": block.channel_names, "stimulus_ids": block.stimulus_ids,
             "kinds": block.kinds, "codes": block.codes, "threads": block.threads, "code_index": block.code_index,
             "onset_times": block.onset_times, "offset_times": block.offset_times,
@@ -169,6 +268,20 @@ def _check_shapes(b: RecordedBlock, where: str) -> None:
         raise ValueError(f"{where}: {n} stimulus ids but {wrong}")
 
 
+def _check_scores(b: RecordedBlock, where: str) -> None:
+    """The one rule for scores: a valid response is finite; an invalid one may be anything (NaN as written).
+
+    Every command reads through here, so a NaN or inf in a valid stimulus's
+    score (even with a recomputed sha256) is damage for all of them alike.
+    """
+    bad = np.argwhere(b.valid[:, None] & ~np.isfinite(b.scores))
+    if len(bad):
+        row, channel = (int(i) for i in bad[0])
+        raise SessionFileError(f"{where}/scores: valid stimulus {b.stimulus_ids[row]!r} has the non-finite score "
+                               f"{float(b.scores[row, channel])!r} on channel {b.channel_names[channel]!r} ({len(bad)} such); "
+                               f"a valid response is always finite (only invalid ones are NaN)")
+
+
 def _session_file(path: Path) -> h5py.File:
     try:
         return h5py.File(path, "r")
@@ -182,12 +295,26 @@ def read_session(path: str | Path, verify: bool = True) -> RecordedSession:
     Blocks still in the journal (a killed or running session) are included;
     partially written ones are not. With ``verify`` a block whose content does
     not match its SHA-256 raises; ``rig replay`` reads with ``verify=False``
-    to report such blocks itself.
+    to report such blocks itself. Every dataset's and attribute's declared
+    size is checked before it is read; a valid stimulus's score must be finite;
+    block numbers must run 0, 1, 2, ... without a gap.
 
     Raises:
-        SessionFileError: missing, truncated, corrupted or foreign file, or a
-            schema version newer than this rig understands; the message names
-            the file and the group.
+        SessionFileError: missing, truncated, corrupted, crafted or foreign file,
+            a missing block, or a schema version newer than this rig understands;
+            the message names the file and the group, dataset or attribute.
+    """
+    scan = scan_session(path, verify)
+    if scan.damage:
+        raise SessionFileError(scan.describe())
+    return scan.session
+
+
+def scan_session(path: str | Path, verify: bool = True) -> SessionScan:
+    """Read a session like :func:`read_session`, but return damaged and missing blocks rather than raise.
+
+    The header (root attributes, references) must be intact. With ``verify`` a
+    block failing its SHA-256 counts as damaged.
     """
     path = Path(path)
     if not path.exists():
@@ -200,7 +327,7 @@ def read_session(path: str | Path, verify: bool = True) -> RecordedSession:
     if failure is not None:
         raise SessionFileError(f"{path}: the HDF5 library {failure}: the file or its journal is damaged "
                                f"(nothing was read from it, and it was not changed)")
-    return _read(path, verify)
+    return _scan(path, verify)
 
 
 #: Seconds a read may take in the probe (see rig/session/sandbox.py) before the file is called damaged:
@@ -217,19 +344,30 @@ def probe_timeout_s(path: Path) -> float:
 
 def _read_all(path: Path, verify: bool) -> None:
     """Everything read_session and RecordedSession.checkpoint read, as the probe does it."""
-    session = _read(path, verify)
+    session = _scan(path, verify).session
     for index in session.checkpoints:
         session.checkpoint(index)
 
 
-def _read(path: Path, verify: bool) -> RecordedSession:
+def _block_index(name: str, where: str) -> int:
+    if not _JOURNAL_BLOCK.match(f"{name}.h5"):
+        raise SessionFileError(f"{where}/{name}: not a block number (groups are named 000000, 000001, ...)")
+    return int(name)
+
+
+def _scan(path: Path, verify: bool) -> SessionScan:
     where = "/"
+    limit = declared_limit(path)
+    blocks: dict[int, RecordedBlock] = {}
+    damage: dict[int, Damage] = {}
+    checkpoints: dict[int, Path] = {}
     with _session_file(path) as f:
         try:
-            schema = _attr(f.attrs.get("schema"))
+            attrs = _attributes(f, f"{path}: root", limit)
+            schema = attrs.get("schema")
             if schema != SCHEMA:
                 raise SessionFileError(f"{path}: not a rig session file (schema attribute is {schema!r})")
-            version = _attr(f.attrs.get("schema_version", -1))
+            version = attrs.get("schema_version", -1)
             if not isinstance(version, int) or version < 1:
                 raise SessionFileError(f"{path}: schema_version {version!r} is not a schema version")
             if version > SCHEMA_VERSION:
@@ -237,53 +375,68 @@ def _read(path: Path, verify: bool) -> RecordedSession:
                     f"{path}: session schema version {version} is newer than this rig understands "
                     f"({SCHEMA_VERSION}); upgrade rig to read it"
                 )
-            attrs = {k: _attr(v) for k, v in f.attrs.items()}
-            provenance = json.loads(attrs.get("provenance", "{}"))
-            if not isinstance(provenance, dict):
-                raise ValueError("the provenance attribute is not a JSON object")
+            provenance = _check_root(attrs, f"{path}: root")
             where = "/references/ids"
-            reference_ids = _strings(f["references"]["ids"])
-            blocks: dict[int, RecordedBlock] = {}
-            checkpoints: dict[int, Path] = {}
-            for name in sorted(f["blocks"]):
-                if name.startswith(_PARTIAL_PREFIX):
-                    continue
-                where = f"/blocks/{name}"
-                block = _read_block(f["blocks"][name], name, path)
-                blocks[block.index] = block
+            reference_ids = _strings(f["references"], "ids", f"{path}: /references/ids", limit)
+            where = "/blocks"
+            names = [n for n in sorted(f["blocks"]) if not n.startswith(_PARTIAL_PREFIX)]
+            indices = [_block_index(n, f"{path}: /blocks") for n in names]
             where = "/checkpoints"
             for name in f["checkpoints"]:
                 if not name.startswith(_PARTIAL_PREFIX):
-                    checkpoints[int(name)] = path
+                    checkpoints[_block_index(name, f"{path}: /checkpoints")] = path
         except SessionFileError:
             raise
         except _READ_ERRORS as exc:
             raise SessionFileError(f"{path}: damaged session file at {where}: {type(exc).__name__}: {exc}") from None
+        for name, index in zip(names, indices):
+            try:
+                blocks[index] = _read_block(f["blocks"][name], name, path, limit)
+            except SessionFileError as exc:
+                damage[index] = Damage(index, str(exc))
+            except _READ_ERRORS as exc:
+                damage[index] = Damage(index, f"{path}: damaged session file at /blocks/{name}: "
+                                              f"{type(exc).__name__}: {exc}")
 
     session_id = attrs.get("session_id")
     for index, source in _journal_files(journal_dir(path)):
-        where = "/"
         try:
-            with h5py.File(source, "r") as j:
-                if session_id is None or _attr(j.attrs.get("session_id")) != session_id:
-                    raise SessionFileError(f"{source}: journal file of another session "
-                                           f"(session_id {_attr(j.attrs.get('session_id'))!r}, expected {session_id!r})")
-                name = _block_name(index)
-                where = f"/blocks/{name}"
-                if index not in blocks:  # after a merge the master's copy is the same block
-                    blocks[index] = _read_block(j["blocks"][name], name, source)
-                if name in j.get("checkpoints", {}) and index not in checkpoints:
-                    checkpoints[index] = source
-        except SessionFileError:
-            raise
-        except _READ_ERRORS as exc:
-            raise SessionFileError(f"{source}: damaged journal file at {where}: {type(exc).__name__}: {exc}") from None
+            _read_journal_block(source, index, session_id, blocks, checkpoints)
+        except SessionFileError as exc:
+            damage.setdefault(index, Damage(index, str(exc)))
 
-    ordered = [blocks[i] for i in sorted(blocks)]
     if verify:
-        altered = [b.index for b in ordered if b.digest_ok is False]
-        if altered:
-            raise SessionFileError(f"{path}: block(s) {altered} do not match their sha256: the file was altered "
-                                   f"or corrupted after it was written")
-    return RecordedSession(path=path, attrs=attrs, provenance=provenance, reference_ids=reference_ids,
-                           blocks=ordered, checkpoints=checkpoints)
+        for block in [b for b in blocks.values() if b.digest_ok is False]:
+            damage[block.index] = Damage(block.index, f"{block.source}: block {block.index} does not match its "
+                                                      f"sha256: the file was altered or corrupted after it was written")
+    for index in range(max([*blocks, *damage], default=-1)):
+        if index not in blocks and index not in damage:
+            damage[index] = Damage(index, f"{path}: block {index} is missing (neither the master nor the journal "
+                                          f"holds it), though later blocks are recorded")
+    for index in damage:
+        blocks.pop(index, None)
+    session = RecordedSession(path=path, attrs=attrs, provenance=provenance, reference_ids=reference_ids,
+                              blocks=[blocks[i] for i in sorted(blocks)], checkpoints=checkpoints)
+    return SessionScan(session, [damage[i] for i in sorted(damage)])
+
+
+def _read_journal_block(source: Path, index: int, session_id: Any, blocks: dict[int, RecordedBlock],
+                        checkpoints: dict[int, Path]) -> None:
+    """Add journal file ``source``'s block (unless the master has it) and note its checkpoint."""
+    where = "/"
+    try:
+        with h5py.File(source, "r") as j:
+            found = _attributes(j, f"{source}: root", declared_limit(source)).get("session_id")
+            if session_id is None or found != session_id:
+                raise SessionFileError(f"{source}: journal file of another session "
+                                       f"(session_id {found!r}, expected {session_id!r})")
+            name = _block_name(index)
+            where = f"/blocks/{name}"
+            if index not in blocks:  # after a merge the master's copy is the same block
+                blocks[index] = _read_block(j["blocks"][name], name, source, declared_limit(source))
+            if name in j.get("checkpoints", {}) and index not in checkpoints:
+                checkpoints[index] = source
+    except SessionFileError:
+        raise
+    except _READ_ERRORS as exc:
+        raise SessionFileError(f"{source}: damaged journal file at {where}: {type(exc).__name__}: {exc}") from None

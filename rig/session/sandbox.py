@@ -20,24 +20,32 @@ from collections.abc import Callable
 __all__ = ["failure_in_child"]
 
 
+#: The child's exit status when ``read()`` ran out of memory.
+_OUT_OF_MEMORY = 3
+
+
 def failure_in_child(read: Callable[[], object], timeout_s: float) -> str | None:
     """Call ``read()`` in a forked child; None if it returned or raised, else what went wrong.
 
     A Python exception in the child is not a failure: the caller's own read
-    raises it again, with its message. Only a crash (a signal) or a hang
-    (still running after ``timeout_s``) is reported, as words for an error message.
+    raises it again, with its message. A crash (a signal), a hang (still
+    running after ``timeout_s``) and a MemoryError (which the caller's own
+    read might not survive) are reported, as words for an error message.
     """
     if not hasattr(os, "fork"):
         return None
     pid = os.fork()
     if pid == 0:  # the child: never return into the caller's code, never run its atexit handlers
         faulthandler.disable()  # a crash here is reported by the parent, in words; no traceback dump
+        status = 0
         try:
             read()
+        except MemoryError:
+            status = _OUT_OF_MEMORY
         except BaseException:  # noqa: BLE001 (the parent reports Python errors itself)
             pass
         finally:
-            os._exit(0)
+            os._exit(status)
     deadline = time.monotonic() + timeout_s
     delay = 0.001
     while True:
@@ -53,4 +61,6 @@ def failure_in_child(read: Callable[[], object], timeout_s: float) -> str | None
     if os.WIFSIGNALED(status):
         number = os.WTERMSIG(status)
         return f"crashed reading it ({signal.Signals(number).name})"
+    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == _OUT_OF_MEMORY:
+        return "ran out of memory reading it (MemoryError)"
     return None

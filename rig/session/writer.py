@@ -1,25 +1,28 @@
 """Writing a session: blocks into the journal as they complete, merged into the master at the end."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
+import io
 import json
 import os
+import re
 import shutil
 import socket
 import uuid
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import h5py
 import numpy as np
 
 from protocols.base import Block, Responses
 from rig.display import Presentations
-from rig.session.layout import (_STR, SCHEMA, SCHEMA_VERSION, SessionFileError, _block_name, _fsync,
-                                _journal_files, _strings_array, _utc_now, block_digest, clock_anchor, journal_dir,
-                                package_versions)
+from rig.session.layout import (_STR, SCHEMA, SCHEMA_VERSION, SessionFileError, SessionWriteError, _block_name,
+                                _fsync, _journal_files, _strings_array, _utc_now, block_digest, claim_path,
+                                clock_anchor, journal_dir, package_versions)
 from rig.session.reader import read_session
 
 
@@ -31,13 +34,20 @@ class _WriterLock:
     """
 
     def __init__(self, folder: Path, session: Path) -> None:
-        folder.mkdir(exist_ok=True)
+        if folder.exists() and not folder.is_dir():
+            raise SessionFileError(f"{folder}: is in the way of {session}'s journal (it is not a folder); "
+                                   f"move it or choose another --out")
+        self.created = _mkdir(folder)
+        self.folder = folder
         self.fd = os.open(folder, os.O_RDONLY)
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
+            if os.fstat(self.fd).st_ino != os.stat(folder).st_ino:  # removed by a writer that just finished
+                raise SessionFileError(f"{session}: another process wrote this session while this one started")
+        except BaseException as exc:
             os.close(self.fd)
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            self.fd = -1
+            if isinstance(exc, OSError) and exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
                 raise SessionFileError(f"{session}: another process is writing this session right now") from None
             raise
 
@@ -47,46 +57,148 @@ class _WriterLock:
             self.fd = -1
 
 
+def _mkdir(folder: Path) -> bool:
+    """Create ``folder`` (and its parents); whether it was created. Errors name the folder."""
+    try:
+        folder.mkdir(parents=True)
+        return True
+    except FileExistsError:
+        if folder.is_dir():
+            return False
+        raise SessionFileError(f"{folder}: cannot create this folder: a file is in the way") from None
+    except NotADirectoryError:
+        raise SessionFileError(f"{folder}: cannot create this folder: a file is in the way of a folder above it") \
+            from None
+    except OSError as exc:
+        raise SessionWriteError(exc.errno, f"cannot create this folder: {exc.strerror or exc}", str(folder)) from None
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    """What tells one file from another at the same path (device, inode)."""
+    info = os.stat(path)
+    return info.st_dev, info.st_ino
+
+
+def _remove(path: Path) -> None:
+    """Remove a file this writer made, if it is there."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+@contextlib.contextmanager
+def _in_memory(path: Path) -> Iterator[h5py.File]:
+    """A new HDF5 file built in memory, then written to ``path`` with plain writes and fsync'ed.
+
+    The HDF5 library never writes to the disk itself: a full disk makes it
+    fail to flush and close, leaving ids it cannot free (and a process that
+    may crash at exit). Plain writes fail cleanly with ENOSPC.
+    """
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as f:
+        yield f
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(buffer.getbuffer())
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+#: Space reserved for a merge, per byte of journal files, plus MERGE_RESERVE_BYTES: more than it writes.
+MERGE_RESERVE_FACTOR = 2
+MERGE_RESERVE_BYTES = 2**20
+
+
+def _reserve(path: Path, journal_bytes: int) -> None:
+    """Allocate room at the end of ``path`` for the journal's blocks before HDF5 writes them there.
+
+    So a full disk fails here, cleanly, not inside the HDF5 library (see
+    :func:`_in_memory`); HDF5 cuts the file back to what it used when it closes.
+    """
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.posix_fallocate(fd, os.fstat(fd).st_size, MERGE_RESERVE_FACTOR * journal_bytes + MERGE_RESERVE_BYTES)
+    finally:
+        os.close(fd)
+
+
+def _os_reason(exc: OSError) -> tuple[int | None, str]:
+    """The errno and its words; h5py puts the OS error inside its own message ("... errno = 28, ...")."""
+    code = exc.errno
+    if code is None:
+        found = re.search(r"errno = (\d+)", str(exc))
+        code = int(found.group(1)) if found else None
+    return code, os.strerror(code) if code else (exc.strerror or str(exc).splitlines()[0])
+
+
+def _os_error(exc: BaseException, path: Path, doing: str, kept: str) -> BaseException:
+    """``exc`` as a SessionWriteError naming ``path``, what failed and what was kept (other errors unchanged)."""
+    if not isinstance(exc, OSError) or isinstance(exc, SessionWriteError):
+        return exc
+    code, reason = _os_reason(exc)
+    return SessionWriteError(code, f"could not {doing} ({reason}); {kept}", str(path))
+
+
 class SessionWriter:
     """Appends blocks to a session file as they complete; a kill at any instant loses only the block in flight.
 
     Create a new session with the constructor, or continue a killed one with
     :meth:`reopen`. Blocks go to the journal (one small file each); :meth:`finish`
-    merges them into the master file.
+    merges them into the master file. The master is claimed with a hard link,
+    which fails if the path exists, and is only ever replaced by a merge while
+    it is still the file this writer created (or reopened): nothing is written over.
     """
 
     def __init__(self, path: str | Path, *, protocol_text: str, protocol_sha256: str, protocol_path: str,
                  seed: int, provenance: dict[str, Any], reference_ids: list[str]) -> None:
         self.path = Path(path)
-        if self.path.exists():
+        if os.path.lexists(self.path):
             raise SessionFileError(f"{self.path}: already exists; choose another --out (nothing was overwritten)")
-        if journal_dir(self.path).exists() and any(journal_dir(self.path).iterdir()):
-            raise SessionFileError(f"{journal_dir(self.path)}: a journal of another session is in the way; "
+        folder = journal_dir(self.path)
+        if folder.is_dir() and any(folder.iterdir()):
+            raise SessionFileError(f"{folder}: a journal of another session is in the way; "
                                    f"move it or choose another --out")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _mkdir(self.path.parent)
         self.session_id = uuid.uuid4().hex
-        self._lock = _WriterLock(journal_dir(self.path), self.path)
+        self._write_failure: str | None = None
+        self._lock = _WriterLock(folder, self.path)
         tmp = self.path.with_name(f".{self.path.name}.creating")
-        with h5py.File(tmp, "w") as f:
-            f.attrs["schema"] = SCHEMA
-            f.attrs["schema_version"] = SCHEMA_VERSION
-            f.attrs["session_id"] = self.session_id
-            f.attrs["created_utc"] = _utc_now()
-            f.attrs["clock_anchor"] = json.dumps(clock_anchor())
-            f.attrs["status"] = "running"
-            f.attrs["protocol_toml"] = protocol_text
-            f.attrs["protocol_sha256"] = protocol_sha256
-            f.attrs["protocol_path"] = protocol_path
-            f.attrs["seed"] = seed
-            f.attrs["provenance"] = json.dumps(
-                {**provenance, "versions": package_versions(), "host": socket.gethostname()}
-            )
-            f.attrs["resumes"] = "[]"
-            refs = f.create_group("references")
-            refs.create_dataset("ids", data=_strings_array(reference_ids), dtype=_STR)
-            f.create_group("blocks")
-            f.create_group("checkpoints")
-        self._publish(tmp)
+        try:
+            with _in_memory(tmp) as f:
+                f.attrs["schema"] = SCHEMA
+                f.attrs["schema_version"] = SCHEMA_VERSION
+                f.attrs["session_id"] = self.session_id
+                f.attrs["created_utc"] = _utc_now()
+                f.attrs["clock_anchor"] = json.dumps(clock_anchor())
+                f.attrs["status"] = "running"
+                f.attrs["protocol_toml"] = protocol_text
+                f.attrs["protocol_sha256"] = protocol_sha256
+                f.attrs["protocol_path"] = protocol_path
+                f.attrs["seed"] = seed
+                f.attrs["provenance"] = json.dumps(
+                    {**provenance, "versions": package_versions(), "host": socket.gethostname()}
+                )
+                f.attrs["resumes"] = "[]"
+                refs = f.create_group("references")
+                refs.create_dataset("ids", data=_strings_array(reference_ids), dtype=_STR)
+                f.create_group("blocks")
+                f.create_group("checkpoints")
+            identity = _identity(tmp)
+            claim_path(tmp, self.path)
+            self._identity = identity
+        except BaseException as exc:
+            _remove(tmp)
+            self._lock.release()
+            if self._lock.created:
+                try:
+                    folder.rmdir()
+                except OSError:
+                    pass  # something else was put there; leave it
+            raise _os_error(exc, self.path, "create the session file", "nothing was created") from None
 
     @classmethod
     def reopen(cls, path: str | Path, note: dict[str, Any] | None = None) -> "SessionWriter":
@@ -98,23 +210,39 @@ class SessionWriter:
         self = cls.__new__(cls)
         self.path = Path(path)
         session = read_session(self.path)  # validates everything first; raises SessionFileError
+        self._identity = _identity(self.path)
         if session.attrs.get("status") == "complete":
             raise SessionFileError(f"{self.path}: the session is complete; there is nothing to resume")
         if int(session.attrs.get("schema_version", 1)) != SCHEMA_VERSION:
             raise SessionFileError(f"{self.path}: schema version {session.attrs.get('schema_version')} sessions "
                                    f"cannot be resumed by this rig (it writes version {SCHEMA_VERSION})")
         self.session_id = str(session.attrs["session_id"])
+        self._write_failure = None
         self._lock = _WriterLock(journal_dir(self.path), self.path)
         resumes = json.loads(session.attrs.get("resumes", "[]"))
         resumes.append({"utc": _utc_now(), "clock_anchor": clock_anchor(), "blocks_found": len(session.blocks),
                         "status_found": session.attrs.get("status"), **(note or {})})
-        self._merge({"status": "running", "resumes": json.dumps(resumes)}, keep_journal_dir=True)
+        try:
+            self._merge({"status": "running", "resumes": json.dumps(resumes)}, keep_journal_dir=True)
+        except BaseException:
+            self._lock.release()
+            raise
         return self
 
-    def _publish(self, tmp: Path) -> None:
-        """Make ``tmp`` the master file in one atomic, durable step."""
+    def _replace_master(self, tmp: Path) -> None:
+        """Swap the merged copy ``tmp`` in for the master in one atomic, durable step, if it is still ours."""
         _fsync(tmp)
+        try:
+            ours = _identity(self.path) == self._identity
+        except FileNotFoundError:
+            ours = False
+        if not ours:
+            raise SessionFileError(f"{self.path}: is no longer the file this session wrote (it was replaced or "
+                                   f"removed); nothing was written over it, and the journal "
+                                   f"{journal_dir(self.path)} still holds the session's blocks")
+        identity = _identity(tmp)
         os.replace(tmp, self.path)
+        self._identity = identity
         _fsync(self.path.parent)
 
     def append_block(self, block: Block, presentations: Presentations, responses: Responses,
@@ -124,7 +252,8 @@ class SessionWriter:
         ``presentations`` and ``responses`` hold each stimulus's final (valid)
         showing; ``showings`` (objects with ``positions``, ``presentations`` and
         ``responses``) hold every pass, including those whose responses were lost.
-        The block is durable (fsync'ed) when this returns.
+        The block is durable (fsync'ed) when this returns. If it cannot be written
+        (a full disk), no partial file is left and the error names the block.
         """
         name = _block_name(block.index)
         folder = journal_dir(self.path)
@@ -132,44 +261,67 @@ class SessionWriter:
         if final.exists():
             raise SessionFileError(f"{self.path}: block {block.index} is already recorded")
         tmp = folder / f".{name}.h5.partial"
-        with h5py.File(tmp, "w") as f:  # "w": replaces a .partial left by a killed process
-            f.attrs["schema"] = SCHEMA
-            f.attrs["schema_version"] = SCHEMA_VERSION
-            f.attrs["session_id"] = self.session_id
-            g = f.create_group("blocks").create_group(name)
-            _write_block(g, block, presentations, responses, timings, showings)
-            c = f.create_group("checkpoints")
-            if checkpoint:
-                cg = c.create_group(name)
-                for key, state in checkpoint.items():
-                    d = cg.create_dataset(key, data=np.frombuffer(state, dtype=np.uint8))
-                    d.attrs["sha256"] = hashlib.sha256(state).hexdigest()
-        _fsync(tmp)
-        os.replace(tmp, final)
-        _fsync(folder)
+        try:
+            with _in_memory(tmp) as f:  # replaces a .partial left by a killed process
+                f.attrs["schema"] = SCHEMA
+                f.attrs["schema_version"] = SCHEMA_VERSION
+                f.attrs["session_id"] = self.session_id
+                g = f.create_group("blocks").create_group(name)
+                _write_block(g, block, presentations, responses, timings, showings)
+                c = f.create_group("checkpoints")
+                if checkpoint:
+                    cg = c.create_group(name)
+                    for key, state in checkpoint.items():
+                        d = cg.create_dataset(key, data=np.frombuffer(state, dtype=np.uint8))
+                        d.attrs["sha256"] = hashlib.sha256(state).hexdigest()
+            os.replace(tmp, final)
+            _fsync(folder)
+        except BaseException as exc:
+            _remove(tmp)
+            if isinstance(exc, OSError):
+                self._write_failure = f"block {block.index} could not be written ({_os_reason(exc)[1]})"
+            raise _os_error(exc, self.path, f"write block {block.index} to {tmp}",
+                            f"the blocks before it are safe in {folder}") from exc
 
     def finish(self, status: str = "complete") -> None:
-        """Mark the session as ended (``complete``, ``interrupted`` or ``failed``) and merge its journal."""
-        self._merge({"status": status, "ended_utc": _utc_now()}, keep_journal_dir=False)
+        """Mark the session as ended (``complete``, ``interrupted`` or ``failed``) and merge its journal.
+
+        If the merge cannot be written (a full disk), the master and the journal
+        are left exactly as they were, with no temporary file, and the error
+        says so: ``rig run --resume`` merges and finishes the session later.
+        """
+        try:
+            self._merge({"status": status, "ended_utc": _utc_now()}, keep_journal_dir=False)
+        finally:
+            self._lock.release()
 
     def _merge(self, attrs: dict[str, Any], keep_journal_dir: bool) -> None:
         """Copy the master plus the journal's blocks into a new master, then swap it in atomically."""
         folder = journal_dir(self.path)
         entries = _journal_files(folder)
         tmp = self.path.with_name(f".{self.path.name}.merging")
-        shutil.copyfile(self.path, tmp)
-        with h5py.File(tmp, "a") as f:
-            for _, source in entries:
-                with h5py.File(source, "r") as j:
-                    if j.attrs.get("session_id") != self.session_id:
-                        raise SessionFileError(f"{source}: belongs to another session; not merged")
-                    for group in ("blocks", "checkpoints"):
-                        for name in j[group]:
-                            if name not in f[group]:
-                                j.copy(j[group][name], f[group], name=name)
-            for key, value in attrs.items():
-                f.attrs[key] = value
-        self._publish(tmp)
+        try:
+            shutil.copyfile(self.path, tmp)
+            _reserve(tmp, sum(source.stat().st_size for _, source in entries))
+            with h5py.File(tmp, "a") as f:
+                for _, source in entries:
+                    with h5py.File(source, "r") as j:
+                        if j.attrs.get("session_id") != self.session_id:
+                            raise SessionFileError(f"{source}: belongs to another session; not merged")
+                        for group in ("blocks", "checkpoints"):
+                            for name in j[group]:
+                                if name not in f[group]:
+                                    j.copy(j[group][name], f[group], name=name)
+                for key, value in attrs.items():
+                    f.attrs[key] = value
+            self._replace_master(tmp)
+        except BaseException as exc:
+            _remove(tmp)
+            after = self._write_failure
+            raise _os_error(exc, self.path, (f"{after}, then " if after else "") + f"record status "
+                            f"{attrs['status']!r} (merging {len(entries)} journal block(s) into the master)",
+                            f"nothing was lost: the master is as it was and {folder} holds every block; with "
+                            f"space, `rig run --resume {self.path}` merges and finishes it") from exc
         # Only now that the master holds them may the journal's copies go.
         for _, source in entries:
             source.unlink()
@@ -227,21 +379,30 @@ _BYTES = h5py.vlen_dtype(np.dtype("uint8"))
 def _write_recording(sg: h5py.Group, responses: Responses) -> None:
     """What a recording source saw during one showing, when it says (rig.recording.zmq_source.RecordedResponses).
 
-    - ``raw_frames``: every message received, frame by frame, as variable-length uint8 (frames hold NUL bytes,
-      so not strings); ``raw_frame_counts`` says how many frames each message had (continuous-data payloads are
-      left out unless ``[recording] keep_data_payloads``, so those messages keep 2);
-    - ``raw_receive_times``: float64 ``time.monotonic()`` per message;
-    - ``invalid_reasons``: per stimulus, "" or why it was invalid (display, missing-ttl, gap, restart, silent);
-    - attribute ``recording`` (JSON): TTL/onset counts, the display-to-recording clock map, stream counters.
+    - the stream's compact log (rig.recording.stream_log): ``raw_frames`` (events and spikes as received, frame by
+      frame, variable-length uint8: frames hold NUL bytes), ``raw_frame_counts`` (frames per message),
+      ``raw_receive_times`` (``time.monotonic()``), ``raw_seq`` (arrival order); continuous data as
+      ``data_runs`` (one row per callback: seq, first message_num, messages, sample_num, num_samples) with
+      ``data_run_rates``, ``data_run_streams`` and ``data_run_receive_times`` (payloads only with
+      ``[recording] keep_data_payloads``, then as raw messages); ``malformed_messages`` (the first few described)
+      and ``malformed_count``;
+    - ``onset_monotonic``: each stimulus's onset on time.monotonic, as the pairing used it;
+    - ``invalid_reasons``: per stimulus, "" or why it was invalid;
+    - attribute ``recording`` (JSON): the pairing, the display-to-recording clock map, stream and reader counters.
     """
-    frames = getattr(responses, "raw_frames", None)
-    if frames is None:
+    log = getattr(responses, "stream_log", None)
+    if log is None:
         return
-    flat = [np.frombuffer(f, dtype=np.uint8) for message in frames for f in message]
+    arrays = log.to_arrays()
+    flat = [np.frombuffer(f, dtype=np.uint8) for f in arrays.pop("raw_frames")]
     data = np.empty(len(flat), dtype=object)
     data[:] = flat
     sg.create_dataset("raw_frames", data=data, dtype=_BYTES)
-    sg.create_dataset("raw_frame_counts", data=np.array([len(m) for m in frames], dtype=np.int64))
-    sg.create_dataset("raw_receive_times", data=np.asarray(responses.raw_receive_times, dtype=np.float64))
+    for key in ("data_run_streams", "malformed_messages"):
+        sg.create_dataset(key, data=_strings_array(list(arrays.pop(key))), dtype=_STR)
+    sg.create_dataset("malformed_count", data=np.array([arrays.pop("malformed_count")], dtype=np.int64))
+    for key, value in arrays.items():
+        sg.create_dataset(key, data=value)
+    sg.create_dataset("onset_monotonic", data=np.asarray(responses.onset_monotonic, dtype=np.float64))
     sg.create_dataset("invalid_reasons", data=_strings_array(list(responses.invalid_reasons)), dtype=_STR)
     sg.attrs["recording"] = json.dumps(responses.diagnostics, default=str)
