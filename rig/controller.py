@@ -131,10 +131,11 @@ class Controller:
             if len(positions) == 0:
                 return showings
         lost = [block.stimulus_ids[i] for i in positions]
+        why = self.source.explain_invalid()
         raise IncompleteBlockError(
             f"block {block.index}: {len(lost)} stimuli still had no valid response after "
-            f"{self.max_repeats} repeats: {lost[:5]}{' ...' if len(lost) > 5 else ''}; "
-            f"the session file keeps every block before this one"
+            f"{self.max_repeats} repeats: {lost[:5]}{' ...' if len(lost) > 5 else ''}"
+            f"{f' ({why})' if why else ''}; the session file keeps every block before this one"
         )
 
 

@@ -43,6 +43,10 @@ class ResponseSource(abc.ABC):
     def close(self) -> None:
         """Release sockets, processes or models."""
 
+    def explain_invalid(self) -> str:
+        """Why the latest stimuli had no valid response, in words for the operator ("" when nothing to say)."""
+        return ""
+
     @abc.abstractmethod
     def _record(self, block: Block, presentations: Presentations) -> Responses: ...
 

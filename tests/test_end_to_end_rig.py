@@ -65,7 +65,8 @@ def _assert_score_rises(out, generations: int, stimuli: int | None) -> None:
 @pytest.mark.timeout(180)
 def test_rig_run_against_sim_rig_process_headless(write_protocol, tmp_path, capsys):
     generations, popsize = 6, 10
-    out, log = _run_against_sim_rig(write_protocol, tmp_path, "--pace-ms", "40,30", generations=generations,
+    # Onsets 150 ms apart: a stimulus's 50-200 ms window holds no other stimulus's response.
+    out, log = _run_against_sim_rig(write_protocol, tmp_path, "--pace-ms", "60,90", generations=generations,
                                     popsize=popsize)
     assert "done: 6 blocks" in capsys.readouterr().out
     _assert_score_rises(out, generations, popsize + 2)

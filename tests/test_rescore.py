@@ -21,7 +21,8 @@ from rig.recording.replay_reader import NoRawStreamError, SessionReplayReader
 from rig.recording.rescore import recorded_recording_spec, rescore_session
 from rig.recording.scoring import Windows
 from rig.recording.sidechannel import FaultRequest
-from rig.recording.zmq_reader import ZmqReader
+from rig.recording.stream_log import StreamLog
+from rig.recording.zmq_reader import StreamParser, ZmqReader
 from rig.recording.zmq_server import OpenEphysPublisher
 from rig.recording.zmq_source import RecordedResponses
 from rig.session import SessionFileError, read_session
@@ -221,14 +222,17 @@ class TestSessionReplayReaderContract(ReaderContract):
                 messages.append(msg)
                 continue
             msg.message_num = num
-            frames = format_message(msg)
-            # Stored as the live reader logs them: continuous data without its samples.
-            messages.append(frames[:2] if isinstance(msg, DataMessage) else frames)
+            messages.append(format_message(msg))
         path = tmp_path / "stream.h5"
         writer = new_writer(path)
         rng = np.random.default_rng(1)
-        for index, part in enumerate((messages[:3], messages[3:])):  # the stream goes on across blocks
-            _stream_block(writer, index, part, rng)
+        # Stored as the live reader logs them (events raw, data as watermark runs, malformed described),
+        # and the stream goes on across blocks.
+        parser = StreamParser()
+        for index, part in enumerate((messages[:3], messages[3:])):
+            for i, frames in enumerate(part):
+                parser.handle(frames, float(i))
+            _stream_block(writer, index, parser.take_log(), rng)
         writer.finish()
         return SessionReplayReader(path, max_messages_per_read=2)
 
@@ -273,11 +277,15 @@ def test_replayed_stream_counts_what_the_live_reader_counted_and_an_altered_fram
     assert "does not count what the live reader counted" in capsys.readouterr().out
 
 
-def _stream_block(writer, index: int, messages: list, rng) -> None:
+def _stream_block(writer, index: int, log: StreamLog | list, rng) -> None:
+    """A block whose one showing stored ``log``; a list of messages is stored raw, as files before data runs were."""
     block, presentations, responses = make_block(index, rng)
-    recorded = RecordedResponses(responses.scores, responses.valid, responses.channel_names, raw_frames=messages,
-                                 raw_receive_times=[float(i) for i in range(len(messages))],
-                                 invalid_reasons=[""] * len(block))
+    if isinstance(log, list):
+        messages, log = log, StreamLog()
+        for i, frames in enumerate(messages):
+            log.add_raw(i, frames, float(i))
+    recorded = RecordedResponses(responses.scores, responses.valid, responses.channel_names, stream_log=log,
+                                 onset_monotonic=presentations.onset_times, invalid_reasons=[""] * len(block))
     writer.append_block(block, presentations, recorded, {}, {},
                         [Showing(np.arange(len(block)), presentations, recorded)])
 

@@ -11,7 +11,8 @@ from rig.recording.openephys_wire import (DATA_ENVELOPE, EVENT_ENVELOPE, DataMes
                                           SpikeMessage, Ttl, TtlMessage, Watermark, WireError, format_data,
                                           format_heartbeat, format_spike, format_ttl, normalise, parse_data,
                                           parse_heartbeat, parse_message, parse_spike, parse_ttl)
-from rig.recording.scoring import Windows, estimate_offset, fit_clock, overlaps, pair_onsets, window_rates
+from rig.recording.pairing import pair_sequence
+from rig.recording.scoring import Windows, fit_clock, overlaps, window_rates
 from rig.recording.sidechannel import (FaultRequest, OnsetNotice, format_fault, format_onset, parse_fault,
                                        parse_onset)
 from rig.recording.zmq_source import UnitSelector
@@ -123,18 +124,65 @@ def test_side_channel_round_trips():
         parse_fault_option("drop")
 
 
-def test_pairing_survives_a_missing_ttl_and_periodic_onsets():
-    rate = 1000.0
-    onsets = np.arange(10) * 0.25 + 100.0  # perfectly periodic: only the prior tells periods apart
-    ttls = np.rint(onsets * rate + 5300).astype(np.int64)  # true offset 5300 samples
-    ttls = np.delete(ttls, 4)
-    offset = estimate_offset(onsets, ttls, rate, prior=5300 + 40, search_samples=100)
-    assert offset == pytest.approx(5300)
-    paired = pair_onsets(offset + rate * onsets, ttls, tolerance=10)
-    assert paired[4] == -1
-    assert (paired[:4] == np.arange(4)).all() and (paired[5:] == np.arange(4, 9)).all()
-    # A prior one period off would pair every onset with its neighbour's TTL: that is why the prior matters.
-    assert estimate_offset(onsets, ttls, rate, prior=5300 + 250, search_samples=100) == pytest.approx(5550)
+RATE = 1000.0
+PERIODIC = np.arange(10) * 0.25 + 100.0  # perfectly periodic onsets: a train shifted by one fits as well
+TRUE_OFFSET = 5300.0  # samples
+
+
+def _ttls(onsets=PERIODIC, latency_ms: float = 40.0) -> np.ndarray:
+    return np.rint(onsets * RATE + TRUE_OFFSET + latency_ms).astype(np.int64)
+
+
+def test_sequence_pairing_survives_a_missing_ttl_and_reports_latency():
+    ttls = np.delete(_ttls(), 4)
+    pairing = pair_sequence(PERIODIC, ttls, RATE, tolerance=10, lower_bound=TRUE_OFFSET, window_samples=100)
+    assert pairing.accepted, pairing.refused
+    assert pairing.ttl_index[4] == -1
+    assert (pairing.ttl_index[:4] == np.arange(4)).all() and (pairing.ttl_index[5:] == np.arange(4, 9)).all()
+    assert pairing.latency_ms == pytest.approx(40.0)
+    assert pairing.residual_ms == pytest.approx(0.0, abs=1.0)
+
+
+def test_a_train_shifted_by_one_stimulus_is_refused_not_accepted():
+    """The TTLs arrive one stimulus interval late (290 ms), beyond the 100 ms window. Inside the window the
+    onsets fit the train shifted by one (onset i with TTL i-1, 9 of 10): that must never be accepted."""
+    ttls = _ttls(latency_ms=290.0)
+    pairing = pair_sequence(PERIODIC, ttls, RATE, tolerance=10, lower_bound=TRUE_OFFSET, window_samples=100)
+    assert not pairing.accepted
+    assert (pairing.ttl_index == -1).all()
+    assert "290 ms" in pairing.refused and "pairing_window_ms = 400" in pairing.refused
+
+
+def test_a_missing_ttl_at_the_start_cannot_turn_into_a_shift():
+    """TTL 0 lost and the true latency (260 ms) outside the window: onset i with TTL i+1 (510 ms) pairs 9
+    onsets, exactly as many as the true train; a tie is refused, whichever lies in the window."""
+    ttls = np.delete(_ttls(latency_ms=260.0), 0)
+    pairing = pair_sequence(PERIODIC, ttls, RATE, tolerance=10, lower_bound=TRUE_OFFSET, window_samples=100)
+    assert not pairing.accepted and "equally" in pairing.refused
+
+
+def test_both_edges_of_a_pulse_are_ambiguous_and_say_why():
+    rising = _ttls()
+    falling = rising + 100  # a 100 ms pulse: rising at onset, falling at offset
+    edges = np.sort(np.concatenate([rising, falling]))
+    pairing = pair_sequence(PERIODIC, edges, RATE, tolerance=10, lower_bound=TRUE_OFFSET, window_samples=200)
+    assert not pairing.accepted and "ttl_edges" in pairing.refused
+    only_rising = pair_sequence(PERIODIC, rising, RATE, tolerance=10, lower_bound=TRUE_OFFSET, window_samples=200)
+    assert only_rising.accepted and (only_rising.ttl_index == np.arange(10)).all()
+
+
+def test_edges_before_the_onsets_are_impossible_and_never_paired():
+    """Edges of an earlier (refused) showing lie before these onsets: below the arrival bound, never candidates."""
+    earlier = _ttls(PERIODIC - 5.0)
+    pairing = pair_sequence(PERIODIC, earlier, RATE, tolerance=10, lower_bound=TRUE_OFFSET, window_samples=100)
+    assert not pairing.accepted and (pairing.ttl_index == -1).all()
+
+
+def test_irregular_onsets_pair_without_a_bound():
+    onsets = np.cumsum(np.random.default_rng(3).uniform(0.2, 0.4, 12)) + 50.0
+    pairing = pair_sequence(onsets, _ttls(onsets), RATE, tolerance=10)
+    assert pairing.accepted and (pairing.ttl_index == np.arange(12)).all()
+    assert pairing.offset == pytest.approx(TRUE_OFFSET + 40.0, abs=1)
 
 
 def test_clock_fit_recovers_rate_and_jitter():

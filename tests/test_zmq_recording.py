@@ -24,7 +24,7 @@ from rig.recording.zmq_reader import ZmqReader
 from rig.recording.zmq_server import OpenEphysPublisher
 from rig.recording.zmq_source import StreamAbsentError, StreamSilentError, ZmqRecording
 from rig.session import SessionWriter, read_session
-from rig.simrig import SimRig, SimRigConfig
+from rig.simrig import CALLBACK_MS, SimRig, SimRigConfig
 from simulators.neuron import SimulatedNeuron
 from simulators.response_model import ResponseModel
 
@@ -87,8 +87,11 @@ def test_reader_parses_counts_gaps_restarts_and_survives_malformed_messages(publ
         assert reader.stats.malformed == 1 and "not UTF-8 JSON" in reader.stats.malformed_errors[0]
         assert reader.stats.restarts == 1
         raw = reader.take_raw()
-        assert [b"DATA\x00", b"{broken", b""] in raw.frames  # malformed messages are kept as received
-        assert all(len(f) == 2 for f in raw.frames if f[0] == b"DATA\x00" and f[1] != b"{broken")  # no payloads
+        # Malformed messages are counted and described compactly (bounded), never kept whole.
+        assert raw.malformed == 1 and "7b62726f6b656e" in raw.malformed_kept[0]  # b"{broken" in hex
+        # Events and spikes are kept as received; continuous data only as one watermark run per callback.
+        assert [f[0] for f in raw.frames] == [b"EVENT\x00", b"EVENT\x00"]
+        assert [(r.first_message_num, r.messages, r.end_sample) for r in raw.runs][-2:] == [(104, 1, 30), (1, 1, 10)]
         assert len(raw.receive_times) == len(raw.frames) and np.all(np.diff(raw.receive_times) >= 0)
         assert reader.heartbeat.replies >= 1
         assert publisher.heartbeats[0] == {"application": "rig", "uuid": reader.uuid}
@@ -111,8 +114,10 @@ class _ThreadRig:
 
     def __init__(self, faults=(), gain=1000.0, offset=80.0) -> None:
         neuron = SimulatedNeuron([UNIT], weights="random")
+        # As a real rig: ~23 ms callbacks, a photodiode under a patch that toggles at each onset, 20 ms display lag.
         self.rig = SimRig(neuron, 1, ResponseModel(gain=gain, offset=offset, seed=3),
-                          SimRigConfig(data_port=0, side_port=0, faults=list(faults), lag_ms=10.0))
+                          SimRigConfig(data_port=0, side_port=0, faults=list(faults), lag_ms=10.0,
+                                       block_ms=CALLBACK_MS, photodiode="toggle", display_latency_ms=20.0))
         self.thread = threading.Thread(target=self.rig.run, daemon=True)
         self.thread.start()
 
@@ -178,7 +183,8 @@ def test_each_fault_invalidates_stimuli_that_are_shown_again(name, write_protoco
         assert block["valid"][()].all() and np.isfinite(block["scores"][()]).all()
         assert first["raw_frames"].shape[0] == first["raw_frame_counts"][()].sum()
         assert first["raw_receive_times"].shape == first["raw_frame_counts"].shape
-        assert bytes(first["raw_frames"][0][:5]) in (b"DATA\x00", b"EVENT")
+        assert bytes(first["raw_frames"][0][:5]) == b"EVENT"  # events and spikes raw; data as watermark runs
+        assert first["data_runs"].shape[1] == 5 and first["data_runs"][()][:, 2].min() >= 1
     assert len(read_session(out).blocks) == 2
 
 
@@ -198,7 +204,9 @@ def test_clean_stream_scores_every_stimulus_once_and_maps_the_clock(write_protoc
         assert list(block["showings"]) == ["00"]
         import json
         diag = json.loads(block["showings/00"].attrs["recording"])
-        assert diag["paired"] == diag["onsets"] == 8 and diag["ttl_count_matches"]
+        assert diag["paired"] == diag["onsets"] == 8 and diag["pairing"]["accepted"]
+        # The latency the pairing measured: 20 ms display lag plus the acquisition's (sim-rig publishes 10 ms late).
+        assert 15 < diag["pairing"]["latency_ms"] < 80
         # Display clock (time.monotonic) onto the 30 kHz recording clock: slope ~30000, sub-ms residuals.
         assert diag["clock_map"]["samples_per_display_second"] == pytest.approx(30000, rel=0.01)
         assert diag["clock_map"]["residual_ms_max"] < 3

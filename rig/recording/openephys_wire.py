@@ -22,6 +22,7 @@ other acquisition systems can sit behind the same records later.
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass, field
 from typing import Any, Union
@@ -172,13 +173,60 @@ def format_message(msg: Message) -> list[bytes]:
 # --------------------------------------------------------------------------- parsing
 
 
+#: Integers on the wire are C++ int64/uint64; anything beyond is damage, never a number to compute with.
+_INT_LIMIT = 1 << 64
+
+
 def _field(table: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    """``table[key]``, checked to be of ``kind``: ints within 64 bits, floats finite (never inf or NaN)."""
     if not isinstance(table, dict) or key not in table:
         raise WireError(f"{where}: missing field {key!r}")
     value = table[key]
     if isinstance(value, bool) or not isinstance(value, kind):
-        raise WireError(f"{where}: field {key!r} has {value!r}, expected {getattr(kind, '__name__', kind)}")
+        raise WireError(f"{where}: field {key!r} has {_short(value)}, expected {getattr(kind, '__name__', kind)}")
+    if isinstance(value, int) and not -_INT_LIMIT < value < _INT_LIMIT:
+        raise WireError(f"{where}: field {key!r} has {_short(value)}, beyond a 64-bit integer")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise WireError(f"{where}: field {key!r} has {value!r}, expected a finite number")
     return value
+
+
+def _number(table: dict, key: str, where: str) -> float:
+    """A finite number field as float (ints beyond float range are refused too)."""
+    value = _field(table, key, (int, float), where)
+    try:
+        result = float(value)
+    except OverflowError:
+        raise WireError(f"{where}: field {key!r} has {_short(value)}, beyond a double") from None
+    if not math.isfinite(result):
+        raise WireError(f"{where}: field {key!r} has {_short(value)}, beyond a double")
+    return result
+
+
+def _timestamp(header: dict) -> int:
+    """The optional wall-clock ``timestamp`` (ms); 0 when absent. Used for nothing but provenance."""
+    if header.get("timestamp") is None:
+        return 0
+    return int(_number(header, "timestamp", "header"))
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters: an error message never carries a whole hostile payload."""
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):  # ints beyond Python's digit limit, deep structures
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _json_object(frame: bytes, what: str) -> Any:
+    """``frame`` decoded as UTF-8 JSON; any failure (bad bytes, deep nesting, giant numbers) is a WireError."""
+    try:
+        return json.loads(bytes(frame).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise WireError(f"{what} is not UTF-8 JSON: {exc}") from None
+    except (RecursionError, ValueError, OverflowError, MemoryError) as exc:
+        raise WireError(f"{what} could not be decoded: {type(exc).__name__}: {_short(str(exc))}") from None
 
 
 def parse_header(frames: list[bytes]) -> dict[str, Any]:
@@ -188,10 +236,7 @@ def parse_header(frames: list[bytes]) -> dict[str, Any]:
     envelope = bytes(frames[0])
     if envelope not in (DATA_ENVELOPE, EVENT_ENVELOPE):
         raise WireError(f"envelope {envelope!r} is neither {DATA_ENVELOPE!r} nor {EVENT_ENVELOPE!r}")
-    try:
-        header = json.loads(bytes(frames[1]).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WireError(f"header is not UTF-8 JSON: {exc}") from None
+    header = _json_object(frames[1], "header")
     if not isinstance(header, dict):
         raise WireError(f"header is JSON {type(header).__name__}, expected an object")
     _field(header, "message_num", int, "header")
@@ -224,7 +269,7 @@ def parse_data(frames: list[bytes]) -> DataMessage:
     where = "data content"
     num_samples = _field(content, "num_samples", int, where)
     payload = _payload(frames, "data")
-    if len(payload) != 4 * num_samples:
+    if num_samples < 0 or len(payload) != 4 * num_samples:
         raise WireError(f"data payload is {len(payload)} bytes, expected num_samples {num_samples} x 4")
     return DataMessage(
         message_num=header["message_num"],
@@ -232,10 +277,42 @@ def parse_data(frames: list[bytes]) -> DataMessage:
         channel_num=_field(content, "channel_num", int, where),
         channel_name=content.get("channel_name", "") if isinstance(content.get("channel_name", ""), str) else "",
         sample_num=_field(content, "sample_num", int, where),
-        sample_rate=float(_field(content, "sample_rate", (int, float), where)),
+        sample_rate=_sample_rate(content, where),
         samples=np.frombuffer(payload, dtype="<f4").copy(),
-        timestamp=int(header.get("timestamp", 0) or 0),
+        timestamp=_timestamp(header),
     )
+
+
+#: Sample rates a recording system can have (Hz); anything else is a damaged header.
+SAMPLE_RATE_RANGE = (1.0, 1e7)
+
+
+def _sample_rate(content: dict, where: str) -> float:
+    rate = _number(content, "sample_rate", where)
+    if not SAMPLE_RATE_RANGE[0] <= rate <= SAMPLE_RATE_RANGE[1]:
+        raise WireError(f"{where}: sample_rate {rate!r} is outside {SAMPLE_RATE_RANGE[0]:g}..{SAMPLE_RATE_RANGE[1]:g} Hz")
+    return rate
+
+
+def parse_data_watermark(frames: list[bytes]) -> tuple[int, str, int, int, float, int]:
+    """The fields of a continuous-data message the scorer needs, without copying its samples.
+
+    Returns ``(message_num, stream, sample_num, num_samples, sample_rate, channel_num)``; checks
+    exactly what :func:`parse_data` checks (the payload's length included).
+    """
+    header = _typed_header(frames, "data")
+    content = _field(header, "content", dict, "data header")
+    where = "data content"
+    num_samples = _field(content, "num_samples", int, where)
+    payload_size = len(_payload(frames, "data"))
+    if num_samples < 0 or payload_size != 4 * num_samples:
+        raise WireError(f"data payload is {payload_size} bytes, expected num_samples {num_samples} x 4")
+    stream = _field(content, "stream", str, where)
+    channel = _field(content, "channel_num", int, where)
+    sample = _field(content, "sample_num", int, where)
+    if "timestamp" in header:
+        _timestamp(header)
+    return header["message_num"], stream, sample, num_samples, _sample_rate(content, where), channel
 
 
 def parse_ttl(frames: list[bytes]) -> TtlMessage:
@@ -258,7 +335,7 @@ def parse_ttl(frames: list[bytes]) -> TtlMessage:
         line=line,
         state=state,
         word=word,
-        timestamp=int(header.get("timestamp", 0) or 0),
+        timestamp=_timestamp(header),
     )
 
 
@@ -273,6 +350,9 @@ def parse_spike(frames: list[bytes]) -> SpikeMessage:
     if channels < 1 or samples < 0 or len(payload) != 4 * channels * samples:
         raise WireError(f"spike payload is {len(payload)} bytes, expected {channels} channels x {samples} samples x 4")
     threshold = spike.get("threshold", [])
+    if not isinstance(threshold, list) or len(threshold) > channels or not all(
+            isinstance(t, (int, float)) and not isinstance(t, bool) for t in threshold):
+        raise WireError(f"{where}: field 'threshold' has {_short(threshold)}, expected at most {channels} numbers")
     return SpikeMessage(
         message_num=header["message_num"],
         stream=_field(spike, "stream", str, where),
@@ -281,13 +361,22 @@ def parse_spike(frames: list[bytes]) -> SpikeMessage:
         sample_num=_field(spike, "sample_num", int, where),
         sorted_id=_field(spike, "sorted_id", int, where),
         waveform=np.frombuffer(payload, dtype="<f4").reshape(channels, samples).copy(),
-        threshold=[float(t) for t in threshold] if isinstance(threshold, list) else [],
-        timestamp=int(header.get("timestamp", 0) or 0),
+        threshold=[_number({"t": t}, "t", f"{where} threshold") for t in threshold],
+        timestamp=_timestamp(header),
     )
 
 
 def parse_message(frames: list[bytes]) -> Message:
-    """Any message from its frames; :class:`WireError` says what is malformed."""
+    """Any message from its frames; :class:`WireError` says what is malformed (and is the only exception raised)."""
+    try:
+        return _parse_message(frames)
+    except WireError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a hostile message must never end a live session
+        raise WireError(f"message could not be parsed: {type(exc).__name__}: {_short(str(exc))}") from None
+
+
+def _parse_message(frames: list[bytes]) -> Message:
     header = parse_header(frames)
     kind = header["type"]
     if kind == "data":
@@ -309,12 +398,9 @@ def format_heartbeat(application: str, uuid: str) -> bytes:
 
 def parse_heartbeat(message: bytes) -> dict[str, str]:
     """A heartbeat's fields; :class:`WireError` if it is not one."""
-    try:
-        body = json.loads(bytes(message).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WireError(f"heartbeat is not UTF-8 JSON: {exc}") from None
+    body = _json_object(message, "heartbeat")
     if not isinstance(body, dict) or body.get("type") != "heartbeat":
-        raise WireError(f"not a heartbeat: {body!r}")
+        raise WireError(f"not a heartbeat: {_short(body)}")
     return {"application": str(_field(body, "application", str, "heartbeat")),
             "uuid": str(_field(body, "uuid", str, "heartbeat"))}
 

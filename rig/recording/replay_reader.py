@@ -30,7 +30,8 @@ import h5py
 import numpy as np
 
 from rig.recording.openephys_wire import DATA_ENVELOPE, Record, WireError, parse_header
-from rig.recording.zmq_reader import StreamStats, ZmqReader
+from rig.recording.stream_log import DataRun, runs_from_arrays
+from rig.recording.zmq_reader import StreamParser, StreamStats
 from rig.session import RecordedSession, SessionFileError, read_session
 
 
@@ -39,7 +40,7 @@ class NoRawStreamError(SessionFileError):
 
 
 def showing_messages(showing: dict[str, np.ndarray], where: str) -> tuple[list[list[bytes]], np.ndarray]:
-    """The messages (lists of frames) and receive times of one stored showing; checks the counts add up."""
+    """The raw messages (lists of frames) and receive times of one stored showing; checks the counts add up."""
     flat = showing["raw_frames"]
     counts = np.asarray(showing["raw_frame_counts"], dtype=np.int64)
     times = np.asarray(showing.get("raw_receive_times", np.zeros(len(counts))), dtype=np.float64)
@@ -50,6 +51,30 @@ def showing_messages(showing: dict[str, np.ndarray], where: str) -> tuple[list[l
     messages = [[bytes(np.asarray(flat[i], dtype=np.uint8)) for i in range(end - n, end)]
                 for n, end in zip(counts.tolist(), ends.tolist())]
     return messages, times
+
+
+def showing_items(showing: dict[str, np.ndarray], where: str) -> list[tuple[list[bytes] | DataRun, float]]:
+    """A stored showing's raw messages and data runs in arrival order, each with its receive time."""
+    messages, times = showing_messages(showing, where)
+    try:
+        runs = runs_from_arrays(showing, where)
+    except ValueError as exc:
+        raise SessionFileError(str(exc)) from None
+    if "raw_seq" not in showing:
+        return list(zip(messages, times.tolist())) + [(run, run.first_receive_time) for run in runs]
+    seqs = np.asarray(showing["raw_seq"], dtype=np.int64)
+    if seqs.shape != times.shape:
+        raise SessionFileError(f"{where}: raw_seq {seqs.shape} does not match raw_frame_counts {times.shape}")
+    keyed = [(int(q), 0, m, t) for q, m, t in zip(seqs.tolist(), messages, times.tolist())]
+    keyed += [(run.seq, 1, run, run.first_receive_time) for run in runs]
+    keyed.sort(key=lambda item: (item[0], item[1]))
+    return [(item, t) for _, _, item, t in keyed]
+
+
+def malformed_count(showing: dict[str, np.ndarray]) -> int:
+    """Malformed messages a showing only counted (0 in files that stored them raw)."""
+    count = np.asarray(showing.get("malformed_count", [0]), dtype=np.int64).ravel()
+    return int(count[0]) if count.size else 0
 
 
 def restore_payload(frames: list[bytes]) -> list[bytes]:
@@ -115,8 +140,7 @@ class SessionReplayReader:
         self.path = session.path if isinstance(session, RecordedSession) else Path(session)
         self._parser: ZmqReader | None = None
         self._queue: list[tuple[int, int, dict[str, np.ndarray]]] = []
-        self._messages: list[list[bytes]] = []
-        self._times: np.ndarray = np.zeros(0)
+        self._messages: list[tuple[list[bytes] | DataRun, float]] = []
         self._next = 0
         self._total = 0
         #: (block index, showing number) the last records came from; None before the first read.
@@ -144,9 +168,9 @@ class SessionReplayReader:
         self._queue.reverse()  # pop() from the end in order
         return self
 
-    def _fresh_parser(self) -> ZmqReader:
-        # The live reader, never connected: only its parser and counters are used.
-        return ZmqReader(f"file:{self.path}", keep_data_payloads=True)
+    def _fresh_parser(self) -> StreamParser:
+        # The live reader's parser: the same parsing, counters and run logic as live.
+        return StreamParser(keep_data_payloads=True)
 
     def __exit__(self, *exc: object) -> None:
         self.close()
@@ -190,15 +214,22 @@ class SessionReplayReader:
             self.new_reader = number == 0 and block in self._boundaries and self.showing is not None
             if self.new_reader:
                 self._parser = self._fresh_parser()
-            self._messages, self._times = showing_messages(stored, f"{self.path}: block {block} showing {number:02d}")
+            where = f"{self.path}: block {block} showing {number:02d}"
+            self._messages = showing_items(stored, where)
+            self._parser.count_malformed(malformed_count(stored))
             self._next = 0
             self.showing = (block, number)
         stop = min(self._next + self.max_messages_per_read, len(self._messages))
         records: list[Record] = []
-        for i in range(self._next, stop):
-            records.extend(self._parser.handle(restore_payload(self._messages[i]), float(self._times[i])))
-        self._parser.take_raw()  # the live reader logs what it parses; here the file already holds it
-        self.messages_replayed += stop - self._next
+        for item, receive_time in self._messages[self._next:stop]:
+            if isinstance(item, DataRun):
+                records.extend(self._parser.handle_run(item))
+            else:
+                records.extend(self._parser.handle(restore_payload(item), float(receive_time)))
+        self.messages_replayed += sum(item.messages if isinstance(item, DataRun) else 1
+                                      for item, _ in self._messages[self._next:stop])
         self._next = stop
         self.at_showing_end = stop >= len(self._messages)
+        if self.at_showing_end:
+            self._parser.take_log()  # the live reader handed its log over here: runs begin afresh
         return records

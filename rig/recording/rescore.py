@@ -1,18 +1,15 @@
 """Score a recorded session again from its raw spikes, with other windows or baselines (``rig replay --rescore``).
 
 The raw stream stored in the session is replayed through the live parser
-(:class:`~rig.recording.replay_reader.SessionReplayReader`), and every
-showing is scored with the functions of :mod:`rig.recording.scoring`, as
-:class:`~rig.recording.zmq_source.ZmqRecording` scored it live:
+(:class:`~rig.recording.replay_reader.SessionReplayReader`) into the same
+:class:`~rig.recording.scorer.StreamScorer` that scored it live, showing by
+showing, with the onsets as the live run stamped them:
 
-- each onset is paired with a TTL rising edge on the recorded ``ttl_line``.
-  Offline the display's onset times are aligned with the showing's TTLs (the
-  offset that pairs the most onsets within ``ttl_tolerance_ms``, refined to
-  the median), then :func:`~rig.recording.scoring.pair_onsets` pairs them one
-  to one; TTLs paired by an earlier showing are not offered again;
+- each showing's onsets are paired with TTL edges as a sequence, exactly as
+  live (same records, same arrival bound, same edges already paired);
 - a stimulus is rescored only if it was valid when recorded (a dropped frame,
-  gap, restart or missing TTL stays a lost stimulus), is paired, its new
-  windows end before the stream's last watermark and overlap no gap;
+  gap, restart or missing TTL stays a lost stimulus), and its new windows are
+  final and overlap no gap;
 - the ``early`` baseline is the running mean over every valid trial so far,
   showing by showing, per channel, exactly as live.
 
@@ -23,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,11 +28,10 @@ from typing import Any
 import numpy as np
 
 from protocols.spec import RecordingSpec
-from rig.recording.openephys_wire import Discontinuity, Spike, Ttl, Watermark
+from rig.recording.openephys_wire import Record
 from rig.recording.replay_reader import COUNTERS, NoRawStreamError, SessionReplayReader, recorded_counters
-from rig.recording.scoring import (Windows, estimate_offset, ms_to_samples, overlaps, pair_onsets,
-                                   window_rates)
-from rig.recording.zmq_source import UnitSelector
+from rig.recording.scorer import ClosedShowing, StreamScorer
+from rig.recording.scoring import Windows
 from rig.session import RecordedSession, SessionFileError, read_session
 
 
@@ -47,6 +44,7 @@ def recorded_recording_spec(session: RecordedSession) -> RecordingSpec:
                                f"recorded from a stream (--neuron zmq://...), so there is nothing to rescore")
     known = {f.name for f in dataclasses.fields(RecordingSpec)}
     kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in table.items() if k in known}
+    kwargs.setdefault("ttl_edges", "rising")  # files from before ttl_edges paired rising edges only
     try:
         return RecordingSpec(**kwargs)
     except (TypeError, ValueError) as exc:
@@ -57,17 +55,6 @@ def recorded_recording_spec(session: RecordedSession) -> RecordingSpec:
 def recorded_windows(spec: RecordingSpec) -> Windows:
     """The windows the session was scored with live."""
     return Windows(tuple(spec.response_window_ms), spec.baseline, tuple(spec.baseline_window_ms))
-
-
-@dataclass
-class _Epoch:
-    """Everything recorded on one sample clock (acquisition restarts begin a new one)."""
-
-    spikes: list[list[int]]
-    ttls: list[int] = field(default_factory=list)
-    gaps: list[tuple[int, int]] = field(default_factory=list)
-    watermark: int = 0
-    consumed: int = -1  # TTLs at or before this sample were paired by an earlier showing
 
 
 @dataclass
@@ -153,114 +140,55 @@ def _mean(values: np.ndarray) -> str:
     return f"{finite.mean():.2f}" if finite.size else "n/a"
 
 
-def align_offset(onset_s: np.ndarray, ttl_samples: np.ndarray, sample_rate: float, tolerance: float) -> float | None:
-    """Offset ``ttl - rate * onset`` (samples) that pairs the most onsets with a TTL within ``tolerance``.
+def replay_showings(session: RecordedSession, spec: RecordingSpec, windows: Windows | None = None,
+                    on_records: Callable[[list[Record], SessionReplayReader], None] | None = None,
+                    mismatches: list[str] | None = None) -> Iterator[tuple[int, int, dict[str, Any], ClosedShowing]]:
+    """Each stored showing closed by a :class:`StreamScorer` fed the stored stream: (block, showing, stored, closed).
 
-    Offline there is no prior: every TTL is tried against each of the first
-    few onsets (one of them may have lost its TTL), the offset pairing the
-    most wins, and :func:`estimate_offset` refines it to the median.
+    A resumed run began a fresh live source (fresh epochs and early baseline), so a fresh scorer starts there.
+    ``on_records`` sees every batch of records as the scorer does. Each showing's replayed counters are
+    checked against what the live reader stored; differences are appended to ``mismatches``.
     """
-    ttl = np.sort(np.asarray(ttl_samples, dtype=np.float64))
-    onset_s = np.asarray(onset_s, dtype=np.float64)
-    if ttl.size == 0 or onset_s.size == 0:
-        return None
-    base = sample_rate * onset_s
-    best: tuple[int, float, float] | None = None
-    for anchor in base[:3]:
-        for candidate in ttl - anchor:
-            predicted = candidate + base
-            idx = np.clip(np.searchsorted(ttl, predicted), 1, max(ttl.size - 1, 1))
-            near = np.minimum(np.abs(ttl[idx - 1] - predicted), np.abs(ttl[np.minimum(idx, ttl.size - 1)] - predicted))
-            close = near <= tolerance
-            key = (int(close.sum()), -float(near[close].sum()), candidate)
-            if best is None or key[:2] > best[:2]:
-                best = key
-    if best is None or best[0] == 0:
-        return None
-    return estimate_offset(onset_s, ttl, sample_rate, best[2], tolerance)
-
-
-@dataclass
-class PairedShowing:
-    """One showing's onsets paired with its epoch's TTLs (see :func:`pair_showing`)."""
-
-    available: np.ndarray  # the epoch's TTL samples this showing could use, sorted
-    ttl_index: np.ndarray  # per stimulus, index into ``available``; -1: unpaired
-    onsets: np.ndarray  # display clock, s; NaN where not shown
-    reasons: list[str]  # why the live run found each stimulus's response invalid; "" if valid
-
-
-def pair_showing(epoch: Any, ttl_count: int, stored: dict[str, Any], rate: float, tolerance: int) -> PairedShowing:
-    """Pair a stored showing's onsets with the TTLs its epoch had received by the showing's end.
-
-    ``epoch`` has ``ttls`` (samples, in arrival order) and ``consumed``: TTLs at
-    or before that sample were paired by an earlier showing; it is advanced
-    past the TTLs this showing pairs. Only onsets the live run found valid fix
-    the offset, as live.
-    """
-    available = np.sort(np.asarray(epoch.ttls[:ttl_count], dtype=np.int64))
-    available = available[available > epoch.consumed]
-    onsets = np.asarray(stored["onset_times"], dtype=np.float64)
-    reasons = [r.decode() if isinstance(r, bytes) else str(r) for r in stored["invalid_reasons"]]
-    recorded_valid = np.array([r == "" for r in reasons], dtype=bool)
-    shown = np.isfinite(onsets)
-    ttl_index = np.full(len(onsets), -1)
-    offset = align_offset(onsets[shown & recorded_valid], available, rate, tolerance)
-    if offset is not None:
-        ttl_index[shown] = pair_onsets(offset + rate * onsets[shown], available, tolerance)
-    if (ttl_index >= 0).any():
-        epoch.consumed = max(epoch.consumed, int(available[ttl_index.max()]))
-    return PairedShowing(available, ttl_index, onsets, reasons)
-
-
-def _replay(reader: SessionReplayReader, spec: RecordingSpec, selectors: list[UnitSelector],
-            counters: dict[tuple[int, int], dict[str, Any]] | None = None,
-            mismatches: list[str] | None = None) -> tuple[list[_Epoch], dict[tuple[int, int], tuple[int, int]],
-                                                          float | None, set[int]]:
-    """Every record of the stream, by epoch; per showing, the epoch and TTL count when its messages ended.
-
-    Also returns the blocks where a resumed run (a fresh live reader, a fresh early baseline) began.
-
-    Each showing's replayed counters are checked against ``counters`` (what
-    the live reader stored); differences are appended to ``mismatches``.
-    """
-    epochs = [_Epoch([[] for _ in selectors])]
-    at_end: dict[tuple[int, int], tuple[int, int]] = {}
-    resumed: set[int] = set()
-    rate = spec.sample_rate
-    for records in reader:
-        if reader.new_reader and epochs[-1].watermark:
-            epochs.append(_Epoch([[] for _ in selectors]))  # a resumed run: what came before is not paired with it
-            resumed.add(reader.showing[0])
-        for record in records:
-            if spec.stream is not None and record.stream != spec.stream:
+    stored = {(b.index, k): showing for b in session.blocks for k, showing in enumerate(b.showings)}
+    counters = recorded_counters(session) if mismatches is not None else {}
+    scorer = StreamScorer(spec, windows)
+    with SessionReplayReader(session) as reader:
+        for records in reader:
+            if reader.new_reader:
+                scorer = StreamScorer(spec, windows)
+            if on_records is not None:
+                on_records(records, reader)
+            scorer.feed(records)
+            if not reader.at_showing_end:
                 continue
-            epoch = epochs[-1]
-            if isinstance(record, Spike):
-                for channel, selector in enumerate(selectors):
-                    if selector.matches(record):
-                        epoch.spikes[channel].append(record.sample)
-            elif isinstance(record, Ttl):
-                if record.line == spec.ttl_line and record.state == 1:
-                    epoch.ttls.append(record.sample)
-            elif isinstance(record, Watermark):
-                rate = rate if spec.sample_rate is not None else record.sample_rate
-                epoch.watermark = max(epoch.watermark, record.sample)
-            elif isinstance(record, Discontinuity):
-                if record.kind == "restart":
-                    epochs.append(_Epoch([[] for _ in selectors]))
-                else:
-                    epoch.gaps.append((record.from_sample, record.to_sample + 1))
-        if reader.at_showing_end:
-            at_end[reader.showing] = (len(epochs) - 1, len(epochs[-1].ttls))
-            live = (counters or {}).get(reader.showing)
-            if live is not None and mismatches is not None:
+            block, number = reader.showing
+            showing = stored[(block, number)]
+            live = counters.get((block, number))
+            if live is not None:
                 replayed = {k: getattr(reader.stats, k) for k in COUNTERS}
                 if replayed != live:
-                    block, number = reader.showing
                     mismatches.append(f"block {block} showing {number:02d}: live reader counted {live}, "
                                       f"the replay {replayed}")
-    return epochs, at_end, rate, resumed
+            yield block, number, showing, close_stored_showing(scorer, showing)
+        if scorer.sample_rate is None:
+            raise SessionFileError(f"{session.path}: the raw stream has no continuous-data message, so its sample "
+                                   f"rate is unknown; set [recording] sample_rate")
+
+
+def close_stored_showing(scorer: StreamScorer, showing: dict[str, Any]) -> ClosedShowing:
+    """Close a stored showing as live did: onsets as stamped on time.monotonic, the display's own verdict."""
+    display_times = np.asarray(showing["onset_times"], dtype=np.float64)
+    display_valid = np.asarray(showing["presentation_valid"], dtype=bool)
+    if "onset_monotonic" in showing:
+        return scorer.close_showing(np.asarray(showing["onset_monotonic"], dtype=np.float64), display_valid,
+                                    display_times)
+    # Written before onsets were stamped for the pairing: display times, with no arrival bound.
+    return scorer.close_showing(display_times, display_valid, display_times, lower_bound=None)
+
+
+def stored_reasons(showing: dict[str, Any]) -> list[str]:
+    """Why the live run found each stimulus of a stored showing invalid ("" where valid)."""
+    return [r.decode() if isinstance(r, bytes) else str(r) for r in showing["invalid_reasons"]]
 
 
 def rescore_session(path: str | Path, windows: Windows | None = None) -> RescoreResult:
@@ -275,47 +203,34 @@ def rescore_session(path: str | Path, windows: Windows | None = None) -> Rescore
     spec = recorded_recording_spec(session)
     original = recorded_windows(spec)
     windows = windows or original
-    selectors = [UnitSelector.parse(u) for u in spec.units]
     mismatches: list[str] = []
-    with SessionReplayReader(session) as reader:
-        epochs, at_end, rate, resumed = _replay(reader, spec, selectors, recorded_counters(session), mismatches)
-        stream = {**reader.stats.as_dict(), "messages_replayed": reader.messages_replayed}
-    if rate is None:
-        raise SessionFileError(f"{session.path}: the raw stream has no continuous-data message, so its sample rate "
-                               f"is unknown; set [recording] sample_rate")
-    sorted_spikes = [[np.sort(np.asarray(s, dtype=np.int64)) for s in e.spikes] for e in epochs]
-    tol = ms_to_samples(spec.ttl_tolerance_ms, rate)
-    span = windows.span_ms()
-    early_sum, early_n = np.zeros(len(selectors)), 0
+    closed: dict[tuple[int, int], tuple[dict[str, Any], ClosedShowing]] = {}
+    stream: dict[str, Any] = {}
+
+    def remember(records: list[Record], reader: SessionReplayReader) -> None:
+        stream.update(reader.stats.as_dict(), messages_replayed=reader.messages_replayed)
+
+    for block, number, showing, result in replay_showings(session, spec, windows, remember, mismatches):
+        closed[(block, number)] = (showing, result)
+    channels = len(spec.units)
     showings: list[ShowingScores] = []
     blocks: list[BlockScores] = []
     for block in session.blocks:
-        if block.index in resumed:
-            early_sum, early_n = np.zeros(len(selectors)), 0  # the resumed run's source started afresh
         n = len(block.stimulus_ids)
         final_showing = np.full(n, -1)
         block_reasons = ["not shown"] * n
-        rescored_block = np.full((n, len(selectors)), np.nan)
-        for number, stored in enumerate(block.showings):
-            if (block.index, number) not in at_end:
+        rescored_block = np.full((n, channels), np.nan)
+        for number in range(len(block.showings)):
+            if (block.index, number) not in closed:
                 continue
-            e, ttl_count = at_end[(block.index, number)]
-            epoch = epochs[e]
+            stored, result = closed[(block.index, number)]
             positions = np.asarray(stored["positions"], dtype=np.int64)
-            paired = pair_showing(epoch, ttl_count, stored, rate, tol)
-            available, ttl_index, reasons = paired.available, paired.ttl_index, paired.reasons
+            reasons = stored_reasons(stored)
             recorded_valid = np.array([r == "" for r in reasons], dtype=bool)
-            anchors = available[np.maximum(ttl_index, 0)] if available.size else np.zeros(len(positions), np.int64)
-            start = anchors + ms_to_samples(span[0], rate)
-            stop = anchors + ms_to_samples(span[1], rate)
-            in_gap = overlaps(epoch.gaps, np.minimum(start, anchors - tol), np.maximum(stop, anchors + tol))
-            why = [f"recorded {r}" if r else "missing-ttl" if ttl_index[i] < 0 else "gap" if in_gap[i]
-                   else "unfinished" if stop[i] > epoch.watermark else "" for i, r in enumerate(reasons)]
+            why = [f"recorded {r}" if r else ("unfinished" if new == "silent" else new)
+                   for r, new in zip(reasons, result.reasons)]
             valid = np.array([w == "" for w in why], dtype=bool)
-            scores = np.full((len(positions), len(selectors)), np.nan)
-            if valid.any():
-                scores[valid], early_sum, early_n = _score(sorted_spikes[e], anchors[valid], windows, rate,
-                                                           early_sum, early_n)
+            scores = np.where(valid[:, None], result.scores, np.nan)
             showings.append(ShowingScores(block.index, number, positions, np.asarray(stored["scores"], float),
                                           scores, recorded_valid, valid, why))
             rescored_block[positions[recorded_valid]] = scores[recorded_valid]
@@ -326,21 +241,3 @@ def rescore_session(path: str | Path, windows: Windows | None = None) -> Rescore
                                   rescored_block, block_reasons))
     return RescoreResult(session.path, list(session.blocks[0].channel_names) if session.blocks else list(spec.units),
                          original, windows, showings, blocks, stream, mismatches)
-
-
-def _score(spikes: list[np.ndarray], anchors: np.ndarray, windows: Windows, rate: float, early_sum: np.ndarray,
-           early_n: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """Rates in the response window minus the baseline, as ``ZmqRecording._score`` computes them live."""
-    scores = np.zeros((len(anchors), len(spikes)))
-    baseline_rates = np.zeros_like(scores)
-    for c, sorted_spikes in enumerate(spikes):
-        scores[:, c] = window_rates(sorted_spikes, anchors, windows.response_ms, rate)
-        if windows.baseline != "none":
-            baseline_rates[:, c] = window_rates(sorted_spikes, anchors, windows.baseline_ms, rate)
-    if windows.baseline == "pre":
-        return scores - baseline_rates, early_sum, early_n
-    if windows.baseline == "early":
-        early_sum = early_sum + baseline_rates.sum(axis=0)
-        early_n += len(anchors)
-        return scores - early_sum / early_n, early_sum, early_n
-    return scores, early_sum, early_n

@@ -1,9 +1,8 @@
 """Scoring recorded spikes as the labs do (DESIGN.md §4): pure functions on sample numbers.
 
 - Onsets come from a TTL line (photodiode or sync pulse) on the spike stream's
-  clock. :func:`pair_onsets` pairs each shown stimulus with its TTL, given a
-  prediction of where the TTL should be; :func:`fit_clock` maps the display's
-  clock onto the recording clock from the pairs.
+  clock; :mod:`rig.recording.pairing` pairs them with the shown stimuli, and
+  :func:`fit_clock` maps the display's clock onto the recording clock from the pairs.
 - The response is the spike count in onset + 50 to 200 ms, as a rate.
 - The baseline is the 0-40 ms post-onset window averaged over all trials per
   channel (``"early"``), a pre-onset window per trial (``"pre"``), or none.
@@ -46,49 +45,6 @@ class Windows:
 def ms_to_samples(ms: float, sample_rate: float) -> int:
     """Whole samples in ``ms`` at ``sample_rate`` Hz (rounded)."""
     return int(round(ms * sample_rate / 1000.0))
-
-
-def estimate_offset(onset_s: np.ndarray, ttl_samples: np.ndarray, sample_rate: float, prior: float,
-                    search_samples: float) -> float | None:
-    """Offset ``ttl - rate * onset`` (samples) that pairs these onsets with TTLs, or None if none is near.
-
-    ``prior`` is a rough offset (from the previous block, or from when data
-    messages arrived); each onset's nearest TTL within ``search_samples`` of
-    the prior prediction votes, and the median vote wins, so a few missing or
-    extra TTLs do not move it.
-    """
-    ttl = np.sort(np.asarray(ttl_samples, dtype=np.float64))
-    if ttl.size == 0 or len(onset_s) == 0:
-        return None
-    base = sample_rate * np.asarray(onset_s, dtype=np.float64)
-    predicted = prior + base
-    idx = np.clip(np.searchsorted(ttl, predicted), 1, max(ttl.size - 1, 1))
-    candidates = np.stack([ttl[idx - 1], ttl[np.minimum(idx, ttl.size - 1)]])
-    nearest = candidates[np.argmin(np.abs(candidates - predicted), axis=0), np.arange(len(predicted))]
-    close = np.abs(nearest - predicted) <= search_samples
-    if not close.any():
-        return None
-    return float(np.median(nearest[close] - base[close]))
-
-
-def pair_onsets(predicted: np.ndarray, ttl_samples: np.ndarray, tolerance: float) -> np.ndarray:
-    """For each predicted onset sample, the index of its TTL in ``ttl_samples`` (sorted), or -1.
-
-    Pairs are one-to-one: the closest TTL within ``tolerance`` samples that no
-    earlier onset took.
-    """
-    ttl = np.asarray(ttl_samples, dtype=np.float64)
-    paired = np.full(len(predicted), -1, dtype=np.int64)
-    used = np.zeros(ttl.size, dtype=bool)
-    for i, p in enumerate(predicted):
-        if ttl.size == 0:
-            break
-        distance = np.where(used, np.inf, np.abs(ttl - p))
-        j = int(np.argmin(distance))
-        if distance[j] <= tolerance:
-            paired[i] = j
-            used[j] = True
-    return paired
 
 
 def fit_clock(display_times: np.ndarray, samples: np.ndarray) -> dict[str, float]:

@@ -1,26 +1,36 @@
 """The live reader of an Open Ephys ZMQ Interface stream (Reader contract, STYLE practice 1).
 
-``with ZmqReader(endpoint) as reader:`` connects; :meth:`ZmqReader.get_initial`
-describes the connection; :meth:`ZmqReader.read_next` never blocks: it returns
-the normalised records of every message waiting (possibly none). The caller
-polls with its own time budget. The reader
+``with ZmqReader(endpoint) as reader:`` connects and starts a thread that
+drains the socket all the time, the display's frames included: a Neuropixels
+probe sends ~16.6k messages/s, and a stream left in the socket while stimuli
+are shown cannot be caught up afterwards. :meth:`ZmqReader.read_next` never
+blocks: it returns the normalised records that arrived since the last call
+(possibly none). The caller polls with its own time budget.
 
-- subscribes to everything and parses each message with the pure functions of
-  :mod:`rig.recording.openephys_wire`;
-- keeps every raw message with its receive time (``time.monotonic``) until
-  :meth:`take_raw` hands them over for the session file (data payloads are
-  dropped unless ``keep_data_payloads``: continuous data can be tens of MB/s);
-- tracks ``message_num``: a jump forward is a gap (messages lost), a step
-  back is an acquisition restart; both come out as
-  :class:`~rig.recording.openephys_wire.Discontinuity` records;
-- counts malformed messages and keeps their errors, never raising: a malformed
-  message is treated as lost, so the next good one shows up as a gap;
+The thread
+
+- stamps each message with ``time.monotonic()`` the moment it comes off the
+  socket (the arrival time bounds the recording clock's offset, so it must not
+  include how long the controller was busy);
+- parses it with :class:`StreamParser` (shared with the file replay): the
+  pure functions of :mod:`rig.recording.openephys_wire`, ``message_num``
+  counters (a jump forward is a gap, a step back an acquisition restart; both
+  become :class:`~rig.recording.openephys_wire.Discontinuity` records), and a
+  compact log (:mod:`rig.recording.stream_log`): events and spikes as
+  received, continuous data as one watermark run per callback;
+- never raises on a bad message: it is counted, described (bounded) and
+  treated as lost, so the next good one shows up as a gap;
+- holds at most ``max_pending`` records for the caller; past that it waits
+  (counted as back-pressure) and the socket's bounded queue (``RCVHWM``)
+  fills, so the sender drops messages, which the counters report as gaps:
+  memory stays bounded however far behind the caller falls;
 - sends heartbeats to the REP port with a REQ socket, re-opening the socket
   when a reply is overdue (a REQ socket cannot send twice without a reply).
 """
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid as uuidlib
 from dataclasses import dataclass, field
@@ -28,8 +38,14 @@ from typing import Any
 
 import zmq
 
-from rig.recording.openephys_wire import (DATA_ENVELOPE, HEARTBEAT_REPLY, DataMessage, Discontinuity, Record,
-                                          WireError, format_heartbeat, normalise, parse_message)
+from rig.recording.openephys_wire import (DATA_ENVELOPE, HEARTBEAT_REPLY, Discontinuity, Record, Watermark,
+                                          WireError, format_heartbeat, normalise, parse_data_watermark,
+                                          parse_message)
+from rig.recording.stream_log import DataRun, StreamLog
+
+
+class ReaderFailedError(RuntimeError):
+    """The reader thread stopped on an error it could not count and skip (the socket itself failed)."""
 
 
 class HeartbeatClient:
@@ -81,19 +97,8 @@ class HeartbeatClient:
 
 
 @dataclass
-class RawLog:
-    """Raw messages as received: ``frames[i]`` arrived at ``receive_times[i]`` (time.monotonic)."""
-
-    frames: list[list[bytes]] = field(default_factory=list)
-    receive_times: list[float] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.frames)
-
-
-@dataclass
 class StreamStats:
-    """Counters a session reports: messages, malformed ones (with their errors), gaps and restarts."""
+    """Counters a session reports: messages, malformed ones (with their first errors), gaps and restarts."""
 
     messages: int = 0
     malformed: int = 0
@@ -109,51 +114,196 @@ class StreamStats:
         return {k: (list(v) if isinstance(v, list) else v) for k, v in self.__dict__.items()}
 
 
-class ZmqReader:
-    """Subscribes to an Open Ephys ZMQ Interface data port and yields normalised records."""
+class StreamParser:
+    """Messages in, normalised records out: parsing, counters and the compact log, with no socket.
 
-    #: Malformed-message errors kept verbatim (the count keeps going).
+    The live reader feeds it from its thread; the file replay feeds it what a
+    session stored (raw messages through :meth:`handle`, data runs through
+    :meth:`handle_run`), so both count and log exactly alike.
+    """
+
+    #: Malformed-message errors kept verbatim in the counters (the count keeps going).
     KEEP_ERRORS = 20
+
+    def __init__(self, keep_data_payloads: bool = False) -> None:
+        self.keep_data_payloads = keep_data_payloads
+        self.stats = StreamStats()
+        self.log = StreamLog()
+        self._expected: int | None = None  # next message_num
+        self._last_sample = 0
+        self._seq = 0
+        self._run: DataRun | None = None  # the callback being received: a message continuing it adds no record
+
+    def handle(self, frames: list[bytes], receive_time: float) -> list[Record]:
+        """Parse, count and log one message as received; its records (none for a malformed one)."""
+        seq = self._seq
+        self._seq += 1
+        self._arrived(receive_time)
+        if len(frames) >= 2 and frames[0] == DATA_ENVELOPE:
+            try:
+                num, stream, sample, num_samples, rate, _ = parse_data_watermark(frames)
+            except WireError as exc:
+                return self._malformed(seq, frames, receive_time, exc)
+            if self.keep_data_payloads:
+                self.log.add_raw(seq, frames, receive_time)
+            run = self._run
+            if run is not None and run.continues(num, stream, sample, num_samples, rate):
+                run.messages += 1
+                run.last_receive_time = receive_time
+                self._expected = num + 1
+                return []
+            self._run = DataRun(seq, num, 1, sample, num_samples, rate, stream, receive_time, receive_time)
+            if not self.keep_data_payloads:
+                self.log.runs.append(self._run)
+            return self._counted(num, stream, sample, sample + num_samples,
+                                 Watermark(stream, sample + num_samples, rate, receive_time), receive_time)
+        try:
+            msg = parse_message(frames)
+        except WireError as exc:
+            return self._malformed(seq, frames, receive_time, exc)
+        self.log.add_raw(seq, frames, receive_time)
+        self._run = None
+        return self._counted(msg.message_num, msg.stream, msg.sample_num, msg.sample_num,
+                             normalise(msg, receive_time), receive_time)
+
+    def handle_run(self, run: DataRun) -> list[Record]:
+        """Replay a stored data run: the records and counts its messages gave live."""
+        self._seq = run.seq + run.messages
+        self._arrived(run.first_receive_time)
+        self.stats.messages += run.messages - 1
+        self.stats.last_receive_time = run.last_receive_time
+        self._run = run
+        self.log.runs.append(run)
+        records = self._counted(run.first_message_num, run.stream, run.sample_num, run.end_sample,
+                                Watermark(run.stream, run.end_sample, run.sample_rate, run.first_receive_time),
+                                run.first_receive_time)
+        self._expected = run.first_message_num + run.messages
+        return records
+
+    def count_malformed(self, count: int) -> None:
+        """Replay malformed messages a session only counted (they never changed the counters' expectations)."""
+        self.stats.messages += count
+        self.stats.malformed += count
+
+    def take_log(self) -> StreamLog:
+        """The log since the last call; the next data message starts a new run (its watermark is re-sent)."""
+        log, self.log = self.log, StreamLog()
+        self._run = None
+        return log
+
+    def _arrived(self, receive_time: float) -> None:
+        stats = self.stats
+        stats.messages += 1
+        if stats.first_receive_time is None:
+            stats.first_receive_time = receive_time
+        stats.last_receive_time = receive_time
+
+    def _malformed(self, seq: int, frames: list[bytes], receive_time: float, exc: WireError) -> list[Record]:
+        stats = self.stats
+        stats.malformed += 1
+        text = str(exc)[:300]
+        if len(stats.malformed_errors) < self.KEEP_ERRORS:
+            stats.malformed_errors.append(text)
+        self.log.add_malformed(seq, frames, receive_time, text)
+        return []
+
+    def _counted(self, num: int, stream: str, sample: int, end_sample: int, record: Record,
+                 receive_time: float) -> list[Record]:
+        records: list[Record] = []
+        stats = self.stats
+        if self._expected is not None and num != self._expected:
+            if num < self._expected:
+                stats.restarts += 1
+                records.append(Discontinuity("restart", stream, self._last_sample, sample, 0, receive_time))
+                self._last_sample = 0
+            else:
+                lost = num - self._expected
+                stats.gaps += 1
+                stats.lost_messages += lost
+                records.append(Discontinuity("gap", stream, self._last_sample, sample, lost, receive_time))
+        self._expected = num + 1
+        self._last_sample = max(self._last_sample, end_sample)
+        records.append(record)
+        return records
+
+
+@dataclass
+class ReaderHealth:
+    """How well the reader thread keeps up: pending records, back-pressure and the socket's queue bound."""
+
+    pending: int = 0
+    max_pending_seen: int = 0
+    backpressure_waits: int = 0
+    receive_hwm: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready copy."""
+        return dict(self.__dict__)
+
+
+class ZmqReader:
+    """Subscribes to an Open Ephys ZMQ Interface data port; a thread drains it into normalised records."""
 
     def __init__(self, endpoint: str, heartbeat_endpoint: str | None = None, *, application: str = "rig",
                  heartbeat_interval_s: float = 2.0, keep_data_payloads: bool = False,
-                 max_messages_per_read: int = 100_000) -> None:
+                 receive_hwm: int = 50_000, max_pending: int = 500_000) -> None:
+        if receive_hwm < 1 or max_pending < 1:
+            raise ValueError(f"receive_hwm and max_pending must be >= 1, got {receive_hwm}, {max_pending}")
         self.endpoint = endpoint
         self.heartbeat_endpoint = heartbeat_endpoint
         self.application = application
         self.uuid = str(uuidlib.uuid4())
         self.heartbeat_interval_s = heartbeat_interval_s
-        self.keep_data_payloads = keep_data_payloads
-        self.max_messages_per_read = max_messages_per_read
-        self.stats = StreamStats()
-        self.raw = RawLog()
+        self.parser = StreamParser(keep_data_payloads)
+        self.health = ReaderHealth(receive_hwm=receive_hwm)
+        self.max_pending = max_pending
         self.heartbeat: HeartbeatClient | None = None
         self._context: zmq.Context | None = None
         self._socket: zmq.Socket | None = None
-        self._expected: int | None = None  # next message_num
-        self._last_sample = 0
+        self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
+        self._pending: list[Record] = []
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._failure: BaseException | None = None
+
+    @property
+    def stats(self) -> StreamStats:
+        """The parser's counters (read them between calls; the thread updates them)."""
+        return self.parser.stats
+
+    @property
+    def keep_data_payloads(self) -> bool:
+        return self.parser.keep_data_payloads
 
     def __enter__(self) -> "ZmqReader":
         self._context = zmq.Context()
         self._socket = self._context.socket(zmq.SUB)
         self._socket.setsockopt(zmq.LINGER, 0)
-        # Unbounded receive queue: while the display runs, messages wait here, not in the sender's 1000-slot queue.
-        self._socket.setsockopt(zmq.RCVHWM, 0)
+        # Bounded: if the thread falls behind, the sender drops and the counters say so; memory never explodes.
+        self._socket.setsockopt(zmq.RCVHWM, self.health.receive_hwm)
         self._socket.setsockopt(zmq.SUBSCRIBE, b"")
         self._socket.connect(self.endpoint)
         if self.heartbeat_endpoint:
             self.heartbeat = HeartbeatClient(self._context, self.heartbeat_endpoint, self.application, self.uuid,
                                              self.heartbeat_interval_s)
-            self.heartbeat.tick()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._drain, name=f"zmq-reader {self.endpoint}", daemon=True)
+        self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:
-        """Close sockets; safe to call twice."""
+        """Stop the thread and close the sockets; safe to call twice."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5.0)
+            self._thread = None
         if self.heartbeat is not None:
             self.heartbeat.close()
+            self.heartbeat = None
         if self._socket is not None:
             self._socket.close(0)
             self._socket = None
@@ -164,73 +314,82 @@ class ZmqReader:
     def get_initial(self) -> dict[str, Any]:
         """What this reader is connected to (for provenance)."""
         return {"endpoint": self.endpoint, "heartbeat_endpoint": self.heartbeat_endpoint,
-                "application": self.application, "uuid": self.uuid}
+                "application": self.application, "uuid": self.uuid,
+                "receive_hwm": self.health.receive_hwm, "max_pending": self.max_pending}
+
+    # ------------------------------------------------------------------ the caller's side
 
     def read_next(self) -> list[Record]:
-        """Records of every message waiting now; ``[]`` when none. Never blocks."""
-        if self._socket is None:
-            raise RuntimeError("ZmqReader is not open; use it as a context manager")
-        if self.heartbeat is not None:
-            self.heartbeat.tick()
-        records: list[Record] = []
-        for _ in range(self.max_messages_per_read):
-            try:
-                frames = self._socket.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            records.extend(self.handle(frames, time.monotonic()))
+        """Records that arrived since the last call; ``[]`` when none. Never blocks."""
+        self._check_open()
+        with self._lock:
+            records, self._pending = self._pending, []
+            self.health.pending = 0
         return records
 
     def wait(self, timeout_s: float) -> bool:
-        """Block up to ``timeout_s`` until a message is waiting (a bounded poll, not a sleep)."""
+        """Block up to ``timeout_s`` until records are waiting (a bounded wait, not a sleep)."""
+        self._check_open()
+        with self._arrived:
+            if not self._pending:
+                self._arrived.wait(max(0.0, timeout_s))
+            return bool(self._pending)
+
+    def take_raw(self) -> StreamLog:
+        """The compact log since the last call (the reader forgets it)."""
+        with self._lock:
+            return self.parser.take_log()
+
+    def take(self) -> tuple[list[Record], StreamLog]:
+        """Records not yet read and the log, at one instant: a showing's scorer sees exactly what its log holds."""
+        self._check_open()
+        with self._lock:
+            records, self._pending = self._pending, []
+            self.health.pending = 0
+            return records, self.parser.take_log()
+
+    def _check_open(self) -> None:
         if self._socket is None:
             raise RuntimeError("ZmqReader is not open; use it as a context manager")
-        return bool(self._socket.poll(max(0, int(timeout_s * 1000))))
+        if self._failure is not None:
+            raise ReaderFailedError(f"the reader of {self.endpoint} stopped: "
+                                    f"{type(self._failure).__name__}: {self._failure}") from self._failure
 
-    def handle(self, frames: list[bytes], receive_time: float) -> list[Record]:
-        """Log, parse and check the counters of one message (public so file replay can feed frames)."""
-        stats = self.stats
-        stats.messages += 1
-        stats.first_receive_time = stats.first_receive_time or receive_time
-        stats.last_receive_time = receive_time
+    # ------------------------------------------------------------------ the thread
+
+    def _drain(self) -> None:
+        socket = self._socket
         try:
-            msg = parse_message(frames)
-        except WireError as exc:
-            stats.malformed += 1
-            if len(stats.malformed_errors) < self.KEEP_ERRORS:
-                stats.malformed_errors.append(str(exc))
-            self._log(frames, receive_time, keep_payload=True)
-            return []
-        self._log(frames, receive_time, keep_payload=self.keep_data_payloads or not isinstance(msg, DataMessage))
-        records: list[Record] = []
-        sample = msg.sample_num
-        num = msg.message_num
-        if self._expected is not None and num != self._expected:
-            if num < self._expected:
-                stats.restarts += 1
-                records.append(Discontinuity("restart", msg.stream, self._last_sample, sample, 0, receive_time))
-                self._last_sample = 0
-            else:
-                lost = num - self._expected
-                stats.gaps += 1
-                stats.lost_messages += lost
-                records.append(Discontinuity("gap", msg.stream, self._last_sample, sample, lost, receive_time))
-        self._expected = num + 1
-        record = normalise(msg, receive_time)
-        self._last_sample = max(self._last_sample, msg.end_sample if isinstance(msg, DataMessage) else sample)
-        records.append(record)
-        return records
+            while not self._stop.is_set():
+                if self.heartbeat is not None:
+                    self.heartbeat.tick()
+                if not socket.poll(20):
+                    continue
+                for _ in range(10_000):  # a burst, then heartbeats and the stop flag get a look
+                    try:
+                        frames = socket.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    now = time.monotonic()
+                    self._wait_for_room()
+                    with self._lock:
+                        records = self.parser.handle(frames, now)
+                        if records:
+                            self._pending.extend(records)
+                            health = self.health
+                            health.pending = len(self._pending)
+                            health.max_pending_seen = max(health.max_pending_seen, health.pending)
+                            self._arrived.notify_all()
+        except zmq.ContextTerminated:
+            pass
+        except BaseException as exc:  # noqa: BLE001 - reported to the caller by read_next
+            self._failure = exc
 
-    def _log(self, frames: list[bytes], receive_time: float, keep_payload: bool) -> None:
-        if not keep_payload and len(frames) == 3 and frames[0] == DATA_ENVELOPE:
-            frames = frames[:2]  # header only: the watermark and counters stay replayable
-        self.raw.frames.append([bytes(f) for f in frames])
-        self.raw.receive_times.append(receive_time)
-
-    def take_raw(self) -> RawLog:
-        """Raw messages since the last call (the reader forgets them)."""
-        raw, self.raw = self.raw, RawLog()
-        return raw
+    def _wait_for_room(self) -> None:
+        # Back-pressure: the caller is not reading; let the socket's bounded queue take the load.
+        while len(self._pending) >= self.max_pending and not self._stop.is_set():
+            self.health.backpressure_waits += 1
+            time.sleep(0.001)
 
 
 def describe_stats(reader: ZmqReader) -> str:
