@@ -7,12 +7,27 @@ fix the file without reading code.
 from __future__ import annotations
 
 import hashlib
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 PROTOCOL_KINDS = ("evolution", "screening")
+
+# Limits: beyond them a protocol would exhaust memory or time before any check could say why.
+#: Seeds are 32-bit, as numpy's SeedSequence entropy is recorded.
+SEED_LIMIT = 2**32
+MAX_GENERATIONS = 100_000
+MAX_THREADS = 256
+#: Reference images shown in every block, and images of a natural set.
+MAX_REFERENCES = 10_000
+MAX_NATURAL_IMAGES = 1_000_000
+MAX_REPEATS = 1_000
+#: Images per forward pass of a simulated neuron.
+MAX_BATCH = 4_096
+#: Pixels along either side of a display.
+MAX_RESOLUTION = 32_768
 
 
 class ProtocolError(ValueError):
@@ -240,6 +255,9 @@ def parse_protocol(text: str, path: str | Path = "<protocol>") -> ProtocolSpec:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ProtocolError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ProtocolError(f"{path}: not a usable protocol file: its tables or lists nest too deeply "
+                            f"for the TOML reader") from None
 
     top = _Section(path, "top level", doc)
     for table in ("protocol", "generator", "optimizer", "references", "evolution", "neuron", "display"):
@@ -252,12 +270,14 @@ def parse_protocol(text: str, path: str | Path = "<protocol>") -> ProtocolSpec:
     kind = proto.get("kind", str, check=lambda v: v in PROTOCOL_KINDS, expected=f"one of {list(PROTOCOL_KINDS)}")
     name = proto.get("name", str, default=path.stem)
     description = proto.get("description", str, default="")
-    generations = proto.get("generations", int, default=1 if kind == "screening" else ..., check=lambda v: v >= 1, expected="an integer >= 1")
-    seed = proto.get("seed", int, check=lambda v: 0 <= v < 2**32, expected="an integer in [0, 2**32)")
+    generations = proto.get("generations", int, default=1 if kind == "screening" else ...,
+                            check=lambda v: 1 <= v <= MAX_GENERATIONS, expected=f"an integer in 1..{MAX_GENERATIONS}")
+    seed = proto.get("seed", int, check=lambda v: 0 <= v < SEED_LIMIT, expected="an integer in [0, 2**32)")
     proto.finish()
 
     evolution = _Section(path, "evolution", doc.get("evolution", {}))
-    threads = evolution.get("threads", int, default=1, check=lambda v: 1 <= v <= 256, expected="an integer in 1..256")
+    threads = evolution.get("threads", int, default=1, check=lambda v: 1 <= v <= MAX_THREADS,
+                            expected=f"an integer in 1..{MAX_THREADS}")
     evolution.finish()
 
     # A screening protocol shows a fixed image set: it has no generator or optimizer.
@@ -268,7 +288,8 @@ def parse_protocol(text: str, path: str | Path = "<protocol>") -> ProtocolSpec:
     refs = _Section(path, "references", doc.get("references", {}))
     references = ReferenceSpec(
         source=refs.get("source", str, default="foolbox-imagenet"),
-        count=refs.get("count", int, default=10, check=lambda v: v >= 0, expected="an integer >= 0"),
+        count=refs.get("count", int, default=10, check=lambda v: 0 <= v <= MAX_REFERENCES,
+                       expected=f"an integer in 0..{MAX_REFERENCES}"),
     )
     refs.finish()
 
@@ -312,7 +333,8 @@ def _neuron(path: Path, table: Any) -> NeuronSpec:
     )
     weights = section.get("weights", str, default=None)
     response = section.get("response", dict, default=None, expected="a table [neuron.response]")
-    max_batch = section.get("max_batch", int, default=None, check=lambda v: v >= 1, expected="an integer >= 1")
+    max_batch = section.get("max_batch", int, default=None, check=lambda v: 1 <= v <= MAX_BATCH,
+                            expected=f"an integer in 1..{MAX_BATCH}")
     section.finish()
     return NeuronSpec(kind=kind, units=tuple(units), weights=weights, response=response, max_batch=max_batch)
 
@@ -326,10 +348,12 @@ def _screening(path: Path, kind: str, doc: dict[str, Any]) -> ScreeningSpec | No
     section = _Section(path, "screening", doc.get("screening", {}))
     spec = ScreeningSpec(
         source=section.get("source", str, default="foolbox-imagenet"),
-        count=section.get("count", int, default=0, check=lambda v: v >= 0, expected="an integer >= 0 (0: all)"),
-        block_size=section.get("block_size", int, default=0, check=lambda v: v >= 0,
-                               expected="an integer >= 0 (0: the whole set in one block)"),
-        repeats=section.get("repeats", int, default=1, check=lambda v: v >= 1, expected="an integer >= 1"),
+        count=section.get("count", int, default=0, check=lambda v: 0 <= v <= MAX_NATURAL_IMAGES,
+                          expected=f"an integer in 0..{MAX_NATURAL_IMAGES} (0: all)"),
+        block_size=section.get("block_size", int, default=0, check=lambda v: 0 <= v <= MAX_NATURAL_IMAGES,
+                               expected=f"an integer in 0..{MAX_NATURAL_IMAGES} (0: the whole set in one block)"),
+        repeats=section.get("repeats", int, default=1, check=lambda v: 1 <= v <= MAX_REPEATS,
+                            expected=f"an integer in 1..{MAX_REPEATS}"),
         image_size=section.get("image_size", int, default=224, check=lambda v: 8 <= v <= 4096,
                                expected="an integer in 8..4096"),
     )
@@ -343,8 +367,13 @@ def _display(path: Path, table: Any) -> DisplaySpec:
     d = DisplaySpec()
     number = (int, float)
 
-    def positive(key: str, default: float) -> float:
-        return float(section.get(key, number, default=default, check=lambda v: v > 0, expected="a number > 0"))
+    def positive(key: str, default: float, high: float = 1e6) -> float:
+        return float(section.get(key, number, default=default, check=lambda v: 0 < v <= high,
+                                 expected=f"a number in (0, {high:g}]"))
+
+    def count(key: str, default: int, low: int, high: int, expected: str = "") -> int:
+        return section.get(key, int, default=default, check=lambda v: low <= v <= high,
+                           expected=f"an integer in {low}..{high}{expected}")
 
     def numbers(key: str, default: tuple, count: int, low: float | None = None, high: float | None = None,
                 expected: str = "", kinds: tuple[type, ...] = number) -> tuple:
@@ -360,12 +389,13 @@ def _display(path: Path, table: Any) -> DisplaySpec:
         width_cm=positive("width_cm", d.width_cm),
         distance_cm=positive("distance_cm", d.distance_cm),
         resolution=tuple(int(v) for v in numbers(
-            "resolution", d.resolution, 2, low=1, expected="[width, height] in pixels, e.g. [1920, 1080]",
+            "resolution", d.resolution, 2, low=1, high=MAX_RESOLUTION,
+            expected=f"[width, height] in pixels (1..{MAX_RESOLUTION}), e.g. [1920, 1080]",
             kinds=(int,))),
-        refresh_hz=positive("refresh_hz", d.refresh_hz),
+        refresh_hz=positive("refresh_hz", d.refresh_hz, high=1000.0),
         pace=section.get("pace", bool, default=d.pace),
         fullscreen=section.get("fullscreen", bool, default=d.fullscreen),
-        screen=section.get("screen", int, default=d.screen, check=lambda v: v >= 0, expected="an integer >= 0"),
+        screen=count("screen", d.screen, 0, 63),
         background=numbers("background", d.background, 3, 0.0, 1.0, "[r, g, b] with each in [0, 1]"),
         size_deg=float(section.get("size_deg", number, default=d.size_deg, check=lambda v: 0 < v < 180,
                                    expected="a number of degrees in (0, 180)")),
@@ -374,14 +404,11 @@ def _display(path: Path, table: Any) -> DisplaySpec:
         fixation_deg=float(section.get("fixation_deg", number, default=d.fixation_deg, check=lambda v: 0 <= v < 180,
                                        expected="a number of degrees >= 0 (0: no fixation point)")),
         fixation_color=numbers("fixation_color", d.fixation_color, 3, 0.0, 1.0, "[r, g, b] with each in [0, 1]"),
-        on_frames=section.get("on_frames", int, default=d.on_frames, check=lambda v: v >= 1,
-                              expected="an integer >= 1"),
-        off_frames=section.get("off_frames", int, default=d.off_frames, check=lambda v: v >= 1,
-                               expected="an integer >= 1 (the next texture is prepared during the blank)"),
+        on_frames=count("on_frames", d.on_frames, 1, 100_000),
+        off_frames=count("off_frames", d.off_frames, 1, 100_000, " (the next texture is prepared during the blank)"),
         photodiode=section.get("photodiode", str, default=d.photodiode, check=lambda v: v in PHOTODIODE_CORNERS,
                                expected=f"one of {list(PHOTODIODE_CORNERS)}"),
-        photodiode_size_px=section.get("photodiode_size_px", int, default=d.photodiode_size_px,
-                                       check=lambda v: v >= 1, expected="an integer >= 1"),
+        photodiode_size_px=count("photodiode_size_px", d.photodiode_size_px, 1, MAX_RESOLUTION),
     )
     section.finish()
     return spec

@@ -15,10 +15,11 @@ import torch
 from protocols.evolution import Evolution
 from protocols.generators import build_generator
 from protocols.generators.base import Generator
-from protocols.optimizers import build_optimizer
+from protocols.optimizers import build_optimizer, optimizer_values
 from protocols.spec import ProtocolError, ProtocolSpec
 from rig.display import Display
 from rig.display_choice import build_display
+from rig.memory import check_block_fits, estimate_block
 from rig.recording.choice import attach as attach_recording
 from rig.recording.choice import recording_source
 from rig.responses import ResponseSource, SimulatedResponses
@@ -88,12 +89,17 @@ def resolve_neuron(spec: ProtocolSpec, units: Sequence[str] | None, weights: str
 
 
 def thread_channels(threads: int, channels: int) -> list[int]:
-    """Thread t follows channel t; with one channel, every thread follows it (repeat evolutions)."""
-    if channels == threads:
-        return list(range(threads))
+    """Thread t follows channel t; with one channel, every thread follows it (repeat evolutions).
+
+    Channels beyond the threads are recorded alongside, for analysis and screening: a lab evolving on one
+    channel of a 32- or 96-channel array keeps every other channel's responses too.
+    """
     if channels == 1:
         return [0] * threads
-    raise ValueError(f"{threads} threads need 1 or {threads} neuron channels, got {channels}")
+    if channels >= threads:
+        return list(range(threads))
+    raise ValueError(f"{threads} threads need 1 neuron channel or at least {threads} (thread t follows channel t), "
+                     f"got {channels}")
 
 
 def _load_images(spec: ProtocolSpec, table: str, source: str, count: int,
@@ -106,7 +112,10 @@ def _load_images(spec: ProtocolSpec, table: str, source: str, count: int,
         folder = (spec.path.parent / source).expanduser().resolve()
         if not folder.is_dir():
             raise ProtocolError(f"{spec.path}: [{table}] source: {folder} is not a folder of images")
-        images, ids = load_image_folder(folder, image_size)
+        try:
+            images, ids = load_image_folder(folder, image_size)
+        except (FileNotFoundError, ValueError) as exc:
+            raise ProtocolError(f"{spec.path}: [{table}] source = {source!r}: {exc}") from None
     if count > len(ids):
         raise ProtocolError(f"{spec.path}: [{table}] count = {count} but {folder} holds only {len(ids)} images")
     count = count or len(ids)
@@ -153,16 +162,21 @@ def assemble(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torch.device, 
     except (ValueError, TypeError) as exc:
         raise ProtocolError(f"{spec.path}: [generator]: {exc}") from None
 
+    recorded = recording_source(spec, neuron.units)  # None unless the neuron is zmq://HOST:PORT
+    simulated = None if recorded else SimulatedNeuron(neuron.units, weights=neuron.weights, device=device,
+                                                      max_batch=neuron.max_batch)
+    check_block_fits(estimate_block(
+        threads=spec.threads, popsize=_popsize(spec), code_dim=generator.code_dim, image_size=generator.image_size,
+        references=spec.references.count, optimizer=spec.optimizer,
+        model_input=simulated.cfg.input_size if simulated else None,
+        max_batch=simulated.max_batch if simulated else None), device, str(spec.path))
+
     # One independent, recorded seed per thread, derived from the session seed.
     thread_seeds = [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(spec.threads)]
     try:
         optimizers = [build_optimizer(dim=generator.code_dim, seed=s, **spec.optimizer) for s in thread_seeds]
     except (ValueError, TypeError) as exc:
         raise ProtocolError(f"{spec.path}: [optimizer]: {exc}") from None
-
-    recorded = recording_source(spec, neuron.units)  # None unless the neuron is zmq://HOST:PORT
-    simulated = None if recorded else SimulatedNeuron(neuron.units, weights=neuron.weights, device=device,
-                                                      max_batch=neuron.max_batch)
     channels = thread_channels(spec.threads, len((recorded or simulated).channel_names))
     references, reference_ids = load_references(spec, generator.image_size, device)
     protocol = Evolution(
@@ -192,6 +206,14 @@ def assemble(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torch.device, 
         "references": {"source": spec.references.source, "count": len(reference_ids)},
     }
     return Assembly(protocol, generator, display, source, device, seed, provenance)
+
+
+def _popsize(spec: ProtocolSpec) -> int:
+    """The ``[optimizer]`` popsize, checked with the other options before anything is built."""
+    try:
+        return optimizer_values(**spec.optimizer)["popsize"]
+    except (ValueError, TypeError) as exc:
+        raise ProtocolError(f"{spec.path}: [optimizer]: {exc}") from None
 
 
 def load_natural_set(spec: ProtocolSpec, device: torch.device) -> tuple[torch.Tensor, list[str], str]:

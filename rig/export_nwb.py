@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from protocols.spec import ProtocolSpec
 from rig.recording.openephys_wire import Spike
 from rig.recording.replay_reader import NoRawStreamError
 from rig.recording.spike_decoding import DecodedSpikes, decode_spikes
@@ -255,18 +256,27 @@ def _unit_channels(selectors: list[str], stream: str, electrode: str, unit: int)
 # --------------------------------------------------------------------------- images
 
 
-def _render_images(session: RecordedSession, stimuli: _Columns, batch: int = 32) -> np.ndarray:
-    """(rows, H, W, 3) uint8: generated stimuli rendered from their codes, reference images loaded."""
-    import torch
-
-    from protocols.generators import build_generator
-    from rig.assemble import load_references
+def _generator_to_render(session: RecordedSession, trust_generator: str | None) -> ProtocolSpec:
+    """The recorded protocol whose generator renders ``--images``, once it is known to run no untrusted code."""
+    from protocols.generators import require_trusted_factory
     from rig.replay import recorded_spec
 
     spec = recorded_spec(session)
     if spec.kind != "evolution":
         raise SessionFileError(f"{session.path}: --images needs an evolution session (a generator renders the "
                                f"stimuli); this is a {spec.kind} session")
+    require_trusted_factory(spec.generator, trust_generator, str(session.path))
+    return spec
+
+
+def _render_images(session: RecordedSession, spec: ProtocolSpec, stimuli: _Columns,
+                   batch: int = 32) -> np.ndarray:
+    """(rows, H, W, 3) uint8: generated stimuli rendered from their codes, reference images loaded."""
+    import torch
+
+    from protocols.generators import build_generator
+    from rig.assemble import load_references
+
     options = dict(spec.generator)
     if isinstance(options.get("weights"), str):  # relative to the protocol file, as rig run resolved it
         options["weights"] = str((spec.path.parent / options["weights"]).expanduser())
@@ -343,11 +353,13 @@ def _check_paths(session: Path, out: Path, overwrite: bool) -> None:
 
 
 def export_nwb(session_path: str | Path, out: str | Path, *, images: bool = False,
-               overwrite: bool = False, metadata: NwbMetadata | None = None) -> ExportSummary:
+               overwrite: bool = False, metadata: NwbMetadata | None = None,
+               trust_generator: str | None = None) -> ExportSummary:
     """Write the session in ``session_path`` to the NWB file ``out`` (layout: :data:`NWB_LAYOUT`).
 
     ``images`` renders every stimulus with the protocol's generator (and loads
-    the reference images) into the file; it costs a generator pass per stimulus.
+    the reference images) into the file; it costs a generator pass per stimulus. A
+    ``kind = "module"`` generator runs only when ``trust_generator`` names its factory.
 
     Raises:
         NwbUnavailableError: pynwb is not installed.
@@ -365,6 +377,7 @@ def export_nwb(session_path: str | Path, out: str | Path, *, images: bool = Fals
     session = read_session(session_path)
     if not session.blocks:
         raise SessionFileError(f"{session_path}: the session has no completed block; nothing to export")
+    generator_spec = _generator_to_render(session, trust_generator) if images else None
     for block in session.blocks:
         _showings(block, session_path)  # every showing checked before anything reads it
     name, kind = _protocol_name(session)
@@ -436,7 +449,7 @@ def export_nwb(session_path: str | Path, out: str | Path, *, images: bool = Fals
 
     n_images = 0
     if images:
-        n_images = _add_images(nwb, session, stimuli, shown, times)
+        n_images = _add_images(nwb, session, generator_spec, stimuli, shown, times)
 
     tmp = out.with_name(f".{out.stem}.writing.nwb")  # pynwb warns about names not ending in .nwb
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -560,12 +573,13 @@ def _add_units(nwb, spikes: DecodedSpikes, times: _Times, clock_maps: list[dict[
     return total, unconverted
 
 
-def _add_images(nwb, session: RecordedSession, stimuli: _Columns, shown: _Columns, times: _Times) -> int:
+def _add_images(nwb, session: RecordedSession, spec: ProtocolSpec, stimuli: _Columns, shown: _Columns,
+                times: _Times) -> int:
     """Images of every stimulus (stimulus templates) and an IndexSeries of which one each onset showed."""
     from pynwb.base import ImageReferences, Images
     from pynwb.image import IndexSeries, RGBImage
 
-    pixels = _render_images(session, stimuli)
+    pixels = _render_images(session, spec, stimuli)
     frames = [RGBImage(name=f"stimulus_{i:06d}", data=pixels[i], description=stimuli.values["stimulus_id"][i])
               for i in range(len(pixels))]
     library = Images(name="stimulus_images", images=frames, order_of_images=ImageReferences(name="order_of_images", data=frames),

@@ -16,23 +16,28 @@ scores alone, so:
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import socket
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
+from urllib.parse import urlsplit
 
 import numpy as np
 import torch
 
 from protocols.base import Block, Responses
 from protocols.evolution import Evolution
+from protocols.generators import require_trusted_factory
 from protocols.generators.base import Generator
 from protocols.optimizers import build_optimizer
-from protocols.spec import ProtocolError, ProtocolSpec, parse_protocol
+from protocols.spec import MAX_GENERATIONS, ProtocolError, ProtocolSpec, parse_protocol
 from rig.controller import Controller
 from rig.display import Display, Presentations
 from rig.responses import ResponseSource
 from rig.session import RecordedBlock, RecordedSession, SessionFileError, SessionWriter, package_versions, read_session
+from rig.session.checkpoints import restore_latest
 
 #: Never due: a replay has no use for new optimizer checkpoints (they can be ~270 MB each).
 _NO_CHECKPOINTS = 2**62
@@ -157,6 +162,40 @@ def _provenance(session: RecordedSession, key: str) -> Any:
     return session.provenance[key]
 
 
+def recorded_thread_seeds(session: RecordedSession) -> list[int]:
+    """The provenance's ``thread_seeds``: a non-empty list of integer seeds in [0, 2**32)."""
+    seeds = _provenance(session, "thread_seeds")
+    if not isinstance(seeds, list) or not seeds or not all(
+            isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**32 for s in seeds):
+        raise SessionFileError(f"{session.path}: provenance thread_seeds must be a non-empty list of integers in "
+                               f"[0, 2**32), got {_short(seeds)}")
+    return seeds
+
+
+def recorded_thread_channels(session: RecordedSession, threads: int, channels: int) -> list[int]:
+    """The provenance's ``thread_channels``: one channel index in 0..channels-1 per thread."""
+    found = _provenance(session, "thread_channels")
+    if not isinstance(found, list) or len(found) != threads or not all(
+            isinstance(c, int) and not isinstance(c, bool) and 0 <= c < channels for c in found):
+        raise SessionFileError(f"{session.path}: provenance thread_channels must list one channel index in "
+                               f"0..{channels - 1} for each of the {threads} thread(s), got {_short(found)}")
+    return found
+
+
+def recorded_generations(session: RecordedSession) -> int:
+    """The provenance's ``generations``: an integer in 1..MAX_GENERATIONS."""
+    generations = _provenance(session, "generations")
+    if isinstance(generations, bool) or not isinstance(generations, int) or not 1 <= generations <= MAX_GENERATIONS:
+        raise SessionFileError(f"{session.path}: provenance generations must be an integer in 1..{MAX_GENERATIONS}, "
+                               f"got {_short(generations)}")
+    return generations
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _contiguous(session: RecordedSession) -> None:
     indices = [b.index for b in session.blocks]
     if indices != list(range(len(indices))):
@@ -170,8 +209,8 @@ def replay_protocol(session: RecordedSession, spec: ProtocolSpec) -> Evolution:
         raise SessionFileError(f"{session.path}: a {spec.kind!r} session has no optimizer to replay")
     if not session.blocks:
         raise SessionFileError(f"{session.path}: no complete block recorded; nothing to replay")
-    seeds = [int(s) for s in _provenance(session, "thread_seeds")]
-    channels = [int(c) for c in _provenance(session, "thread_channels")]
+    seeds = recorded_thread_seeds(session)
+    channels = recorded_thread_channels(session, len(seeds), len(session.blocks[0].channel_names))
     dim = session.blocks[0].codes.shape[-1]
     try:
         optimizers = [build_optimizer(dim=dim, seed=s, **spec.optimizer) for s in seeds]
@@ -242,11 +281,54 @@ def recorded_run_choices(session: RecordedSession) -> dict[str, Any]:
     return {"units": kwargs["units"], "weights": kwargs.get("weights"), "display": "headless"}
 
 
-def resume_session(path: str | Path, device: torch.device) -> Resumed:
+def _recorded_units(session: RecordedSession, choices: dict[str, Any]) -> list[str]:
+    units = choices["units"]
+    if not isinstance(units, list) or not units or not all(isinstance(u, str) for u in units):
+        raise SessionFileError(f"{session.path}: provenance resume_with units must be a non-empty list of unit "
+                               f"specs, got {_short(units)}")
+    return units
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is this machine: ``localhost`` or a loopback address (names are not resolved)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_stream_allowed(path: Path, units: Sequence[str], confirmed: Sequence[str] | None,
+                         allow_remote: bool) -> None:
+    """A session file may point a resume at a recording stream on another machine only when the user agrees.
+
+    ``confirmed`` is ``--neuron`` as given with ``--resume``: it must repeat the
+    recorded neuron, and then counts as agreement; so does ``allow_remote``.
+    """
+    if confirmed and list(confirmed) != list(units):
+        raise SessionFileError(f"{path}: --neuron {list(confirmed)} with --resume must repeat the recorded neuron "
+                               f"{list(units)}; a resume cannot change it")
+    for unit in units:
+        if not unit.startswith("zmq://"):
+            continue
+        host = urlsplit(unit).hostname or ""
+        if not is_loopback(host) and not allow_remote and not confirmed:
+            raise SessionFileError(f"{path} asks to connect to the recording stream {unit!r} on host {host!r}, "
+                                   f"not this machine; add --allow-remote-stream (or repeat --neuron {unit}) "
+                                   f"if you mean to connect there")
+
+
+def resume_session(path: str | Path, device: torch.device, trust_generator: str | None = None,
+                   confirmed_neuron: Sequence[str] | None = None, allow_remote_stream: bool = False) -> Resumed:
     """Rebuild a killed session's parts, restore the optimizer and replay the recorded blocks after it.
 
     Everything is checked, and the recorded blocks are replayed, before the
     file is touched; then the writer merges the journal and records the resume.
+    A ``kind = "module"`` generator in the file runs only when ``trust_generator``
+    names the same factory (the file is not the user's own configuration), and a
+    recording stream on another machine is connected to only with
+    ``allow_remote_stream`` or a ``confirmed_neuron`` that repeats the recorded one.
     """
     from rig.assemble import assemble, resolve_neuron  # builds models: only when resuming
 
@@ -257,30 +339,31 @@ def resume_session(path: str | Path, device: torch.device) -> Resumed:
     spec = recorded_spec(session)
     if spec.kind != "evolution":
         raise SessionFileError(f"{path}: only evolution sessions can be resumed, this one is {spec.kind!r}")
+    require_trusted_factory(spec.generator, trust_generator, str(path))
     _contiguous(session)
     choices = recorded_run_choices(session)
-    neuron = resolve_neuron(spec, list(choices["units"]), choices.get("weights"))
+    units = _recorded_units(session, choices)
+    check_stream_allowed(path, units, confirmed_neuron, allow_remote_stream)
+    recorded_seeds = recorded_thread_seeds(session)
+    weights = choices.get("weights")
+    if weights is not None and not isinstance(weights, str):
+        raise SessionFileError(f"{path}: provenance resume_with weights must be a string, got {_short(weights)}")
+    neuron = resolve_neuron(spec, units, weights)
     parts = assemble(spec, neuron, device=device, seed=int(session.attrs["seed"]),
-                     generations=int(_provenance(session, "generations")),
+                     generations=recorded_generations(session),
                      display_kind=choices.get("display", "headless"))
     protocol = parts.protocol
     if list(protocol.reference_ids) != list(session.reference_ids):
         raise SessionFileError(f"{path}: the reference images found now differ from the recorded ones "
                                f"({protocol.reference_ids[:3]}... vs {session.reference_ids[:3]}...)")
-    if [int(s) for s in parts.provenance["thread_seeds"]] != [int(s) for s in _provenance(session, "thread_seeds")]:
+    if [int(s) for s in parts.provenance["thread_seeds"]] != recorded_seeds:
         raise SessionFileError(f"{path}: thread seeds rebuilt from the recorded seed differ from the recorded ones")
 
     done = len(session.blocks)
-    earlier = [i for i in session.checkpoints if i < done]
-    restored_after = max(earlier) if earlier else None
-    start = 0
-    if restored_after is not None:
-        try:
-            protocol.restore(session.checkpoint(restored_after), restored_after + 1)
-        except (KeyError, ValueError) as exc:
-            raise SessionFileError(f"{path}: cannot restore the optimizer checkpoint after block "
-                                   f"{restored_after}: {exc}") from None
-        start = restored_after + 1
+    restored_after, warnings = restore_latest(protocol, session, done)  # past damaged checkpoints, saying so
+    for warning in warnings:
+        print(f"rig run: warning: {warning}", file=sys.stderr)
+    start = 0 if restored_after is None else restored_after + 1
     try:
         if done > start:
             fast_forward = Controller(protocol, RecordedDisplay(session), RecordedResponses(session),

@@ -60,12 +60,14 @@ def _natural_for(thread: Thread, session: RecordedSession, screenings: Sequence[
 
 
 def build_report(sessions: Sequence[str | Path], out: str | Path, natural: Sequence[str | Path] = (),
-                 network: str = "auto", k: int = 5, nearest: bool = True) -> Path:
+                 network: str = "auto", k: int = 5, nearest: bool = True,
+                 trust_generator: str | None = None) -> Path:
     """Write ``out/index.html`` and its PNG figures for evolution ``sessions``; return the HTML path.
 
     ``natural`` are screening session files; ``network`` picks the feature
     network for nearest natural images (``auto``: ResNet-101 if present, else
-    EfficientNet-Lite0); ``nearest=False`` skips that analysis.
+    EfficientNet-Lite0); ``nearest=False`` skips that analysis. A session's ``kind = "module"``
+    generator runs only when ``trust_generator`` names its factory.
     """
     if not sessions:
         raise ValueError("rig report: give at least one evolution session file")
@@ -83,7 +85,7 @@ def build_report(sessions: Sequence[str | Path], out: str | Path, natural: Seque
         threads = session_threads(session)
         if not threads:
             raise ValueError(f"{session.path}: not an evolution session; pass screening sessions with --natural")
-        generator = session_generator(session)
+        generator = session_generator(session, trust_generator=trust_generator)
         stem = f"s{number}"
         plot_trajectory(session, out / f"{stem}_trajectory.png")
         for t in threads:

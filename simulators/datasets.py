@@ -3,7 +3,8 @@
 Three layouts are read, detected from the folder:
 
 - **CIFAR-10 python batches**: ``data_batch_1`` … ``data_batch_5`` and ``test_batch``
-  (pickles from ``cifar-10-python.tar.gz``), in the folder or its ``cifar-10-batches-py/``;
+  (pickles from ``cifar-10-python.tar.gz``), in the folder or its ``cifar-10-batches-py/``, read as data
+  only (:mod:`simulators.safe_pickle`: a crafted batch cannot run code);
 - **IDX files** of the MNIST family (MNIST, Fashion-MNIST, e.g. Debian's
   ``/usr/share/datasets/fashion-mnist``): ``train-images-idx3-ubyte[.gz]``,
   ``train-labels-idx1-ubyte[.gz]``, ``t10k-images-idx3-ubyte[.gz]``, ``t10k-labels-idx1-ubyte[.gz]``;
@@ -23,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from simulators.safe_pickle import load_data_pickle
 
 __all__ = ["ImageData", "load_dataset", "load_cifar10", "load_idx", "load_image_folder_split", "IMAGE_SIZE"]
 
@@ -101,23 +104,29 @@ def _cifar_folder(folder: Path) -> Path | None:
 
 
 def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        with open(path, "rb") as f:
-            # The official format is a pickle; only open batches you trust.
-            batch = pickle.load(f, encoding="bytes")
-    except (OSError, pickle.UnpicklingError, EOFError) as exc:
-        raise ValueError(f"{path}: not a CIFAR-10 python batch: {exc}") from None
+    batch = _read_pickle(path)
     if not isinstance(batch, dict):
         raise ValueError(f"{path}: not a CIFAR-10 python batch (a {type(batch).__name__}, not a dict)")
     data = batch.get(b"data", batch.get("data"))
     labels = batch.get(b"labels", batch.get("labels"))
     if data is None or labels is None:
         raise ValueError(f"{path}: a CIFAR-10 batch needs 'data' and 'labels', has {sorted(map(str, batch))}")
-    data = np.asarray(data)
+    if not isinstance(data, np.ndarray) or not isinstance(labels, (list, np.ndarray)) or not all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 0 <= v < 2**31 for v in labels):
+        raise ValueError(f"{path}: a CIFAR-10 batch's 'data' must be an array and its 'labels' a list of class "
+                         f"indices, got {type(data).__name__} and {type(labels).__name__}")
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
         raise ValueError(f"{path}: 'data' must be uint8 (N, 3072) with N labels, got {data.dtype} {data.shape} "
                          f"and {len(labels)} labels")
     return data.reshape(-1, 3, 32, 32), np.asarray(labels, dtype=np.int64)
+
+
+def _read_pickle(path: Path) -> object:
+    """A CIFAR-10 batch file's data, read without running code (see simulators/safe_pickle.py)."""
+    try:
+        return load_data_pickle(path)
+    except (OSError, pickle.UnpicklingError, EOFError) as exc:
+        raise ValueError(f"{path}: not a CIFAR-10 python batch: {exc}") from None
 
 
 def load_cifar10(folder: str | Path) -> tuple[ImageData, ImageData]:
@@ -144,9 +153,9 @@ def _cifar_classes(root: Path) -> list[str]:
 
     meta = root / "batches.meta"
     if meta.is_file():
-        with open(meta, "rb") as f:
-            names = pickle.load(f, encoding="bytes").get(b"label_names")
-        if names:
+        table = _read_pickle(meta)
+        names = table.get(b"label_names") if isinstance(table, dict) else None
+        if isinstance(names, list) and names:
             return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
     return list(CIFAR10_CLASSES)
 

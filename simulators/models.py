@@ -216,8 +216,22 @@ def _map_keys_in_order(
     return mapped
 
 
+def _read_checkpoint(path: str) -> object:
+    """``torch.load`` of tensors only; anything else (a text file, a pickle of code) is a ValueError naming the file."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:
+        raise
+    except Exception as exc:  # torch raises many kinds for a file that is not a checkpoint (IndexError among them)
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        raise ValueError(f"weights {path}: not a PyTorch weights file ({type(exc).__name__}: {first_line})") from None
+
+
 def _load_weights(model: nn.Module, cfg: ModelCfg, path: str) -> None:
-    state = _unwrap_checkpoint(torch.load(path, map_location="cpu", weights_only=True), path)
+    state = _unwrap_checkpoint(_read_checkpoint(path), path)
+    odd = [k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if odd:
+        raise ValueError(f"weights {path}: not a state dict of named tensors (e.g. entry {str(odd[0])[:60]!r})")
     target = model.state_dict()
     if cfg.state_dict_keys == "in_order" and set(state) != set(target):
         state = _map_keys_in_order(state, target, path)

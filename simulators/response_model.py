@@ -38,6 +38,13 @@ RECTIFIERS = ("relu", "softplus")
 NOISES = ("none", "poisson")
 
 
+#: Limits: |gain| and |offset| in spikes/s (per unit of activation), seconds for windows and latencies, so a
+#: rate times a window stays far inside what a Poisson draw accepts (a neuron fires < 1000 spikes/s).
+MAX_RATE_SCALE = 1e6
+MAX_SECONDS = 10.0
+MAX_MULTIPLICATIVE_SD = 100.0
+
+
 def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
 
@@ -63,18 +70,21 @@ class ResponseModelConfig:
 
     def __post_init__(self) -> None:
         for name in ("gain", "offset"):
-            if not _is_number(getattr(self, name)):
-                raise ValueError(f"{name}: expected a finite number, got {getattr(self, name)!r}")
+            value = getattr(self, name)
+            if not _is_number(value) or abs(value) > MAX_RATE_SCALE:
+                raise ValueError(f"{name}: expected a number with |{name}| <= {MAX_RATE_SCALE:g}, got {value!r}")
         if self.rectify not in RECTIFIERS:
             raise ValueError(f"rectify: expected one of {list(RECTIFIERS)}, got {self.rectify!r}")
         if self.noise not in NOISES:
             raise ValueError(f"noise: expected one of {list(NOISES)}, got {self.noise!r}")
-        if not _is_number(self.window_s) or self.window_s <= 0:
-            raise ValueError(f"window_s: expected a number of seconds > 0, got {self.window_s!r}")
-        if not _is_number(self.latency_s) or self.latency_s < 0:
-            raise ValueError(f"latency_s: expected a number of seconds >= 0, got {self.latency_s!r}")
-        if not _is_number(self.multiplicative_sd) or self.multiplicative_sd < 0:
-            raise ValueError(f"multiplicative_sd: expected a number >= 0, got {self.multiplicative_sd!r}")
+        if not _is_number(self.window_s) or not 0 < self.window_s <= MAX_SECONDS:
+            raise ValueError(f"window_s: expected a number of seconds in (0, {MAX_SECONDS:g}], got {self.window_s!r}")
+        if not _is_number(self.latency_s) or not 0 <= self.latency_s <= MAX_SECONDS:
+            raise ValueError(f"latency_s: expected a number of seconds in [0, {MAX_SECONDS:g}], "
+                             f"got {self.latency_s!r}")
+        if not _is_number(self.multiplicative_sd) or not 0 <= self.multiplicative_sd <= MAX_MULTIPLICATIVE_SD:
+            raise ValueError(f"multiplicative_sd: expected a number in [0, {MAX_MULTIPLICATIVE_SD:g}], "
+                             f"got {self.multiplicative_sd!r}")
         if self.seed is not None and not (
             isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed < 2**32
         ):

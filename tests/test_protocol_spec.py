@@ -45,8 +45,8 @@ def test_good_protocol_fields():
 @pytest.mark.parametrize(
     "old, new, expected",
     [
-        ("generations = 5", 'generations = "five"', r"\[protocol\] generations: expected an integer >= 1, got 'five'"),
-        ("generations = 5", "generations = 0", r"\[protocol\] generations: expected an integer >= 1, got 0"),
+        ("generations = 5", 'generations = "five"', r"\[protocol\] generations: expected an integer in 1\.\.100000, got 'five'"),
+        ("generations = 5", "generations = 0", r"\[protocol\] generations: expected an integer in 1\.\.100000, got 0"),
         ("generations = 5", "generations = true", r"\[protocol\] generations"),
         ("generations = 5\n", "", r"\[protocol\] generations: missing"),
         ('kind = "evolution"', 'kind = "evolutoin"', r"\[protocol\] kind: expected one of \['evolution', 'screening'\]"),
@@ -54,8 +54,8 @@ def test_good_protocol_fields():
         ("[optimizer]", "[optimiser]", r"\[top level\]: unknown field\(s\) \['optimiser'\]"),
         ('units = ["test_cnn:features.2:unit=1"]', "units = []", r"\[neuron\] units: expected a non-empty list"),
         ("[neuron]", "[evolution]\nthreads = 0\n[neuron]", r"\[evolution\] threads: expected an integer in 1..256, got 0"),
-        ("[neuron]", "[neuron]\nmax_batch = 0", r"\[neuron\] max_batch: expected an integer >= 1, got 0"),
-        ("[neuron]", "[neuron]\nmax_batch = 8.5", r"\[neuron\] max_batch: expected an integer >= 1, got 8.5"),
+        ("[neuron]", "[neuron]\nmax_batch = 0", r"\[neuron\] max_batch: expected an integer in 1\.\.4096, got 0"),
+        ("[neuron]", "[neuron]\nmax_batch = 8.5", r"\[neuron\] max_batch: expected an integer in 1\.\.4096, got 8.5"),
     ],
 )
 def test_bad_field_is_named(old, new, expected):

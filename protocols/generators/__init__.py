@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from .base import Generator
-from .custom import ModuleGenerator, build_module_generator
+from .custom import ModuleGenerator, UntrustedFactoryError, build_module_generator, require_trusted_factory
 from .deepsim import (
     DEEPSIM_VARIANTS,
     DeePSiM,
@@ -37,11 +37,13 @@ __all__ = [
     "FourierImageSpace",
     "Generator",
     "ModuleGenerator",
+    "UntrustedFactoryError",
     "build_generator",
     "deepsim_cache_dir",
     "find_cached_weights",
     "load_deepsim",
     "load_deepsim_fc6",
+    "require_trusted_factory",
 ]
 
 

@@ -16,24 +16,55 @@ latter is wrapped in :class:`ModuleGenerator`, which checks every output, so a
 GAN that emits [-1, 1] fails with a message instead of showing wrong pixels.
 
 Naming a factory imports and runs that code, exactly as running a script
-would: protocol files are trusted configuration.
+would: protocol files are trusted configuration. A session file is not: a
+factory named inside one (its stored protocol or provenance) runs only when the
+user names the same factory on the command line (``--trust-generator``), as
+:func:`require_trusted_factory` checks.
 """
 from __future__ import annotations
 
 import importlib
 import re
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from torch import nn
 
 from .base import Generator
 
-__all__ = ["ModuleGenerator", "build_module_generator", "resolve_factory"]
+__all__ = ["ModuleGenerator", "UntrustedFactoryError", "build_module_generator", "require_trusted_factory",
+           "resolve_factory"]
 
 _FACTORY = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
 # A little slack for float rounding in a final sigmoid or rescale; beyond it is a units mistake.
 _RANGE_TOLERANCE = 1e-3
+
+
+class UntrustedFactoryError(ValueError):
+    """A file from elsewhere (a session file) names a generator factory the user did not trust."""
+
+
+def require_trusted_factory(options: Mapping[str, Any], trusted: str | None, source: str) -> None:
+    """Refuse a ``kind = "module"`` generator named in ``source`` unless ``trusted`` names the same factory.
+
+    ``options`` is a ``[generator]`` table as stored in a session file; any other
+    kind runs no user code and passes. ``trusted`` is what the user gave with
+    ``--trust-generator`` (None: nothing trusted).
+
+    Raises:
+        UntrustedFactoryError: naming the factory the file asks to run and the option that allows it.
+    """
+    if options.get("kind") != "module":
+        return
+    factory = options.get("factory")
+    if isinstance(factory, str) and factory == trusted:
+        return
+    if not isinstance(factory, str) or not _FACTORY.match(factory):
+        raise UntrustedFactoryError(f"{source} names a malformed generator factory {factory!r}; it is not run")
+    given = "" if trusted is None else f" (--trust-generator names {trusted!r}, not this factory)"
+    raise UntrustedFactoryError(
+        f"{source} asks to run the generator factory {factory!r} ([generator] kind = \"module\"), and a session "
+        f"file runs no code unless you name it: if you trust that code, add --trust-generator {factory}{given}")
 
 
 def resolve_factory(factory: Any) -> Any:

@@ -61,6 +61,11 @@ def _frequencies(max_frequency: int) -> list[tuple[int, int]]:
     return sorted(half, key=lambda p: (p[0] ** 2 + p[1] ** 2, p[1], p[0]))
 
 
+#: Limits: max_frequency 64 is a 49,923-number code, and 1024-pixel images are 12 MB each (float32).
+MAX_FREQUENCY = 64
+MAX_IMAGE_SIZE = 1024
+
+
 class FourierImageSpace(Generator):
     """Weightless image space: 1/f-scaled low-frequency Fourier codes → RGB images in [0, 1].
 
@@ -79,8 +84,10 @@ class FourierImageSpace(Generator):
         for name, value in (("max_frequency", max_frequency), ("image_size", image_size)):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(f"{name} must be an int, got {value!r}")
-        if max_frequency < 1:
-            raise ValueError(f"max_frequency must be >= 1, got {max_frequency}")
+        if not 1 <= max_frequency <= MAX_FREQUENCY:
+            raise ValueError(f"max_frequency must be in 1..{MAX_FREQUENCY}, got {max_frequency}")
+        if image_size > MAX_IMAGE_SIZE:
+            raise ValueError(f"image_size must be <= {MAX_IMAGE_SIZE} pixels, got {image_size}")
         if image_size <= 2 * max_frequency:
             # Above the Nyquist limit the frequencies would alias.
             raise ValueError(

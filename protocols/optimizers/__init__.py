@@ -26,6 +26,8 @@ __all__ = [
     "SimpleES",
     "build_optimizer",
     "optimizer_options",
+    "optimizer_state_bytes",
+    "optimizer_values",
 ]
 
 
@@ -36,8 +38,8 @@ class _Option:
     default: Any
 
 
-def _int_at_least(low: int) -> Callable[[Any], bool]:
-    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low
+def _int_in(low: int, high: int) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
 
 
 def _number(low: float, high: float = math.inf, *, low_open: bool = False) -> Callable[[Any], bool]:
@@ -48,8 +50,13 @@ def _number(low: float, high: float = math.inf, *, low_open: bool = False) -> Ca
     return check
 
 
-_POPSIZE = _Option(_int_at_least(2), "an int >= 2", 40)
-_SIGMA0 = _Option(_number(0, low_open=True), "a finite number > 0", 3.0)
+#: Limits, beyond which a protocol would exhaust memory or overflow before any block could say why.
+MAX_POPSIZE = 10_000
+#: Step sizes in code units (codes are O(1); the labs start at 3).
+MAX_STEP = 1e4
+_POPSIZE = _Option(_int_in(2, MAX_POPSIZE), f"an int in 2..{MAX_POPSIZE}", 40)
+_SIGMA0 = _Option(_number(0, MAX_STEP, low_open=True), f"a number in (0, {MAX_STEP:g}]", 3.0)
+_STEP = f"a number in (0, {MAX_STEP:g}]"
 
 #: kind -> (class, {option: spec})
 _KINDS: dict[str, tuple[type[Optimizer], dict[str, _Option]]] = {
@@ -61,16 +68,17 @@ _KINDS: dict[str, tuple[type[Optimizer], dict[str, _Option]]] = {
     "cholesky-cmaes": (CholeskyCMAES, {
         "popsize": _POPSIZE,
         "sigma0": _SIGMA0,
-        "update_every": _Option(_int_at_least(1), "an int >= 1 (generations between factor updates)", 10),
+        "update_every": _Option(_int_in(1, 1_000_000), "an int in 1..1000000 (generations between factor updates)",
+                                10),
     }),
     "genetic": (Genetic, {
         "popsize": _POPSIZE,
         "mutation_rate": _Option(_number(0, 1), "a number in [0, 1]", 0.25),
-        "mutation_size": _Option(_number(0, low_open=True), "a finite number > 0", 0.75),
-        "kT_multiplier": _Option(_number(0, low_open=True), "a finite number > 0", 2.0),
-        "n_conserve": _Option(_int_at_least(0), "an int >= 0 and < popsize", 10),
+        "mutation_size": _Option(_number(0, MAX_STEP, low_open=True), _STEP, 0.75),
+        "kT_multiplier": _Option(_number(0, MAX_STEP, low_open=True), _STEP, 2.0),
+        "n_conserve": _Option(_int_in(0, MAX_POPSIZE - 1), "an int >= 0 and < popsize", 10),
         "parental_skew": _Option(_number(0.5, 1), "a number in [0.5, 1]", 0.75),
-        "init_sigma": _Option(_number(0, low_open=True), "a finite number > 0", 1.0),
+        "init_sigma": _Option(_number(0, MAX_STEP, low_open=True), _STEP, 1.0),
     }),
     "simple-es": (SimpleES, {
         "popsize": _POPSIZE,
@@ -94,6 +102,18 @@ def _check_kind(kind: str) -> None:
         raise ValueError(f"unknown optimizer kind {kind!r}; valid kinds: {', '.join(OPTIMIZER_KINDS)}")
 
 
+def optimizer_state_bytes(kind: str, dim: int, popsize: int, diagonal: bool = False) -> int:
+    """Roughly how many bytes one optimizer of ``kind`` holds for codes of length ``dim`` (float64 arrays).
+
+    Full-covariance strategies hold a few ``dim x dim`` matrices (pycma: the
+    covariance, its eigenbasis and a work copy; Cholesky: the factor and its
+    inverse); the others, and every kind's asked and told populations, scale
+    with ``popsize x dim``.
+    """
+    matrices = {"cmaes": 0 if diagonal else 4, "cholesky-cmaes": 3}.get(kind, 0)
+    return 8 * (matrices * dim * dim + 4 * popsize * dim + 32 * dim)
+
+
 def build_optimizer(kind: str, dim: int, seed: int, **options: Any) -> Optimizer:
     """Build the optimizer ``kind`` for codes of length ``dim``, seeded with ``seed``.
 
@@ -108,8 +128,17 @@ def build_optimizer(kind: str, dim: int, seed: int, **options: Any) -> Optimizer
         ValueError: unknown kind, unknown option or invalid value; the message
             names it and says what is valid.
     """
+    values = optimizer_values(kind, **options)
+    return _KINDS[kind][0](dim, seed=seed, **values)
+
+
+def optimizer_values(kind: str, **options: Any) -> dict[str, Any]:
+    """Every option of ``kind``: the defaults overridden by ``options``, each checked (as :func:`build_optimizer`).
+
+    Nothing is built, so sizes can be checked before any memory is spent.
+    """
     _check_kind(kind)
-    cls, specs = _KINDS[kind]
+    specs = _KINDS[kind][1]
     unknown = sorted(set(options) - set(specs))
     if unknown:
         raise ValueError(
@@ -125,4 +154,4 @@ def build_optimizer(kind: str, dim: int, seed: int, **options: Any) -> Optimizer
     if kind == "genetic" and values["n_conserve"] >= values["popsize"]:
         raise ValueError(f"optimizer 'genetic': n_conserve = {values['n_conserve']} is invalid; "
                          f"n_conserve must be < popsize = {values['popsize']}")
-    return cls(dim, seed=seed, **values)
+    return values

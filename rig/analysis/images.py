@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from protocols.generators import build_generator
+from protocols.generators import build_generator, require_trusted_factory
 from protocols.generators.base import Generator
 from rig.analysis.sources import session_thread
 from rig.session import RecordedSession, read_session
@@ -19,11 +19,16 @@ from simulators.natural_images import load_foolbox_imagenet, load_image_folder
 BUNDLED = "foolbox-imagenet"
 
 
-def session_generator(session: RecordedSession, weights: str | None = None) -> Generator:
-    """Rebuild the session's generator from its provenance (``weights`` overrides a GAN weight path)."""
+def session_generator(session: RecordedSession, weights: str | None = None,
+                      trust_generator: str | None = None) -> Generator:
+    """Rebuild the session's generator from its provenance (``weights`` overrides a GAN weight path).
+
+    A ``kind = "module"`` generator runs only when ``trust_generator`` names its factory.
+    """
     options = dict(session.provenance.get("generator") or {})
     if not options:
         raise ValueError(f"{session.path}: no generator recorded (a screening session has no prototypes)")
+    require_trusted_factory(options, trust_generator, f"{session.path} (its provenance)")
     if weights is not None:
         options["weights"] = weights
     elif isinstance(options.get("weights"), str):

@@ -19,6 +19,7 @@ from rig.analysis.convergence import DEFAULT_THRESHOLDS, convergence
 from rig.analysis.prototype import prototype_vs_natural
 from rig.analysis.sources import (is_session_file, load_prototype_scores, load_scores, load_trajectory,
                                   session_thread, session_threads)
+from rig.commands._options import add_trust_generator
 from rig.session import read_session
 
 HELP = "analyses: trajectory, convergence, prototype vs natural images, nearest natural images"
@@ -56,6 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="foolbox-imagenet (bundled), an image folder, or a screening session file")
     p.add_argument("--thread", type=int, default=0)
     p.add_argument("--k", type=int, default=5)
+    add_trust_generator(p)
     p.add_argument("--network", default="auto", help="auto (ResNet-101 if its weights are present, else "
                                                       "efficientnet_lite0), resnet101, efficientnet_lite0")
     p.add_argument("--json", action="store_true")
@@ -139,7 +141,7 @@ def _nearest(args: argparse.Namespace) -> int:
     session = read_session(args.session)
     t = session_thread(session, args.thread)
     code, score, generation = best_code(session, t.thread, t.channel)
-    prototype = render(session_generator(session), code[None])
+    prototype = render(session_generator(session, trust_generator=args.trust_generator), code[None])
     extractor = FeatureExtractor(args.network)
     natural, ids = load_natural_images(args.natural, extractor.cfg.input_size)
     found = nearest_natural_images(prototype, natural, args.k, extractor)

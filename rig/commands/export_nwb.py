@@ -16,6 +16,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from rig.commands._options import add_trust_generator
+
 HELP = "export a session file to NWB (Neurodata Without Borders): presentations, codes, spikes, scores"
 
 #: Exit status for bad input or a missing extra (as rig.cli.EXIT_USAGE).
@@ -30,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also render every stimulus with the protocol's generator and store the images "
                              "(seconds per image for DeePSiM on a CPU)")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    add_trust_generator(parser)
     who = parser.add_argument_group("subject and lab (not in the session file; archives such as DANDI need them)")
     who.add_argument("--subject-id", help="the animal's identifier (in silico, default: the simulated model)")
     who.add_argument("--species", help="Latin binomial, e.g. 'Macaca mulatta'")
@@ -48,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
                            experimenters=tuple(args.experimenter), lab=args.lab, institution=args.institution)
     try:
         summary = export_nwb(args.session, args.out, images=args.images, overwrite=args.overwrite,
-                             metadata=metadata)
+                             metadata=metadata, trust_generator=args.trust_generator)
     except NwbUnavailableError as exc:
         print(f"rig export-nwb: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

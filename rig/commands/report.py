@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from rig.commands._options import add_trust_generator
 from rig.report import build_report
 
 HELP = "HTML report of evolution sessions: trajectories, prototypes, natural images, convergence"
@@ -24,10 +25,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                           "efficientnet_lite0), resnet101, efficientnet_lite0")
     parser.add_argument("--k", type=int, default=5, help="nearest natural images to show")
     parser.add_argument("--no-nearest", action="store_true", help="skip the nearest-natural-images analysis")
+    add_trust_generator(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Build the report and print where it is."""
-    page = build_report(args.sessions, args.out, args.natural, args.network, args.k, not args.no_nearest)
+    page = build_report(args.sessions, args.out, args.natural, args.network, args.k, not args.no_nearest,
+                        trust_generator=args.trust_generator)
     print(f"rig report: wrote {page} ({len(list(page.parent.glob('*.png')))} figures)")
     return 0

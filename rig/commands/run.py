@@ -2,14 +2,18 @@
 from __future__ import annotations
 
 import argparse
+import math
+import os
+import re
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from protocols.spec import load_protocol
+from protocols.spec import MAX_GENERATIONS, SEED_LIMIT, load_protocol
 from rig.assemble import assemble, pick_device, resolve_neuron
+from rig.commands._options import add_trust_generator, bounded_int
 from rig.controller import BlockReport, Controller, IncompleteBlockError
 from rig.display_choice import DISPLAY_KINDS
 from rig.outputs import write_session_outputs
@@ -26,32 +30,65 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, help="session file to create (HDF5); required unless --resume")
     parser.add_argument("--resume", type=Path, metavar="FILE.h5",
                         help="continue the killed session in FILE.h5: protocol, seeds and neuron come from the file "
-                             "(optimizer checkpoints are data only: resuming a file runs no code from it)")
+                             "(optimizer checkpoints are data only: resuming a file runs no code from it; a "
+                             "[generator] kind = \"module\" in it runs only with --trust-generator)")
     parser.add_argument("--neuron", action="append", metavar="UNIT",
                         help="unit spec MODEL:LAYER:unit=N[:pos=Y,X][:token=cls|mean|N]; repeat for several "
                              "channels (default: the protocol file's [neuron])")
     parser.add_argument("--weights", help="model weights: a file, 'random' (explicit only), or 'default'")
-    parser.add_argument("--generations", type=int, help="override the protocol's number of generations")
-    parser.add_argument("--seed", type=int, help="override the protocol's seed")
+    parser.add_argument("--generations", type=bounded_int(1, MAX_GENERATIONS),
+                        help="override the protocol's number of generations")
+    parser.add_argument("--seed", type=bounded_int(0, SEED_LIMIT - 1), help="override the protocol's seed")
     parser.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:N")
     parser.add_argument("--display", default="headless", choices=DISPLAY_KINDS,
                         help="headless (in silico, default) or psychopy (a window laid out by the protocol's [display])")
-    parser.add_argument("--sim-link", metavar="tcp://HOST:PORT",
+    parser.add_argument("--sim-link", metavar="tcp://HOST:PORT", type=_tcp_address,
                         help="with --neuron zmq://...: tell `rig sim-rig` what is shown (its side channel)")
     parser.add_argument("--pace-ms", metavar="ON,OFF", type=_pace,
                         help="headless display in real time: ON ms per stimulus, OFF ms blank "
                              "(default 100,150 with a recording)")
     parser.add_argument("--quiet", action="store_true", help="no per-generation progress lines")
+    add_trust_generator(parser)
+    parser.add_argument("--allow-remote-stream", action="store_true",
+                        help="with --resume: connect to the recording stream the file names even when it is on "
+                             "another machine (not loopback)")
+
+
+#: The longest stimulus or blank ``--pace-ms`` takes, in ms.
+MAX_PACE_MS = 60_000.0
+_TCP = re.compile(r"^tcp://(?P<host>[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\]|\*):(?P<port>\d{1,5})$")
 
 
 def _pace(text: str) -> tuple[float, float]:
     try:
-        on, off = (float(v) / 1000.0 for v in text.split(","))
+        on, off = (float(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected ON,OFF in ms, e.g. 100,150; got {text!r}") from None
-    if on <= 0 or off <= 0:
-        raise argparse.ArgumentTypeError(f"ON and OFF must be > 0 ms, got {text!r}")
-    return on, off
+    if not all(math.isfinite(v) and 0 < v <= MAX_PACE_MS for v in (on, off)):
+        raise argparse.ArgumentTypeError(f"ON and OFF must be finite numbers of ms in (0, {MAX_PACE_MS:g}], "
+                                         f"got {text!r}")
+    return on / 1000.0, off / 1000.0
+
+
+def _tcp_address(text: str) -> str:
+    """``tcp://HOST:PORT`` with a port in 1..65535 (what ZeroMQ connects to), for argparse."""
+    match = _TCP.match(text)
+    if match is None or not 0 < int(match["port"]) < 65536:
+        raise argparse.ArgumentTypeError(f"expected tcp://HOST:PORT with a port in 1..65535, "
+                                         f"e.g. tcp://127.0.0.1:5558; got {text!r}")
+    return text
+
+
+def check_out(path: Path) -> None:
+    """``--out`` must name a new file in an existing folder this process can write to."""
+    parent = path.parent
+    if path.is_dir():
+        raise ValueError(f"--out {path}: is a folder; name the session file to create, e.g. {path / 'session.h5'}")
+    if not parent.is_dir():
+        what = "does not exist" if not parent.exists() else "is not a folder"
+        raise ValueError(f"--out {path}: {parent} {what}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {path}: cannot create files in {parent} (read-only or no permission)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,6 +97,10 @@ def run(args: argparse.Namespace) -> int:
         return _resume(args)
     if args.protocol is None or args.out is None:
         raise ValueError("rig run needs a protocol file and --out FILE.h5, or --resume FILE.h5")
+    if args.trust_generator is not None or args.allow_remote_stream:
+        raise ValueError("--trust-generator and --allow-remote-stream go with --resume (a protocol file given "
+                         "directly is your own configuration: its generator factory and stream are used as written)")
+    check_out(args.out)
     spec = load_protocol(args.protocol)
     neuron = resolve_neuron(spec, args.neuron, args.weights)
     device = pick_device(args.device)
@@ -99,11 +140,12 @@ def _resume(args: argparse.Namespace) -> int:
     from rig.replay import resume_session
 
     if args.protocol is not None or args.out is not None or args.seed is not None or args.generations is not None \
-            or args.neuron or args.weights:
+            or args.weights:
         raise ValueError("--resume takes everything from the session file: give no protocol, --out, --seed, "
-                         "--generations, --neuron or --weights with it")
+                         "--generations or --weights with it (--neuron only to confirm the recorded one)")
     device = pick_device(args.device)
-    resumed = resume_session(args.resume, device)
+    resumed = resume_session(args.resume, device, trust_generator=args.trust_generator,
+                             confirmed_neuron=args.neuron, allow_remote_stream=args.allow_remote_stream)
     args.out = args.resume
     restored = "the start" if resumed.restored_after is None else f"the checkpoint after block {resumed.restored_after}"
     print(f"rig run: resuming {args.resume} ({resumed.spec.name}): {resumed.blocks_done} of "
