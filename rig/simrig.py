@@ -230,7 +230,12 @@ class SimRig:
         self.response = response_model
         self.config = config or SimRigConfig()
         c = self.config
-        self.publisher = OpenEphysPublisher(c.host, c.data_port, c.heartbeat_port, header_style=c.header_style)
+        self.truth = TruthLog(c.truth_file)  # first: a bad path fails before any socket is bound
+        try:
+            self.publisher = OpenEphysPublisher(c.host, c.data_port, c.heartbeat_port, header_style=c.header_style)
+        except OSError:
+            self.truth.close()
+            raise
         self.side = zmq.Context.instance().socket(zmq.PULL)
         self.side.setsockopt(zmq.LINGER, 0)
         self.side.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)  # a bigger message drops its peer, not sim-rig
@@ -243,8 +248,8 @@ class SimRig:
                 self.side_port = side_port
         except zmq.ZMQError as exc:
             self.publisher.close()
+            self.truth.close()
             raise OSError(f"cannot bind sim-rig's side channel on {c.host}:{side_port}: {exc}") from None
-        self.truth = TruthLog(c.truth_file)
         self.rng = np.random.default_rng(c.seed)
         self.samples_per_callback = c.block_ms * c.sample_rate / 1000.0
         longest = int(math.ceil(self.samples_per_callback)) + 1
@@ -401,8 +406,8 @@ class SimRig:
                     self.add_fault(parse_fault(frames))
                 else:
                     raise ValueError(f"unknown message {frames[0][:20]!r}; valid: {ONSET!r}, {FAULT!r}")
-            except Exception as exc:  # noqa: BLE001 - a bad message (or a stimulus the neuron refuses) never ends sim-rig
-                self._bad_message(exc)
+            except Exception as exc:  # noqa: BLE001 - a bad message, or a stimulus the neuron refuses
+                self._bad_message(exc)  # ... never ends sim-rig
 
     def _bad_message(self, exc: Exception) -> None:
         self.bad_messages += 1

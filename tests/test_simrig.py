@@ -66,6 +66,13 @@ def stop_sim_rig(process: subprocess.Popen) -> int:
         return -9
 
 
+def _connect(context: zmq.Context, kind: int, endpoint: str) -> zmq.Socket:
+    socket = context.socket(kind)
+    socket.setsockopt(zmq.LINGER, 1000)
+    socket.connect(endpoint)
+    return socket
+
+
 def _drain(sub: zmq.Socket, seconds: float, into: list) -> None:
     end = time.monotonic() + seconds
     while time.monotonic() < end:
@@ -78,8 +85,9 @@ def _block(n: int) -> Block:
                  torch.rand(n, 3, 16, 16, generator=torch.Generator().manual_seed(1)), np.zeros((0, 0, 0)))
 
 
-def _record(tmp_path: Path, onsets: int, *extra: str, before=None) -> dict:
-    """Run sim-rig, show ``onsets`` stimuli 150 ms apart, and return its frames, headers, truth and log."""
+def _record(tmp_path: Path, onsets: int, *extra: str, before=None, spacing_s: float = 0.15) -> dict:
+    """Run sim-rig, call ``before(context, ports)``, show ``onsets`` stimuli ``spacing_s`` apart, and return
+    the frames, headers, truth and log."""
     truth = tmp_path / "truth.jsonl"
     process, ports = start_sim_rig(tmp_path, "--neuron", UNIT, "--weights", "random", "--gain", "1000",
                                    "--offset", "80", "--truth-file", str(truth), *extra)
@@ -97,7 +105,7 @@ def _record(tmp_path: Path, onsets: int, *extra: str, before=None) -> dict:
         block = _block(onsets)
         for position in range(onsets):
             link(block, position, time.monotonic())
-            _drain(sub, 0.15, messages)
+            _drain(sub, spacing_s, messages)
         _drain(sub, 0.6, messages)
     finally:
         link.close()
@@ -272,47 +280,29 @@ def test_fuzzed_side_channel_frames_parse_or_raise_value_error(envelope, body, r
 
 @pytest.mark.timeout(120)
 def test_sim_rig_process_speaks_the_exact_wire_format(tmp_path):
-    process, ports = start_sim_rig(tmp_path, "--neuron", UNIT, "--weights", "random", "--gain", "1000",
-                                   "--offset", "80", "--fault", "restart@0", "--fault", "missing-ttl@1")
-    context = zmq.Context()
-    sub = context.socket(zmq.SUB)
-    sub.setsockopt(zmq.SUBSCRIBE, b"")
-    sub.connect(ports["data"])
-    req = context.socket(zmq.REQ)
-    req.connect(ports["heartbeat"])
-    link = SimRigLink(ports["side"])
-    try:
-        req.send(format_heartbeat("test", "abc"))
-        assert req.poll(5000) and req.recv() == HEARTBEAT_REPLY
-        req.send(b'{"type": "event", "event": {}}')
-        assert req.poll(5000) and req.recv() == b"message correctly parsed"  # the plugin's three answers
-        req.send(b"not json")
-        assert req.poll(5000) and req.recv() == b"JSON message could not be read"
-        sub.poll(5000)
-        block = _block(3)
-        messages: list = []
-        for position in range(3):
-            link(block, position, time.monotonic())
-            _drain(sub, 0.3, messages)
-        _drain(sub, 0.3, messages)
-    finally:
-        link.close()
-        sub.close(0)
-        req.close(0)
-        context.term()
-        status = stop_sim_rig(process)
-    log = (tmp_path / "sim-rig.log").read_text()
-    assert status == 0, log
-    assert "faults applied [('restart', 0), ('missing-ttl', 1)]" in log
+    def heartbeats(context, ports):
+        req = _connect(context, zmq.REQ, ports["heartbeat"])
+        try:
+            for request, reply in ((format_heartbeat("test", "abc"), HEARTBEAT_REPLY),  # the plugin's three answers
+                                   (b'{"type": "event", "event": {}}', b"message correctly parsed"),
+                                   (b"not json", b"JSON message could not be read")):
+                req.send(request)
+                assert req.poll(5000) and req.recv() == reply
+        finally:
+            req.close()
+
+    run = _record(tmp_path, 3, "--fault", "restart@0", "--fault", "missing-ttl@1", before=heartbeats, spacing_s=0.3)
+    messages, headers = run["frames"], run["headers"]
+    assert "faults applied [('restart', 0), ('missing-ttl', 1)]" in run["log"]
+    assert [r["epoch"] for r in run["truth"] if r["type"] in ("onset", "restart")] == [0, 1, 1, 1]
 
     assert messages and all(len(m) == 3 for m in messages)  # TTLs, spikes and data all carry a payload
     assert {m[0] for m in messages} <= {DATA_ENVELOPE, EVENT_ENVELOPE}
-    headers = [json.loads(m[1]) for m in messages]
     numbers = [h["message_num"] for h in headers]
     restart = numbers.index(1)  # the restart: counters begin again at 1 ...
     assert restart > 0
-    for run in (numbers[:restart], numbers[restart:]):
-        assert run == list(range(run[0], run[0] + len(run)))  # ... and otherwise never skip
+    for epoch in (numbers[:restart], numbers[restart:]):
+        assert epoch == list(range(epoch[0], epoch[0] + len(epoch)))  # ... and otherwise never skip
     first_data = next(h for h in headers[restart:] if h["type"] == "data")
     assert first_data["content"]["sample_num"] == 0  # ... and so does the sample clock
     # Callbacks of 1024 samples at 44.1 kHz: 696.6 samples at 30 kHz, so 697 or 696.
@@ -327,8 +317,10 @@ def test_sim_rig_process_speaks_the_exact_wire_format(tmp_path):
             assert header["spike"]["sample_num"] >= watermark - LATE_SPIKE_SAMPLES
         else:
             assert header["content"]["sample_num"] >= watermark
-    ttl_edges = [m for m, h in zip(messages, headers) if h["type"] == "event"]
-    assert len(ttl_edges) == 2  # a toggling photodiode: onsets 0 and 2; onset 1's TTL was the injected fault
+    ttl_edges = [_ttl(m, h) for m, h in zip(messages, headers) if h["type"] == "event"]
+    # A toggling photodiode: onsets 0 and 2 (onset 1's TTL was the injected fault). The patch stayed white
+    # through the restart, so onset 2 is a falling edge.
+    assert [(line, state, word) for _, line, state, word in ttl_edges] == [(0, 1, 1), (0, 0, 0)]
     spikes = [h["spike"] for h in headers if h["type"] == "spike"]
     assert {s["electrode"] for s in spikes} == {"Electrode 1"} and {s["sorted_id"] for s in spikes} == {0, 1}
 
@@ -450,9 +442,7 @@ def test_toggling_photodiode_display_latency_and_sync_line(eight_channels):
 @pytest.mark.timeout(120)
 def test_sim_rig_survives_hostile_side_channel_messages_and_pulses(tmp_path):
     def attack(context, ports):
-        push = context.socket(zmq.PUSH)
-        push.setsockopt(zmq.LINGER, 1000)
-        push.connect(ports["side"])
+        push = _connect(context, zmq.PUSH, ports["side"])
         for frames in HOSTILE.values():
             push.send_multipart(frames)
         push.send_multipart([b"hello"])

@@ -128,7 +128,7 @@ def _write(out: list[str], value: Any, indent: int) -> None:
 
 
 def dumps(obj: Any) -> str:
-    """``obj`` (dicts in the plugin's key order, lists, str, int, float, bool, None) as JUCE's JSON::toString writes it."""
+    """``obj`` (dicts in the plugin's key order, lists, str, int, float, bool, None) as JUCE's toString writes it."""
     out: list[str] = []
     _write(out, obj, 0)
     return "".join(out)
