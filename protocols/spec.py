@@ -107,6 +107,8 @@ class DisplaySpec:
 #: How the recording's response is baselined (DESIGN.md §4): the early post-onset window averaged over all
 #: trials per channel, a pre-onset window per trial, or none.
 RECORDING_BASELINES = ("early", "pre", "none")
+#: Which TTL edges mark onsets (``[recording] ttl_edges``).
+TTL_EDGES = ("rising", "falling", "both")
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,9 @@ class RecordingSpec:
     stream: str | None = None
     #: 0-based TTL line carrying stimulus onsets (photodiode or sync pulse).
     ttl_line: int = 0
+    #: Which edges on ttl_line mark onsets: "both" for a photodiode under a patch that toggles at each onset
+    #: (the PsychoPy display's), "rising" for a pulse per onset, "falling" for an inverted one.
+    ttl_edges: str = "both"
     units: tuple[str, ...] = ("*",)
     response_window_ms: tuple[float, float] = (50.0, 200.0)
     baseline: str = "early"
@@ -136,8 +141,9 @@ class RecordingSpec:
     baseline_window_ms: tuple[float, float] | None = None
     #: How far a TTL may sit from where the display's timing puts it.
     ttl_tolerance_ms: float = 10.0
-    #: How far to search for TTLs before the display-to-recording clock offset is known.
-    pairing_window_ms: float = 100.0
+    #: Longest delay from an onset (the flip) to its TTL as the recording sees it: display input lag plus
+    #: photodiode plus acquisition latency (10-100 ms on real monitors).
+    pairing_window_ms: float = 200.0
     #: None: taken from the data messages.
     sample_rate: float | None = None
     #: Seconds past the last window's end before unfinished stimuli are marked invalid.
@@ -451,12 +457,15 @@ def _recording(path: Path, table: Any) -> RecordingSpec:
         stream=section.get("stream", str, default=None),
         ttl_line=section.get("ttl_line", int, default=d.ttl_line, check=lambda v: 0 <= v < 256,
                              expected="a 0-based TTL line in 0..255"),
+        ttl_edges=section.get("ttl_edges", str, default=d.ttl_edges, check=lambda v: v in TTL_EDGES,
+                              expected=f"one of {list(TTL_EDGES)}"),
         units=tuple(u.strip() for u in units),
         response_window_ms=window("response_window_ms", d.response_window_ms, 0.0),
         baseline=baseline,
         baseline_window_ms=window("baseline_window_ms", None, -10_000.0),
         ttl_tolerance_ms=positive("ttl_tolerance_ms", d.ttl_tolerance_ms),
-        pairing_window_ms=positive("pairing_window_ms", d.pairing_window_ms),
+        pairing_window_ms=float(section.get("pairing_window_ms", number, default=d.pairing_window_ms,
+                                            check=lambda v: 0 < v <= 2000, expected="a number of ms in (0, 2000]")),
         sample_rate=section.get("sample_rate", number, default=None, check=lambda v: v > 0,
                                 expected="a number of samples per second > 0"),
         timeout_s=positive("timeout_s", d.timeout_s),

@@ -131,7 +131,8 @@ class Controller:
             if len(positions) == 0:
                 return showings
         lost = [block.stimulus_ids[i] for i in positions]
-        why = self.source.explain_invalid()
+        explain = getattr(self.source, "explain_invalid", None)  # duck-typed sources may not say
+        why = explain() if explain is not None else ""
         raise IncompleteBlockError(
             f"block {block.index}: {len(lost)} stimuli still had no valid response after "
             f"{self.max_repeats} repeats: {lost[:5]}{' ...' if len(lost) > 5 else ''}"
