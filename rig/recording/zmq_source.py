@@ -22,6 +22,7 @@ naming the endpoint and what to check.
 """
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -81,6 +82,7 @@ class ZmqRecording(ResponseSource):
         self._open = False
         self._onsets: dict[tuple[int, str], float] = {}  # (block, stimulus id) -> monotonic onset
         self.last_refusal = ""
+        self._warned_garbage = False
         self.showings = 0
         self.lag_s: list[float] = []
 
@@ -174,8 +176,10 @@ class ZmqRecording(ResponseSource):
             self._onsets.pop((block.index, sid), None)
         self.showings += 1
         self._note(closed.diagnostics)
+        self._check_garbage(log)
         diagnostics = {**closed.diagnostics, "stream": self.reader.stats.as_dict(),
-                       "reader": self.reader.health.as_dict(), "lag_s": self.lag_s[-1] if self.lag_s else None}
+                       "reader": self.reader.health.as_dict(), "lag_s": self.lag_s[-1] if self.lag_s else None,
+                       "malformed_in_showing": log.malformed, "messages_in_showing": len(log)}
         return RecordedResponses(scores=closed.scores, valid=closed.valid, channel_names=list(self.channel_names),
                                  stream_log=log, onset_monotonic=onset_m, invalid_reasons=closed.reasons,
                                  diagnostics=diagnostics)
@@ -191,6 +195,17 @@ class ZmqRecording(ResponseSource):
             self.last_refusal = f"TTL pairing refused: {pairing['refused']}"
         elif diagnostics["invalid"]:
             self.last_refusal = f"invalid stimuli by reason: {diagnostics['invalid']}"
+
+    def _check_garbage(self, log: StreamLog) -> None:
+        """Say so, once, when most of what arrives is not the plugin's format (a wrong port, another publisher)."""
+        if log.malformed * 2 > len(log) and not self._warned_garbage:
+            self._warned_garbage = True
+            first = log.malformed_kept[0] if log.malformed_kept else ""
+            print(f"rig: warning: the stream from {self.reader.endpoint} is mostly malformed: {log.malformed} of "
+                  f"{len(log)} messages in the last showing could not be read as Open Ephys ZMQ Interface messages "
+                  f"(is this the plugin's data port?); they are counted and skipped. First: {first[:200]}",
+                  file=sys.stderr, flush=True)
+            self.last_refusal = f"the stream is mostly malformed ({log.malformed} of {len(log)} messages)"
 
     def _onset_clock(self, block: Block, presentations: Presentations) -> np.ndarray:
         """Each stimulus's onset on time.monotonic, stamped by :meth:`on_onset` (or the display's own times
