@@ -74,13 +74,13 @@ def rss_mb() -> float:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
 
 
-def start_sim_rig(folder: Path, channels: int) -> tuple[subprocess.Popen, dict]:
+def start_sim_rig(folder: Path, channels: int, send_queue: int) -> tuple[subprocess.Popen, dict]:
     ready = folder / "sim-rig.json"
     log = open(folder / "sim-rig.log", "w")
     process = subprocess.Popen(
         # sim-rig's default response model: tens of spikes/s, as a cortical neuron fires.
         [sys.executable, "-m", "rig.cli", "sim-rig", "--neuron", UNIT, "--weights", "random",
-         "--channels", str(channels), "--data-port", "0", "--side-port", "0",
+         "--channels", str(channels), "--send-queue", str(send_queue), "--data-port", "0", "--side-port", "0",
          "--ready-file", str(ready)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
     while not ready.exists():
@@ -91,8 +91,8 @@ def start_sim_rig(folder: Path, channels: int) -> tuple[subprocess.Popen, dict]:
     return process, json.loads(ready.read_text())
 
 
-def run(channels: int, generations: int, folder: Path) -> dict:
-    process, ports = start_sim_rig(folder, channels)
+def run(channels: int, generations: int, folder: Path, send_queue: int) -> dict:
+    process, ports = start_sim_rig(folder, channels, send_queue)
     path = folder / "bench.toml"
     path.write_text(PROTOCOL.format(generations=generations))
     spec = load_protocol(path)
@@ -109,12 +109,16 @@ def run(channels: int, generations: int, folder: Path) -> dict:
 
     def progress(report) -> None:
         files = sorted(journal.glob("*.h5")) if journal.exists() else []
+        stats = source.reader.stats
         rows.append({"block": report.index, "seconds": report.seconds, "lag_s": source.lag_s[-1],
                      "rss_mb": rss_mb(), "bytes": files[-1].stat().st_size if files else 0,
-                     "reshows": report.repeats})
+                     "reshows": report.repeats, "gaps": stats.gaps, "lost": stats.lost_messages})
 
+    failure = ""
     try:
         Controller(parts.protocol, parts.display, source, session, progress=progress, max_repeats=5).run()
+    except Exception as exc:  # noqa: BLE001 - a bench reports how far it got
+        failure = f"{type(exc).__name__}: {exc}"
     finally:
         elapsed = time.monotonic() - started
         stats = source.reader.stats.as_dict()
@@ -125,11 +129,11 @@ def run(channels: int, generations: int, folder: Path) -> dict:
     sent = [line for line in (folder / "sim-rig.log").read_text().splitlines() if "messages sent" in line]
     return {"channels": channels, "rows": rows, "elapsed_s": elapsed, "stats": stats, "health": health,
             "messages_per_s": (stats["messages"] - messages_at_start) / elapsed, "sim_rig": sent[-1] if sent else "",
-            "file_mb": out.stat().st_size / 1e6}
+            "file_mb": out.stat().st_size / 1e6, "failure": failure}
 
 
 def report(result: dict) -> None:
-    rows = result["rows"]
+    rows = result["rows"] or [{"lag_s": np.nan, "rss_mb": np.nan, "bytes": 0, "reshows": 0, "gaps": 0, "lost": 0}]
     lag = np.array([r["lag_s"] for r in rows])
     rss = np.array([r["rss_mb"] for r in rows])
     size = np.array([r["bytes"] for r in rows]) / 1e6
@@ -145,7 +149,10 @@ def report(result: dict) -> None:
           f"growth after block 1: {rss[-1] - rss[0]:+.0f}")
     print(f"  session MB/block     max {size.max():.2f}  median {np.median(size):.2f}  (file {result['file_mb']:.1f} MB)")
     print(f"  re-shows per block   {[r['reshows'] for r in rows]}")
-    ok = lag.max() <= 0.5 and size.max() <= 2.0 and len(rows) > 0
+    print(f"  gaps so far by block {[r['gaps'] for r in rows]}  (messages lost {[r['lost'] for r in rows]})")
+    if result["failure"]:
+        print(f"  STOPPED: {result['failure']}")
+    ok = not result["failure"] and lag.max() <= 0.5 and size.max() <= 2.0 and len(rows) > 0
     print(f"  target (lag <= 0.5 s, <= 2 MB/block): {'met' if ok else 'NOT met'}")
 
 
@@ -153,10 +160,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--channels", default="32,128,384", help="comma-separated channel counts")
     parser.add_argument("--generations", type=int, default=20)
+    parser.add_argument("--send-queue", type=int, default=1000,
+                        help="sim-rig's PUB queue (the plugin's is 1000); larger tells sim-rig's losses from the reader's")
     args = parser.parse_args()
     for channels in [int(c) for c in args.channels.split(",")]:
         with tempfile.TemporaryDirectory(prefix="rig-stream-bench-") as tmp:
-            report(run(channels, args.generations, Path(tmp)))
+            print(f"\nsim-rig PUB queue: {args.send_queue} messages")
+            report(run(channels, args.generations, Path(tmp), args.send_queue))
 
 
 if __name__ == "__main__":

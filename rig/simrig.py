@@ -154,6 +154,8 @@ class SimRigConfig:
     sync_hz: float = 1.0
     header_style: str = "juce"
     truth_file: str | None = None
+    #: The PUB queue in messages (the plugin's holds 1000).
+    send_queue: int = 1000
 
     def __post_init__(self) -> None:
         for name in ("sample_rate", "block_ms", "ttl_pulse_ms", "sync_hz"):
@@ -162,6 +164,8 @@ class SimRigConfig:
         for name in ("lag_ms", "ttl_jitter_ms", "spontaneous_hz", "unsorted_hz", "display_latency_ms"):
             if not _finite(getattr(self, name)) or not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {getattr(self, name)!r}")
+        if not 1 <= self.send_queue <= 10_000_000:
+            raise ValueError(f"send_queue must be 1..10000000 messages, got {self.send_queue!r}")
         if not 1 <= self.data_channels <= 4096:
             raise ValueError(f"data_channels must be 1..4096, got {self.data_channels!r}")
         if self.photodiode not in PHOTODIODES:
@@ -232,7 +236,8 @@ class SimRig:
         c = self.config
         self.truth = TruthLog(c.truth_file)  # first: a bad path fails before any socket is bound
         try:
-            self.publisher = OpenEphysPublisher(c.host, c.data_port, c.heartbeat_port, header_style=c.header_style)
+            self.publisher = OpenEphysPublisher(c.host, c.data_port, c.heartbeat_port, header_style=c.header_style,
+                                            send_queue=c.send_queue)
         except OSError:
             self.truth.close()
             raise

@@ -47,6 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "at 44.1 kHz, 696-697 samples at 30 kHz)")
     parser.add_argument("--channels", type=int, default=1, metavar="N",
                         help="selected continuous channels CH1..CHN: one DATA message each per callback (default 1)")
+    parser.add_argument("--send-queue", type=int, default=1000, metavar="N",
+                        help="PUB queue in messages (default 1000, the plugin's); a larger one keeps a publisher "
+                             "starved of CPU from dropping, to tell its losses from the reader's")
     parser.add_argument("--lag-ms", type=float, default=20.0, help="publish each block this long after its end")
     parser.add_argument("--ttl-line", type=int, default=0, help="0-based TTL line for onsets (default 0)")
     parser.add_argument("--ttl-jitter-ms", type=float, default=0.0, help="uniform +- jitter of every onset TTL")
@@ -105,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
                           lag_ms=args.lag_ms, ttl_line=args.ttl_line, ttl_jitter_ms=args.ttl_jitter_ms,
                           spontaneous_hz=args.spontaneous_hz, unsorted_hz=args.unsorted_hz, seed=args.seed,
                           faults=[parse_fault_option(f) for f in args.fault], data_channels=args.channels,
+                          send_queue=args.send_queue,
                           photodiode=args.photodiode, ttl_pulse_ms=args.ttl_pulse_ms,
                           display_latency_ms=args.display_latency_ms, sync_line=args.sync_line,
                           sync_hz=args.sync_hz, header_style=args.header_style,

@@ -129,7 +129,7 @@ class OpenEphysPublisher:
     """PUB + heartbeat REP sockets speaking the Open Ephys ZMQ Interface format."""
 
     def __init__(self, host: str = "127.0.0.1", data_port: int = 5556, heartbeat_port: int | None = None,
-                 context: zmq.Context | None = None, header_style: str = "compact") -> None:
+                 context: zmq.Context | None = None, header_style: str = "compact", send_queue: int = 1000) -> None:
         if header_style not in HEADER_STYLES:
             raise ValueError(f"header_style {header_style!r} is unknown; valid: {list(HEADER_STYLES)}")
         self.header_style = header_style
@@ -137,7 +137,8 @@ class OpenEphysPublisher:
         self.context = context or zmq.Context.instance()
         self.data = self.context.socket(zmq.PUB)
         self.data.setsockopt(zmq.LINGER, 0)
-        self.data.setsockopt(zmq.SNDHWM, 1000)  # the plugin's PUB queue holds 1000 messages
+        # The plugin's PUB queue holds 1000 messages; a larger one tells a busy publisher's losses from the reader's.
+        self.data.setsockopt(zmq.SNDHWM, int(send_queue))
         self.heartbeat = self.context.socket(zmq.REP)
         self.heartbeat.setsockopt(zmq.LINGER, 0)
         try:
