@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from protocols.base import REFERENCE, Block  # noqa: E402
 from protocols.spec import DisplaySpec  # noqa: E402
-from rig.psychopy_display import PsychoPyDisplay, images_to_textures  # noqa: E402
+from rig.display.psychopy import PsychoPyDisplay, images_to_textures  # noqa: E402
 
 
 def random_block(index: int, n: int, size: int, generator: torch.Generator) -> Block:

@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rig.assemble import pick_device  # noqa: E402
+from rig.loop.assemble import pick_device  # noqa: E402
 from simulators.neuron import SimulatedNeuron, default_max_batch  # noqa: E402
 
 

@@ -20,8 +20,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from protocols.spec import load_protocol  # noqa: E402
-from rig.assemble import assemble, pick_device, resolve_neuron  # noqa: E402
-from rig.controller import BlockReport, Controller  # noqa: E402
+from rig.loop.assemble import assemble, pick_device, resolve_neuron  # noqa: E402
+from rig.loop.controller import BlockReport, Controller  # noqa: E402
 from rig.session import SessionWriter  # noqa: E402
 
 STEPS = {

@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from protocols.base import Block, Responses  # noqa: E402
-from rig.controller import Showing  # noqa: E402
+from rig.loop.controller import Showing  # noqa: E402
 from rig.display import Presentations  # noqa: E402
 from rig.session import SessionWriter  # noqa: E402
 from rig.session.writer import _write_block  # noqa: E402

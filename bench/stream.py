@@ -35,8 +35,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from protocols.spec import load_protocol  # noqa: E402
-from rig.assemble import assemble, resolve_neuron  # noqa: E402
-from rig.controller import Controller  # noqa: E402
+from rig.loop.assemble import assemble, resolve_neuron  # noqa: E402
+from rig.loop.controller import Controller  # noqa: E402
 from rig.session import SessionWriter  # noqa: E402
 
 UNIT = "test_cnn:features.7:unit=5"

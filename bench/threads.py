@@ -39,8 +39,8 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from protocols.spec import load_protocol  # noqa: E402
-from rig.assemble import NeuronChoice, assemble, pick_device  # noqa: E402
-from rig.controller import BlockReport, Controller  # noqa: E402
+from rig.loop.assemble import NeuronChoice, assemble, pick_device  # noqa: E402
+from rig.loop.controller import BlockReport, Controller  # noqa: E402
 from rig.session import SessionWriter  # noqa: E402
 from simulators.neuron import SimulatedNeuron  # noqa: E402
 

@@ -12,8 +12,8 @@ import time
 import numpy as np
 import pytest
 
-from rig.recording.openephys_wire import (DataMessage, Discontinuity, Spike, SpikeMessage, Ttl, TtlMessage,
-                                          Watermark)
+from rig.recording.openephys.wire import DataMessage, SpikeMessage, TtlMessage
+from rig.recording.records import Discontinuity, Spike, Ttl, Watermark
 
 #: What any reader must yield for the messages of :func:`contract_messages` (receive times aside).
 EXPECTED = [Ttl("s", 15, 0, 1), Spike("s", 16, "E1", 1), Discontinuity("gap", "s", 16, 20, 1, 0.0),

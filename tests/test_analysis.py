@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from rig.analysis import (ScoreTableError, convergence, cosine_nearest, load_prototype_scores, load_scores,
-                          load_trajectory, min_max_normalise, natural_scores, prototype_vs_natural,
-                          read_score_table, score_trajectory, session_trajectory)
+                          load_trajectory, min_max_normalise, natural_scores, prototype_vs_natural, read_score_table,
+                          score_trajectory, session_trajectory)
 from rig.cli import EXIT_USAGE, main
 from rig.session import read_session
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from protocols.spec import DisplaySpec, ProtocolError, parse_protocol
-from rig.monitor import MonitorGeometry
+from rig.display.monitor import MonitorGeometry
 
 DRY_RUN = (Path(__file__).parents[1] / "protocols" / "dry-run.toml").read_text()
 

@@ -80,8 +80,8 @@ def test_evolution_with_psychopy_display_against_sim_rig_process(write_protocol,
     import torch
 
     from protocols.spec import load_protocol
-    from rig.assemble import assemble, resolve_neuron
-    from rig.controller import Controller
+    from rig.loop.assemble import assemble, resolve_neuron
+    from rig.loop.controller import Controller
     from rig.session import SessionWriter
 
     generations, popsize = 5, 8

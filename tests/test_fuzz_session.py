@@ -106,7 +106,7 @@ def test_arbitrary_bytes_are_not_a_session(data):
 
 # ------------------------------------------------------------------ the Open Ephys stream parser
 
-wire = pytest.importorskip("rig.recording.openephys_wire")
+wire = pytest.importorskip("rig.recording.openephys.wire")
 
 
 def _valid_frames() -> list[list[bytes]]:

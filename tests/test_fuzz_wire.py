@@ -13,11 +13,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rig.recording.openephys_wire import (DATA_ENVELOPE, EVENT_ENVELOPE, DataMessage, WireError, format_data,
+from rig.recording.openephys.wire import (DATA_ENVELOPE, EVENT_ENVELOPE, DataMessage, WireError, format_data,
                                           format_spike, format_ttl, parse_message, SpikeMessage, TtlMessage)
 from rig.recording.stream_log import KEEP_MALFORMED
-from rig.recording.zmq_reader import StreamParser, ZmqReader
-from rig.recording.zmq_server import OpenEphysPublisher
+from rig.recording.openephys.reader import StreamParser, ZmqReader
+from rig.recording.openephys.server import OpenEphysPublisher
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -131,7 +131,7 @@ def test_a_live_reader_flooded_with_garbage_keeps_reading_good_messages():
 
 def test_a_showing_of_mostly_garbage_is_reported_once(capsys):
     from rig.recording.stream_log import StreamLog
-    from rig.recording.zmq_source import ZmqRecording
+    from rig.recording.source import ZmqRecording
 
     source = ZmqRecording()
     log = StreamLog()

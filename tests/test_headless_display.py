@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from display_conformance import DisplayConformance
 
-from rig.display import HeadlessDisplay
+from rig.display.headless import HeadlessDisplay
 
 
 class TestHeadlessDisplay(DisplayConformance):

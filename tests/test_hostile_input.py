@@ -189,9 +189,9 @@ def test_unbounded_values_are_refused_up_front_naming_the_field(tmp_path, capsys
 
 
 def test_a_block_that_will_not_fit_in_memory_is_refused_with_the_estimate(tmp_path, monkeypatch, capsys):
-    import rig.memory
+    import rig.loop.memory
 
-    monkeypatch.setattr(rig.memory, "available_host_bytes", lambda: 2**20)
+    monkeypatch.setattr(rig.loop.memory, "available_host_bytes", lambda: 2**20)
     (tmp_path / "p.toml").write_text(tiny_protocol())
     assert main(["run", str(tmp_path / "p.toml"), "--out", str(tmp_path / "s.h5"), "--quiet"]) == EXIT_USAGE
     line = _one_error_line(capsys.readouterr().err)
@@ -274,7 +274,7 @@ def test_a_session_file_cannot_point_a_resume_at_a_remote_stream_silently(plain_
 
 
 def test_loopback_hosts():
-    from rig.replay import is_loopback
+    from rig.loop.replay import is_loopback
 
     assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1")
     assert not is_loopback("203.0.113.7") and not is_loopback("lab-acq.example.org")

@@ -149,7 +149,7 @@ def _kill_one_session(ctx, protocol: Path, out: Path, expected: dict, rng: rando
 @pytest.mark.timeout(400)
 def test_sigkill_at_random_moments_loses_nothing_and_resumes_identically(tmp_path):
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["torch", "rig.cli", "rig.replay", "rig.assemble", "rig.commands.run"])
+    ctx.set_forkserver_preload(["torch", "rig.cli", "rig.loop.replay", "rig.loop.assemble", "rig.commands.run"])
     protocol = tmp_path / "p.toml"
     protocol.write_text(PROTOCOL)
     reference = tmp_path / "reference.h5"

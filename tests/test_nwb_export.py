@@ -23,13 +23,13 @@ import torch
 
 from protocols.generators import build_generator
 from rig.cli import EXIT_USAGE, main
-from rig.export_nwb import NWB_LAYOUT, NwbUnavailableError, export_nwb
-from rig.recording.openephys_wire import SpikeMessage, WireError, parse_message
+from rig.export.nwb import NWB_LAYOUT, NwbUnavailableError, export_nwb
+from rig.recording.openephys.wire import SpikeMessage, WireError, parse_message
 from rig.recording.replay_reader import showing_messages
 from rig.recording.rescore import rescore_session
 from rig.recording.scoring import Windows, ms_to_samples
 from rig.recording.sidechannel import FaultRequest
-from rig.recording.zmq_source import UnitSelector
+from rig.recording.source import UnitSelector
 from rig.session import read_session
 from rig.session.clock import SessionClock
 from tiny_protocol import run_tiny_session

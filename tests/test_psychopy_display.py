@@ -17,7 +17,7 @@ from display_conformance import COLOURS, DisplayConformance, solid_block
 
 from protocols.base import REFERENCE, Block
 from protocols.spec import DisplaySpec
-from rig.psychopy_display import PsychoPyDisplay
+from rig.display.psychopy import PsychoPyDisplay
 
 pytestmark = pytest.mark.skipif(
     not os.environ.get("DISPLAY"),
@@ -47,7 +47,7 @@ def screen_pixel(x_px: float, y_px: float) -> tuple[int, int]:
 
 
 def degrees_to_px(deg: float, distance_cm: float = 57.0, px_per_cm: float = W / 20.0) -> float:
-    """The definition of visual angle, written out independently of rig.monitor."""
+    """The definition of visual angle, written out independently of rig.display.monitor."""
     return distance_cm * math.tan(math.radians(deg)) * px_per_cm
 
 

@@ -15,16 +15,17 @@ import numpy as np
 import pytest
 
 from rig.cli import main
-from rig.controller import Showing
-from rig.recording.openephys_wire import DataMessage, Watermark, format_message
+from rig.loop.controller import Showing
+from rig.recording.openephys.wire import DataMessage, format_message
+from rig.recording.records import Watermark
 from rig.recording.replay_reader import NoRawStreamError, SessionReplayReader
 from rig.recording.rescore import recorded_recording_spec, rescore_session
 from rig.recording.scoring import Windows
 from rig.recording.sidechannel import FaultRequest
 from rig.recording.stream_log import StreamLog
-from rig.recording.zmq_reader import StreamParser, ZmqReader
-from rig.recording.zmq_server import OpenEphysPublisher
-from rig.recording.zmq_source import RecordedResponses
+from rig.recording.openephys.reader import StreamParser, ZmqReader
+from rig.recording.openephys.server import OpenEphysPublisher
+from rig.recording.source import RecordedResponses
 from rig.session import SessionFileError, read_session
 from reader_conformance import EXPECTED, ReaderContract, contract_messages, plain
 from tiny_protocol import tiny_protocol

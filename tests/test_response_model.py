@@ -225,7 +225,7 @@ def test_simulated_responses_apply_the_model_per_block_and_showing():
 
     from protocols.base import GENERATED, Block
     from rig.display import Presentations
-    from rig.responses import SimulatedResponses
+    from rig.sources.simulated import SimulatedResponses
 
     activations = np.linspace(0.0, 4.0, 12)[:, None]
     model = ResponseModel(gain=25.0, multiplicative_sd=0.5, seed=8)

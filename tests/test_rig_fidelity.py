@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from rig.cli import main
-from tests.test_simrig import UNIT, start_sim_rig, stop_sim_rig
+from tests.test_simrig import start_sim_rig, stop_sim_rig
 from tiny_protocol import tiny_protocol
 
 RATE = 30000.0

@@ -9,9 +9,9 @@ import torch
 from protocols.generators.fourier import FourierImageSpace
 from protocols.optimizers import build_optimizer
 from protocols.spec import load_protocol
-from rig.assemble import assemble, pick_device, resolve_neuron
+from rig.loop.assemble import assemble, pick_device, resolve_neuron
 from rig.cli import EXIT_USAGE, main
-from rig.controller import Controller
+from rig.loop.controller import Controller
 from rig.session import SessionFileError, SessionWriter, read_session
 
 
@@ -215,7 +215,7 @@ def test_lost_stimuli_are_shown_again_and_never_scored_as_zero(write_protocol, t
 
 
 def test_block_lost_for_good_fails_without_touching_earlier_blocks(write_protocol, tmp_path):
-    from rig.controller import IncompleteBlockError
+    from rig.loop.controller import IncompleteBlockError
 
     parts, session = _assembled(write_protocol, tmp_path, generations=3, popsize=8, references=1)
     controller = Controller(parts.protocol, parts.display, parts.source, session, max_repeats=2)

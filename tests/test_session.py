@@ -13,10 +13,9 @@ import pytest
 import torch
 
 from protocols.base import Block, Responses
-from rig.controller import Showing
+from rig.loop.controller import Showing
 from rig.display import Presentations
-from rig.session import (SCHEMA_VERSION, SessionFileError, SessionWriter, block_digest, journal_dir,
-                         read_session)
+from rig.session import SCHEMA_VERSION, SessionFileError, SessionWriter, block_digest, journal_dir, read_session
 
 
 def make_block(index: int, rng: np.random.Generator, threads: int = 2, popsize: int = 5, dim: int = 7,

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from protocols.spec import load_protocol
-from rig.assemble import NeuronChoice, assemble, resolve_neuron
-from rig.controller import Controller
+from rig.loop.assemble import NeuronChoice, assemble, resolve_neuron
+from rig.loop.controller import Controller
 from rig.session import SessionWriter, read_session
 from simulators.neuron import SimulatedNeuron
 

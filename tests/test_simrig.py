@@ -1,7 +1,7 @@
 """``rig sim-rig`` as a separate process, checked from the outside with plain ZeroMQ sockets.
 
 The double is checked independently of the rig's reader: raw frames, ``json.loads``,
-``struct``, and the ground-truth file sim-rig writes (format: ``rig/simrig.py``).
+``struct``, and the ground-truth file sim-rig writes (format: ``rig/recording/simrig.py``).
 """
 from __future__ import annotations
 
@@ -24,13 +24,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from protocols.base import Block
-from rig.recording import juce_json
-from rig.recording.openephys_wire import (DATA_ENVELOPE, EVENT_ENVELOPE, HEARTBEAT_REPLY, DataMessage, format_data,
+from rig.recording.openephys import juce_json
+from rig.recording.openephys.wire import (DATA_ENVELOPE, EVENT_ENVELOPE, HEARTBEAT_REPLY, DataMessage, format_data,
                                           format_heartbeat)
 from rig.recording.sidechannel import (FAULT, ONSET, FaultRequest, OnsetNotice, SimRigLink, format_fault,
                                        format_onset, parse_fault, parse_onset)
-from rig.recording.zmq_server import OpenEphysPublisher, data_header
-from rig.simrig import LATE_SPIKE_SAMPLES
+from rig.recording.openephys.server import OpenEphysPublisher, data_header
+from rig.recording.simrig import LATE_SPIKE_SAMPLES
 
 ROOT = Path(__file__).resolve().parents[1]
 UNIT = "test_cnn:features.7:unit=5"

@@ -10,7 +10,7 @@ import pytest
 from rig.analysis import convergence, session_trajectory
 from rig.cli import EXIT_USAGE, main
 from rig.session import read_session
-from rig.sweep import expand_units, plan_sweep, run_dask, run_local
+from rig.loop.sweep import expand_units, plan_sweep, run_dask, run_local
 from tiny_protocol import tiny_protocol
 
 PROTOCOL = tiny_protocol(generations=3, seed=10, references=4, units=("test_cnn:features.7:unit=0",))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rig.assemble import thread_channels
+from rig.loop.assemble import thread_channels
 from rig.cli import main
 from rig.session import read_session
 

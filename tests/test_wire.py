@@ -7,16 +7,16 @@ import struct
 import numpy as np
 import pytest
 
-from rig.recording.openephys_wire import (DATA_ENVELOPE, EVENT_ENVELOPE, DataMessage, Discontinuity, Spike,
-                                          SpikeMessage, Ttl, TtlMessage, Watermark, WireError, format_data,
-                                          format_heartbeat, format_spike, format_ttl, normalise, parse_data,
-                                          parse_heartbeat, parse_message, parse_spike, parse_ttl)
+from rig.recording.openephys.wire import (DATA_ENVELOPE, EVENT_ENVELOPE, DataMessage, SpikeMessage, TtlMessage,
+                                          WireError, format_data, format_heartbeat, format_spike, format_ttl,
+                                          normalise, parse_data, parse_heartbeat, parse_message, parse_spike,
+                                          parse_ttl)
+from rig.recording.records import Discontinuity, Spike, Ttl, Watermark
 from rig.recording.pairing import pair_sequence
 from rig.recording.scoring import Windows, fit_clock, overlaps, window_rates
-from rig.recording.sidechannel import (FaultRequest, OnsetNotice, format_fault, format_onset, parse_fault,
-                                       parse_onset)
-from rig.recording.zmq_source import UnitSelector
-from rig.simrig import parse_fault_option
+from rig.recording.sidechannel import FaultRequest, OnsetNotice, format_fault, format_onset, parse_fault, parse_onset
+from rig.recording.source import UnitSelector
+from rig.recording.simrig import parse_fault_option
 
 
 def test_data_message_frames_are_byte_exact():

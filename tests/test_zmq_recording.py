@@ -16,15 +16,16 @@ import pytest
 import torch
 
 from protocols.spec import RecordingSpec, load_protocol
-from rig.assemble import assemble, resolve_neuron
-from rig.controller import Controller
-from rig.recording.openephys_wire import (DataMessage, Discontinuity, SpikeMessage, TtlMessage, Watermark)
+from rig.loop.assemble import assemble, resolve_neuron
+from rig.loop.controller import Controller
+from rig.recording.openephys.wire import DataMessage, SpikeMessage, TtlMessage
+from rig.recording.records import Discontinuity, Watermark
 from rig.recording.sidechannel import FaultRequest
-from rig.recording.zmq_reader import ZmqReader
-from rig.recording.zmq_server import OpenEphysPublisher
-from rig.recording.zmq_source import StreamAbsentError, StreamSilentError, ZmqRecording
+from rig.recording.openephys.reader import ZmqReader
+from rig.recording.openephys.server import OpenEphysPublisher
+from rig.recording.source import StreamAbsentError, StreamSilentError, ZmqRecording
 from rig.session import SessionWriter, read_session
-from rig.simrig import CALLBACK_MS, SimRig, SimRigConfig
+from rig.recording.simrig import CALLBACK_MS, SimRig, SimRigConfig
 from simulators.neuron import SimulatedNeuron
 from simulators.response_model import ResponseModel
 
@@ -238,7 +239,7 @@ def test_units_are_selected_by_electrode_and_sorted_id(tmp_path):
                              units=("Electrode 1:1", "Electrode 1:0", "Electrode 1"), baseline="none")
         source = ZmqRecording(spec)
         from protocols.base import Block
-        from rig.display import HeadlessDisplay
+        from rig.display.headless import HeadlessDisplay
         from rig.recording.choice import attach
 
         display = HeadlessDisplay(pace=(0.05, 0.05))

@@ -136,7 +136,7 @@ def _prototype(args: argparse.Namespace) -> int:
 def _nearest(args: argparse.Namespace) -> int:
     from rig.analysis.images import load_natural_images, render, session_generator
     from rig.analysis.nearest import FeatureExtractor, nearest_natural_images
-    from rig.outputs import best_code
+    from rig.analysis.outputs import best_code
 
     session = read_session(args.session)
     t = session_thread(session, args.thread)

@@ -3,7 +3,7 @@
 Every showing of every stimulus (times, validity, scores per channel), the
 latent codes, the protocol and provenance, and, for sessions recorded from a
 stream, every spike decoded from the stored raw frames go into one NWB file
-(layout: ``rig.export_nwb.NWB_LAYOUT``). ``--images`` also renders each
+(layout: ``rig.export.nwb.NWB_LAYOUT``). ``--images`` also renders each
 stimulus with the protocol's generator (seconds per image for DeePSiM on a
 CPU). The session file is only read; an existing OUT is replaced only with
 ``--overwrite``. Needs the ``nwb`` extra: ``pip install 'rig-controller[nwb]'``.
@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Export and say what was written."""
-    from rig.export_nwb import NwbMetadata, NwbUnavailableError, export_nwb
+    from rig.export.nwb import NwbMetadata, NwbUnavailableError, export_nwb
 
     metadata = NwbMetadata(subject_id=args.subject_id, species=args.species, sex=args.sex, age=args.age,
                            experimenters=tuple(args.experimenter), lab=args.lab, institution=args.institution)

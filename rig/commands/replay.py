@@ -18,7 +18,7 @@ import argparse
 import re
 from pathlib import Path
 
-from rig.replay import replay_session
+from rig.loop.replay import replay_session
 
 HELP = "re-run a recorded session from its file and check that it reproduces bit for bit (or --rescore it)"
 

@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 from rig.commands._options import add_trust_generator
-from rig.report import build_report
+from rig.analysis.report import build_report
 
 HELP = "HTML report of evolution sessions: trajectories, prototypes, natural images, convergence"
 

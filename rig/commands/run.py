@@ -11,13 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
-from protocols.spec import MAX_GENERATIONS, SEED_LIMIT, load_protocol
-from rig.assemble import assemble, pick_device, resolve_neuron
+from protocols.spec import MAX_GENERATIONS, SEED_LIMIT, ProtocolSpec, load_protocol
+from rig.analysis.outputs import write_session_outputs
 from rig.commands._options import add_trust_generator, bounded_int
-from rig.controller import BlockReport, Controller, IncompleteBlockError
-from rig.display_choice import DISPLAY_KINDS
-from rig.outputs import write_session_outputs
-from rig.recording.zmq_source import RecordingError
+from rig.display.choice import DISPLAY_KINDS
+from rig.loop.assemble import Assembly, assemble, pick_device, resolve_neuron
+from rig.loop.controller import BlockReport, Controller, IncompleteBlockError
+from rig.recording.source import RecordingError
 from rig.session import SessionWriter, read_session
 
 
@@ -108,9 +108,7 @@ def run(args: argparse.Namespace) -> int:
                      display_kind=args.display, sim_link=args.sim_link, pace=args.pace_ms)
     protocol = parts.protocol
     if spec.kind == "screening":
-        from rig.screening import run_screening  # a fixed image set: no generator, optimizer or best image
-
-        return run_screening(args, spec, parts)
+        return _run_screening(args, spec, parts)  # a fixed image set: no generator, optimizer or best image
 
     print(f"rig run: {spec.path} ({spec.name}), {protocol.generations} generations, "
           f"{protocol.threads} thread(s) x {protocol.optimizers[0].popsize} images "
@@ -137,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _resume(args: argparse.Namespace) -> int:
     """``--resume``: rebuild the session's parts from its file, catch up on its recorded blocks, carry on."""
-    from rig.replay import resume_session
+    from rig.loop.replay import resume_session
 
     if args.protocol is not None or args.out is not None or args.seed is not None or args.generations is not None \
             or args.weights:
@@ -190,4 +188,31 @@ def _loop_and_outputs(args: argparse.Namespace, parts, session: SessionWriter) -
     for path in written:
         print(f"      {path}")
     sys.stdout.flush()
+    return 0
+
+
+def _run_screening(args: argparse.Namespace, spec: ProtocolSpec, parts: Assembly) -> int:
+    """Show the natural image set, write every block, print each channel's score distribution."""
+    protocol = parts.protocol
+    print(f"rig run: {spec.path} ({spec.name}), screening {len(protocol.image_ids)} natural images "
+          f"x {protocol.repeats} repeat(s) in {protocol.generations} block(s), seed {parts.seed}, device {parts.device}")
+    print(f"  images:  {parts.provenance['screening']['folder']}")
+    print(f"  neuron:  {', '.join(parts.source.channel_names)}")
+    print(f"  session: {args.out}")
+    session = SessionWriter(args.out, protocol_text=spec.text, protocol_sha256=spec.sha256,
+                            protocol_path=str(spec.path), seed=parts.seed, provenance=parts.provenance,
+                            reference_ids=list(protocol.image_ids))
+
+    def progress(report: BlockReport) -> None:
+        if not args.quiet:
+            print(f"block {report.index + 1:4d}/{report.total}  {report.seconds:6.2f} s", flush=True)
+
+    started = time.perf_counter()
+    Controller(protocol, parts.display, parts.source, session, progress).run()
+    _, means = protocol.mean_responses()
+    for channel, name in enumerate(parts.source.channel_names):
+        scores = means[:, channel]
+        print(f"{name}: natural-image responses mean {np.nanmean(scores):.4g}, "
+              f"median {np.nanmedian(scores):.4g}, max {np.nanmax(scores):.4g} over {len(scores)} images")
+    print(f"done: {protocol.generations} blocks in {time.perf_counter() - started:.1f} s; wrote {args.out}")
     return 0

@@ -7,7 +7,7 @@ Run it in its own terminal (or process), then point ``rig run`` at it::
 
 The simulated units, their weights and response model come from the protocol
 file's ``[neuron]`` table unless ``--neuron``/``--weights``/``--gain``... say
-otherwise. See :mod:`rig.simrig` for the stream and the faults.
+otherwise. See :mod:`rig.recording.simrig` for the stream and the faults.
 """
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 
 from protocols.spec import load_protocol
-from rig.recording.zmq_server import HEADER_STYLES
-from rig.simrig import CALLBACK_MS, PHOTODIODES, SimRig, SimRigConfig, parse_fault_option
+from rig.recording.openephys.server import HEADER_STYLES
+from rig.recording.simrig import CALLBACK_MS, PHOTODIODES, SimRig, SimRigConfig, parse_fault_option
 from simulators.neuron import SimulatedNeuron
 from simulators.response_model import ResponseModel, ResponseModelConfig
 
@@ -66,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="juce: pretty-printed CRLF headers as the GUI writes them (default); compact: one line")
     parser.add_argument("--truth-file", type=Path,
                         help="write the ground truth here as JSON lines: onsets, spikes, TTL edges, restarts "
-                             "(format: rig/simrig.py)")
+                             "(format: rig/recording/simrig.py)")
     parser.add_argument("--gain", type=float, help="response model gain (spikes/s per unit activation)")
     parser.add_argument("--offset", type=float, help="response model offset (spikes/s)")
     parser.add_argument("--latency-ms", type=float, help="response latency (default: the response model's, 50 ms)")

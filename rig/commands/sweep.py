@@ -12,7 +12,7 @@ import argparse
 import time
 from pathlib import Path
 
-from rig.sweep import plan_sweep, run_dask, run_local, write_figures, write_tables
+from rig.loop.sweep import plan_sweep, run_dask, run_local, write_figures, write_tables
 
 HELP = "run models x units x seeds evolutions (locally or on Dask) into tidy tables and figures"
 

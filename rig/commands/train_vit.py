@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from rig.assemble import pick_device
+from rig.loop.assemble import pick_device
 from simulators.cifar_vit import ARCHITECTURE, CIFAR_VIT_NAME, CIFAR_VIT_WEIGHTS_FILE
 from simulators.datasets import load_dataset
 from simulators.models import get_cfg

@@ -12,9 +12,10 @@ from typing import Sequence
 from urllib.parse import urlsplit
 
 from protocols.spec import ProtocolSpec, RecordingSpec
-from rig.display import Display, HeadlessDisplay
+from rig.display import Display
+from rig.display.headless import HeadlessDisplay
 from rig.recording.sidechannel import SimRigLink
-from rig.recording.zmq_source import ZmqRecording
+from rig.recording.source import ZmqRecording
 
 SCHEME = "zmq://"
 #: A headless display in front of a recording shows stimuli in real time: 100 ms on, 150 ms off (DESIGN.md §4).

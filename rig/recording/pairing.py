@@ -33,8 +33,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from protocols.spec import TTL_EDGES  # noqa: F401 - re-exported: the valid ttl_edges
-
 #: Hypotheses implying a longer display-plus-pipeline latency than this are not considered at all.
 MAX_LATENCY_S = 2.0
 #: Without a lower bound (files written before arrival times bounded the offset), anchor on this many onsets.

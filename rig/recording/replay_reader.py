@@ -3,7 +3,7 @@
 ``with SessionReplayReader("session.h5") as reader:`` reads the file
 (read-only, never unpickling anything); :meth:`SessionReplayReader.read_next`
 returns the normalised records of the next stored messages, exactly as
-:class:`~rig.recording.zmq_reader.ZmqReader` would have returned them live:
+:class:`~rig.recording.openephys.reader.ZmqReader` would have returned them live:
 each message goes through the same :meth:`ZmqReader.handle` (the pure
 ``parse_*`` functions, message counters, gaps and restarts). Continuous-data
 messages stored header-only get NaN samples back first (:func:`restore_payload`). Like every file
@@ -29,9 +29,10 @@ from typing import Any
 import h5py
 import numpy as np
 
-from rig.recording.openephys_wire import DATA_ENVELOPE, Record, WireError, parse_header
+from rig.recording.openephys.wire import DATA_ENVELOPE, WireError, parse_header
+from rig.recording.records import Record
 from rig.recording.stream_log import DataRun, runs_from_arrays
-from rig.recording.zmq_reader import StreamParser, StreamStats
+from rig.recording.openephys.reader import StreamParser, StreamStats
 from rig.session import RecordedSession, SessionFileError, read_session
 
 
@@ -138,7 +139,7 @@ class SessionReplayReader:
         self.session = session
         self.max_messages_per_read = max_messages_per_read
         self.path = session.path if isinstance(session, RecordedSession) else Path(session)
-        self._parser: ZmqReader | None = None
+        self._parser: StreamParser | None = None
         self._queue: list[tuple[int, int, dict[str, np.ndarray]]] = []
         self._messages: list[tuple[list[bytes] | DataRun, float]] = []
         self._next = 0

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from protocols.spec import RecordingSpec
-from rig.recording.openephys_wire import Record
+from rig.recording.records import Record
 from rig.recording.replay_reader import COUNTERS, NoRawStreamError, SessionReplayReader, recorded_counters
 from rig.recording.scorer import ClosedShowing, StreamScorer
 from rig.recording.scoring import Windows

@@ -2,7 +2,7 @@
 
 :class:`StreamScorer` takes normalised records (spikes, TTLs, watermarks,
 discontinuities) in the order they arrived, from
-:class:`~rig.recording.zmq_reader.ZmqReader` live or
+:class:`~rig.recording.openephys.reader.ZmqReader` live or
 :class:`~rig.recording.replay_reader.SessionReplayReader` offline, and closes
 one showing at a time: it pairs the showing's onsets with TTL edges
 (:mod:`rig.recording.pairing`), decides which stimuli are valid, and scores
@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from protocols.spec import RecordingSpec
-from rig.recording.openephys_wire import Discontinuity, Record, Spike, Ttl, Watermark
+from rig.recording.records import Discontinuity, Record, Spike, Ttl, Watermark
 from rig.recording.pairing import Pairing, edge_matches, pair_sequence
 from rig.recording.scoring import Windows, fit_clock, ms_to_samples, overlaps, window_rates
 from rig.recording.units import UnitSelector

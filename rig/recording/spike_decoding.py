@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from rig.recording.openephys_wire import Discontinuity, Record, Spike
+from rig.recording.records import Discontinuity, Record, Spike
 from rig.recording.replay_reader import SessionReplayReader
 from rig.recording.rescore import recorded_recording_spec, replay_showings
 from rig.session import RecordedSession

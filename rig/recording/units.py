@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rig.recording.openephys_wire import Spike
+from rig.recording.records import Spike
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import h5py
 
-from rig.session.layout import (SessionFileError, _block_name, _utc_now, claim_path, journal_dir)
+from rig.session.layout import SessionFileError, _block_name, _utc_now, claim_path, journal_dir
 from rig.session.reader import scan_session
 
 __all__ = ["Salvaged", "salvage_session"]

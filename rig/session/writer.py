@@ -377,7 +377,7 @@ _BYTES = h5py.vlen_dtype(np.dtype("uint8"))
 
 
 def _write_recording(sg: h5py.Group, responses: Responses) -> None:
-    """What a recording source saw during one showing, when it says (rig.recording.zmq_source.RecordedResponses).
+    """What a recording source saw during one showing, when it says (rig.recording.source.RecordedResponses).
 
     - the stream's compact log (rig.recording.stream_log): ``raw_frames`` (events and spikes as received, frame by
       frame, variable-length uint8: frames hold NUL bytes), ``raw_frame_counts`` (frames per message),

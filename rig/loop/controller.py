@@ -15,7 +15,7 @@ import numpy as np
 
 from protocols.base import Block, Protocol, Responses
 from rig.display import Display, Presentations
-from rig.responses import ResponseSource
+from rig.sources import ResponseSource
 from rig.session import SessionWriter
 
 

@@ -29,7 +29,7 @@ import torch
 from protocols.base import Block
 from protocols.spec import DisplaySpec
 from rig.display import Display, Presentations
-from rig.monitor import MonitorGeometry
+from rig.display.monitor import MonitorGeometry
 
 #: Called after a frame is drawn and before it is flipped: ``hook(position, frame, phase)``, phase "on" or "off",
 #: ``frame`` counting from 0 within the phase. Tests read the back buffer (or stall) here.

@@ -18,11 +18,12 @@ from protocols.generators.base import Generator
 from protocols.optimizers import build_optimizer, optimizer_values
 from protocols.spec import ProtocolError, ProtocolSpec
 from rig.display import Display
-from rig.display_choice import build_display
-from rig.memory import check_block_fits, estimate_block
+from rig.display.choice import build_display
+from rig.loop.memory import check_block_fits, estimate_block
 from rig.recording.choice import attach as attach_recording
 from rig.recording.choice import recording_source
-from rig.responses import ResponseSource, SimulatedResponses
+from rig.sources import ResponseSource
+from rig.sources.simulated import SimulatedResponses
 from simulators.natural_images import foolbox_imagenet_dir, load_foolbox_imagenet, load_image_folder
 from simulators.neuron import SimulatedNeuron
 from simulators.response_model import build_response_model

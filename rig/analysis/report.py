@@ -26,7 +26,7 @@ from rig.analysis.images import best_codes_per_generation, load_natural_images, 
 from rig.analysis.nearest import FeatureExtractor, cosine_nearest
 from rig.analysis.prototype import PrototypeComparison, prototype_vs_natural
 from rig.analysis.sources import Thread, natural_scores, session_threads, session_trajectory
-from rig.outputs import best_code, plot_trajectory
+from rig.analysis.outputs import best_code, plot_trajectory
 from rig.session import RecordedSession, read_session
 
 

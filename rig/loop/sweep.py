@@ -84,8 +84,8 @@ def run_job(job: SweepJob) -> dict:
     import torch
 
     from protocols.spec import parse_protocol
-    from rig.assemble import assemble, resolve_neuron
-    from rig.controller import Controller
+    from rig.loop.assemble import assemble, resolve_neuron
+    from rig.loop.controller import Controller
     from rig.session import SessionWriter, read_session
 
     if job.torch_threads:

@@ -3,7 +3,7 @@
 :class:`OpenEphysPublisher` binds a PUB socket (data) and a REP socket
 (heartbeats, data port + 1 by default) and sends messages in the exact wire
 format, numbering them from 1 as the plugin does. ``rig sim-rig`` publishes
-through it, and tests use it to drive :class:`~rig.recording.zmq_reader.ZmqReader`.
+through it, and tests use it to drive :class:`~rig.recording.openephys.reader.ZmqReader`.
 Port 0 lets the OS choose a free port (see ``data_port``/``heartbeat_port``).
 
 Two header styles:
@@ -12,9 +12,9 @@ Two header styles:
   plugin's source (open-ephys-plugins/zmq-interface, ``ZmqInterface.cpp``:
   ``sendData``, ``sendEvent``, ``sendSpikeEvent``), with its keys in its
   ``setProperty`` order and its C++ types (``sample_rate`` and ``threshold``
-  are ``float``), and written by :func:`rig.recording.juce_json.dumps`:
+  are ``float``), and written by :func:`rig.recording.openephys.juce_json.dumps`:
   pretty-printed with CRLF newlines.
-- ``"compact"``: :func:`rig.recording.openephys_wire.format_message`'s one-line JSON.
+- ``"compact"``: :func:`rig.recording.openephys.wire.format_message`'s one-line JSON.
 
 Continuous data goes through :meth:`OpenEphysPublisher.continuous`: per
 channel header templates are rendered once, and each message only substitutes
@@ -36,8 +36,8 @@ from typing import Callable, Sequence
 import numpy as np
 import zmq
 
-from rig.recording import juce_json
-from rig.recording.openephys_wire import (DATA_ENVELOPE, EVENT_ENVELOPE, HEARTBEAT_REPLY, DataMessage, Message,
+from rig.recording.openephys import juce_json
+from rig.recording.openephys.wire import (DATA_ENVELOPE, EVENT_ENVELOPE, HEARTBEAT_REPLY, DataMessage, Message,
                                           SpikeMessage, TtlMessage, WireError, format_message, parse_heartbeat)
 
 HEADER_STYLES = ("juce", "compact")

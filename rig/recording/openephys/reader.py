@@ -13,9 +13,9 @@ The thread
   socket (the arrival time bounds the recording clock's offset, so it must not
   include how long the controller was busy);
 - parses it with :class:`StreamParser` (shared with the file replay): the
-  pure functions of :mod:`rig.recording.openephys_wire`, ``message_num``
+  pure functions of :mod:`rig.recording.openephys.wire`, ``message_num``
   counters (a jump forward is a gap, a step back an acquisition restart; both
-  become :class:`~rig.recording.openephys_wire.Discontinuity` records), and a
+  become :class:`~rig.recording.openephys.wire.Discontinuity` records), and a
   compact log (:mod:`rig.recording.stream_log`): events and spikes as
   received, continuous data as one watermark run per callback;
 - never raises on a bad message: it is counted, described (bounded) and
@@ -38,9 +38,9 @@ from typing import Any
 
 import zmq
 
-from rig.recording.openephys_wire import (DATA_ENVELOPE, HEARTBEAT_REPLY, Discontinuity, Record, Watermark,
-                                          WireError, format_heartbeat, normalise, parse_data_watermark,
-                                          parse_message)
+from rig.recording.openephys.wire import (DATA_ENVELOPE, HEARTBEAT_REPLY, WireError, format_heartbeat, normalise,
+                                          parse_data_watermark, parse_message)
+from rig.recording.records import Discontinuity, Record, Watermark
 from rig.recording.stream_log import DataRun, StreamLog
 
 

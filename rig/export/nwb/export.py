@@ -42,10 +42,10 @@ from typing import Any
 import numpy as np
 
 from protocols.spec import ProtocolSpec
-from rig.recording.openephys_wire import Spike
+from rig.recording.records import Spike
 from rig.recording.replay_reader import NoRawStreamError
 from rig.recording.spike_decoding import DecodedSpikes, decode_spikes
-from rig.recording.zmq_source import UnitSelector
+from rig.recording.source import UnitSelector
 from rig.session import RecordedSession, SessionFileError, journal_dir, read_session
 from rig.session.clock import SessionClock
 
@@ -259,7 +259,7 @@ def _unit_channels(selectors: list[str], stream: str, electrode: str, unit: int)
 def _generator_to_render(session: RecordedSession, trust_generator: str | None) -> ProtocolSpec:
     """The recorded protocol whose generator renders ``--images``, once it is known to run no untrusted code."""
     from protocols.generators import require_trusted_factory
-    from rig.replay import recorded_spec
+    from rig.loop.replay import recorded_spec
 
     spec = recorded_spec(session)
     if spec.kind != "evolution":
@@ -275,7 +275,7 @@ def _render_images(session: RecordedSession, spec: ProtocolSpec, stimuli: _Colum
     import torch
 
     from protocols.generators import build_generator
-    from rig.assemble import load_references
+    from rig.loop.assemble import load_references
 
     options = dict(spec.generator)
     if isinstance(options.get("weights"), str):  # relative to the protocol file, as rig run resolved it

@@ -1,8 +1,8 @@
 """Replay and resume: run the same controller over a recorded session.
 
 Replay is a wrapper, not a second loop (STYLE practice 2): the
-:class:`~rig.controller.Controller` runs the recorded protocol with a
-:class:`RecordedDisplay` and a :class:`RecordedResponses` source that answer
+:class:`~rig.loop.controller.Controller` runs the recorded protocol with a
+:class:`~rig.display.recorded.RecordedDisplay` and a :class:`~rig.sources.replay.ReplaySource` that answer
 each block from the file, after checking that the optimizer proposed exactly
 the recorded codes. Codes follow from the thread seeds and the recorded
 scores alone, so:
@@ -24,95 +24,23 @@ from pathlib import Path
 from typing import Any, Sequence
 from urllib.parse import urlsplit
 
-import numpy as np
 import torch
 
-from protocols.base import Block, Responses
+from protocols.base import Block
 from protocols.evolution import Evolution
 from protocols.generators import require_trusted_factory
 from protocols.generators.base import Generator
 from protocols.optimizers import build_optimizer
 from protocols.spec import MAX_GENERATIONS, ProtocolError, ProtocolSpec, parse_protocol
-from rig.controller import Controller
-from rig.display import Display, Presentations
-from rig.responses import ResponseSource
-from rig.session import RecordedBlock, RecordedSession, SessionFileError, SessionWriter, package_versions, read_session
+from rig.display.recorded import RecordedDisplay
+from rig.loop.controller import Controller
+from rig.sources.replay import ReplayDivergence, ReplaySource
+from rig.session import (RecordedSession, SessionFileError, SessionWriter, package_versions,
+                         read_session)
 from rig.session.checkpoints import restore_latest
 
 #: Never due: a replay has no use for new optimizer checkpoints (they can be ~270 MB each).
 _NO_CHECKPOINTS = 2**62
-
-
-class ReplayDivergence(RuntimeError):
-    """The protocol re-run from the file does not propose what the file records."""
-
-
-def describe_divergence(index: int, proposed: np.ndarray, recorded: np.ndarray) -> str | None:
-    """Where ``proposed`` codes (threads, popsize, dim) differ from ``recorded`` ones, or None if bit-identical."""
-    if proposed.shape != recorded.shape:
-        return f"block {index}: proposed codes of shape {proposed.shape}, the file records {recorded.shape}"
-    if np.array_equal(proposed, recorded):
-        return None
-    differs = np.any(proposed != recorded, axis=-1)
-    thread, code = (int(i) for i in np.argwhere(differs)[0])
-    delta = float(np.nanmax(np.abs(proposed - recorded)))
-    return (f"block {index}: codes diverge from the recorded ones: {int(differs.sum())} of {differs.size} codes differ, "
-            f"first thread {thread} code {code}, max |difference| {delta:.3g}")
-
-
-class _RecordedBlocks:
-    """Recorded blocks by index, and the check that a proposed block is the recorded one."""
-
-    def __init__(self, session: RecordedSession) -> None:
-        self.path = session.path
-        self.blocks = {b.index: b for b in session.blocks}
-
-    def match(self, block: Block) -> RecordedBlock:
-        recorded = self.blocks.get(block.index)
-        if recorded is None:
-            raise ReplayDivergence(f"block {block.index}: not recorded in {self.path}")
-        problem = describe_divergence(block.index, block.codes, recorded.codes)
-        if problem is None and block.stimulus_ids != recorded.stimulus_ids:
-            first = next(i for i, (a, b) in enumerate(zip(block.stimulus_ids, recorded.stimulus_ids)) if a != b) \
-                if len(block.stimulus_ids) == len(recorded.stimulus_ids) else min(len(block), len(recorded.stimulus_ids))
-            problem = f"block {block.index}: stimuli proposed in another order or with other ids, first at position {first}"
-        if problem is not None:
-            raise ReplayDivergence(problem)
-        return recorded
-
-
-class RecordedDisplay(Display):
-    """Shows nothing: reports each stimulus's recorded (final, valid) presentation."""
-
-    def __init__(self, session: RecordedSession) -> None:
-        self._recorded = _RecordedBlocks(session)
-
-    def _show(self, block: Block) -> Presentations:
-        b = self._recorded.blocks.get(block.index)
-        if b is None:
-            raise ReplayDivergence(f"block {block.index}: not recorded in {self._recorded.path}")
-        positions = np.array([b.stimulus_ids.index(s) for s in block.stimulus_ids]) \
-            if set(block.stimulus_ids) <= set(b.stimulus_ids) else np.arange(len(block)) % len(b.stimulus_ids)
-        offsets = b.offset_times if b.offset_times is not None else b.onset_times
-        return Presentations(b.onset_times[positions], offsets[positions], b.dropped_frames[positions],
-                             np.ones(len(block), dtype=bool), b.clock or "recorded")
-
-
-class RecordedResponses(ResponseSource):
-    """Answers each block with the responses recorded for it, once its codes are checked bit-identical."""
-
-    def __init__(self, session: RecordedSession) -> None:
-        if not session.blocks:
-            raise SessionFileError(f"{session.path}: no complete block recorded; nothing to replay")
-        self._recorded = _RecordedBlocks(session)
-        self.channel_names = list(session.blocks[0].channel_names)
-
-    def describe(self) -> dict:
-        return {**super().describe(), "replaying": str(self._recorded.path)}
-
-    def _record(self, block: Block, presentations: Presentations) -> Responses:
-        recorded = self._recorded.match(block)
-        return Responses(recorded.scores.copy(), recorded.valid.copy(), list(recorded.channel_names))
 
 
 class _NoImages(Generator):
@@ -245,7 +173,7 @@ def replay_session(path: str | Path) -> ReplayResult:
     _contiguous(session)
     protocol = replay_protocol(session, spec)
     sink = _DiscardSession()
-    controller = Controller(protocol, RecordedDisplay(session), RecordedResponses(session), sink,
+    controller = Controller(protocol, RecordedDisplay(session), ReplaySource(session), sink,
                             checkpoint_every=_NO_CHECKPOINTS, max_repeats=0)
     result = ReplayResult(Path(path), len(session.blocks), 0,
                           altered_blocks=[b.index for b in session.blocks if b.digest_ok is False])
@@ -330,7 +258,7 @@ def resume_session(path: str | Path, device: torch.device, trust_generator: str 
     recording stream on another machine is connected to only with
     ``allow_remote_stream`` or a ``confirmed_neuron`` that repeats the recorded one.
     """
-    from rig.assemble import assemble, resolve_neuron  # builds models: only when resuming
+    from rig.loop.assemble import assemble, resolve_neuron  # builds models: only when resuming
 
     path = Path(path)
     session = read_session(path)
@@ -366,7 +294,7 @@ def resume_session(path: str | Path, device: torch.device, trust_generator: str 
     start = 0 if restored_after is None else restored_after + 1
     try:
         if done > start:
-            fast_forward = Controller(protocol, RecordedDisplay(session), RecordedResponses(session),
+            fast_forward = Controller(protocol, RecordedDisplay(session), ReplaySource(session),
                                       _DiscardSession(), checkpoint_every=_NO_CHECKPOINTS, max_repeats=0)
             for _ in range(start, done):
                 fast_forward.step()

@@ -22,7 +22,7 @@ written from their C++ source (DESIGN.md §3 and §3b), not from our reader:
   before its end (``OVERFLOW_BUFFER_SAMPLES / 2``); a spike in those last
   samples goes out in the next callback, after this one's DATA, with its own
   (earlier) sample number.
-- **Headers** are JUCE-pretty (:mod:`rig.recording.juce_json`, CRLF), unless
+- **Headers** are JUCE-pretty (:mod:`rig.recording.openephys.juce_json`, CRLF), unless
   ``header_style = "compact"``; ``message_num`` from 1 after every
   (re)start; heartbeats are answered on data port + 1 as the plugin does.
 - **Spikes** come from simulated units (``simulators.neuron.SimulatedNeuron``,
@@ -94,10 +94,10 @@ import numpy as np
 import torch
 import zmq
 
-from rig.recording.openephys_wire import SpikeMessage, TtlMessage
+from rig.recording.openephys.wire import SpikeMessage, TtlMessage
 from rig.recording.sidechannel import (FAULT, MAX_FRAME_BYTES, ONSET, FaultRequest, OnsetNotice, parse_fault,
                                        parse_onset)
-from rig.recording.zmq_server import HEADER_STYLES, OpenEphysPublisher
+from rig.recording.openephys.server import HEADER_STYLES, OpenEphysPublisher
 from simulators.response_model import ResponseModel
 
 #: Drop fault: the lost stretch, ms after the visible onset (inside the usual 50-200 ms response window).

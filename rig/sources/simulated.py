@@ -1,12 +1,6 @@
-"""Response sources: where a block's responses come from.
-
-The simulated source scores the images themselves with a model unit; the
-ZeroMQ recording source (later) scores spikes from a rig. Both return one
-:class:`~protocols.base.Responses` per block.
-"""
+"""The simulated source: a model unit scores the block's images (optionally through a response model)."""
 from __future__ import annotations
 
-import abc
 from typing import Callable
 
 import numpy as np
@@ -14,41 +8,8 @@ import torch
 
 from protocols.base import Block, Responses
 from rig.display import Presentations
+from rig.sources.base import ResponseSource
 from simulators.response_model import ResponseModel
-
-
-class ResponseSource(abc.ABC):
-    """Turns a presented block into responses, one per stimulus × channel."""
-
-    channel_names: list[str]
-
-    def record(self, block: Block, presentations: Presentations) -> Responses:
-        """Responses to ``block`` as shown in ``presentations``."""
-        if len(presentations.onset_times) != len(block):
-            raise ValueError(
-                f"block {block.index}: {len(block)} stimuli but {len(presentations.onset_times)} presentations"
-            )
-        responses = self._record(block, presentations)
-        if responses.scores.shape != (len(block), len(self.channel_names)):
-            raise RuntimeError(
-                f"{type(self).__name__} returned scores of shape {responses.scores.shape}, "
-                f"expected {(len(block), len(self.channel_names))}"
-            )
-        return responses
-
-    def describe(self) -> dict:
-        """Provenance for the session file."""
-        return {"class": type(self).__name__, "channels": list(self.channel_names)}
-
-    def close(self) -> None:
-        """Release sockets, processes or models."""
-
-    def explain_invalid(self) -> str:
-        """Why the latest stimuli had no valid response, in words for the operator ("" when nothing to say)."""
-        return ""
-
-    @abc.abstractmethod
-    def _record(self, block: Block, presentations: Presentations) -> Responses: ...
 
 
 class SimulatedResponses(ResponseSource):

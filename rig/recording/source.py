@@ -3,7 +3,7 @@
 How one showing (a pass of the display over some stimuli) is scored:
 
 1. From :meth:`ZmqRecording.start` on, the reader's thread drains the socket
-   all the time (:class:`~rig.recording.zmq_reader.ZmqReader`), the display's
+   all the time (:class:`~rig.recording.openephys.reader.ZmqReader`), the display's
    frames included, so nothing waits in a queue.
 2. At each onset the display calls :meth:`ZmqRecording.on_onset`, which
    stamps ``time.monotonic()`` (the display's own clock may differ, e.g.
@@ -35,8 +35,8 @@ from rig.display import Presentations
 from rig.recording.scorer import StreamScorer
 from rig.recording.stream_log import StreamLog
 from rig.recording.units import UnitSelector
-from rig.recording.zmq_reader import ZmqReader
-from rig.responses import ResponseSource
+from rig.recording.openephys.reader import ZmqReader
+from rig.sources import ResponseSource
 
 __all__ = ["RecordedResponses", "RecordingError", "StreamAbsentError", "StreamSilentError", "UnitSelector",
            "ZmqRecording"]

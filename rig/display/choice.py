@@ -4,7 +4,8 @@ from __future__ import annotations
 import os
 
 from protocols.spec import DisplaySpec
-from rig.display import Display, HeadlessDisplay
+from rig.display import Display
+from rig.display.headless import HeadlessDisplay
 
 DISPLAY_KINDS = ("headless", "psychopy")
 
@@ -18,7 +19,7 @@ def build_display(kind: str, spec: DisplaySpec | None = None) -> Display:
         return HeadlessDisplay()
     if kind != "psychopy":
         raise ValueError(f"--display {kind!r} is not a display; valid: {list(DISPLAY_KINDS)}")
-    from rig.psychopy_display import PsychoPyDisplay  # keeps PsychoPy out of headless sessions
+    from rig.display.psychopy import PsychoPyDisplay  # keeps PsychoPy out of headless sessions
 
     try:
         return PsychoPyDisplay(spec)

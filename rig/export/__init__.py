@@ -1,0 +1,1 @@
+"""Exports of session files to other formats: :mod:`rig.export.nwb`."""
