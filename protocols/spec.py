@@ -7,7 +7,6 @@ fix the file without reading code.
 from __future__ import annotations
 
 import hashlib
-import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
