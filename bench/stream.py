@@ -111,6 +111,7 @@ def run(channels: int, generations: int, folder: Path, send_queue: int) -> dict:
         files = sorted(journal.glob("*.h5")) if journal.exists() else []
         stats = source.reader.stats
         rows.append({"block": report.index, "seconds": report.seconds, "lag_s": source.lag_s[-1],
+                     "scoring_s": source.last_scoring_s,
                      "rss_mb": rss_mb(), "bytes": files[-1].stat().st_size if files else 0,
                      "reshows": report.repeats, "gaps": stats.gaps, "lost": stats.lost_messages})
 
@@ -145,6 +146,8 @@ def report(result: dict) -> None:
           f"back-pressure waits {result['health']['backpressure_waits']}")
     print(f"  lag at block end (s) max {lag.max():.3f}  median {np.median(lag):.3f}  "
           f"[{', '.join(f'{v:.2f}' for v in lag)}]")
+    scoring = np.array([r.get("scoring_s", np.nan) for r in rows])
+    print(f"  scoring a showing (s) max {np.nanmax(scoring):.3f}  median {np.nanmedian(scoring):.3f}")
     print(f"  RSS (MB)             first block {rss[0]:.0f}  last {rss[-1]:.0f}  max {rss.max():.0f}  "
           f"growth after block 1: {rss[-1] - rss[0]:+.0f}")
     print(f"  session MB/block     max {size.max():.2f}  median {np.median(size):.2f}  (file {result['file_mb']:.1f} MB)")

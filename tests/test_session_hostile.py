@@ -22,7 +22,7 @@ from rig.cli import EXIT_USAGE
 from rig.session import SessionFileError, SessionWriter, block_digest, journal_dir, read_session
 from rig.session.sandbox import failure_in_child
 from session_commands import reading_commands, run_command
-from test_session import new_writer, write_blocks
+from test_session import _master_with, new_writer, write_blocks
 from tiny_protocol import run_tiny_session
 
 pytestmark = pytest.mark.timeout(300)
@@ -143,17 +143,14 @@ def test_a_valid_stimulus_with_a_nan_score_is_damage_for_every_command(tiny, tmp
 
 
 def test_an_invalid_stimulus_may_have_a_nan_score(tmp_path):
-    path = tmp_path / "s.h5"
-    writer = new_writer(path)
-    write_blocks(writer, 2)
-    writer.finish()
-    with h5py.File(path, "r+") as f:
+    def invalidate(f: h5py.File) -> None:
         g = f["blocks/000001"]
         valid, scores = g["valid"][()], g["scores"][()]
         valid[3], scores[3] = False, np.nan
         g["valid"][...], g["scores"][...] = valid, scores
         _rewrite_digest(g)
-    block = read_session(path).blocks[1]
+
+    block = read_session(_master_with(tmp_path, invalidate)).blocks[1]
     assert not block.valid[3] and np.isnan(block.scores[3]).all()
 
 
@@ -177,7 +174,6 @@ def test_a_missing_journal_block_is_reported_not_skipped(tiny, tmp_path, capsys)
 
 def test_salvage_keeps_the_intact_blocks_before_the_damage(tmp_path, capsys):
     path = _killed_session(tmp_path, 6)
-    write_blocks  # blocks 0..5, no checkpoints: see test_resume.py for a real resumed salvage
     damaged = journal_dir(path) / "000003.h5"
     damaged.write_bytes(damaged.read_bytes()[:2000])
     before = {p: p.read_bytes() for p in [path, *journal_dir(path).iterdir()]}

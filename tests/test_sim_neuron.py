@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from simulators.models import ModelCfg
+from simulators.models import ModelCfg, PretrainedCfg
 from simulators.neuron import SimulatedNeuron, preprocess_for, read_units
 from simulators.units import UnitAddress, probe_layers, resolve_unit
 
@@ -184,7 +184,7 @@ class _ReusedReLU(nn.Module):
 def test_module_called_twice_is_read_on_its_last_call() -> None:
     torch.manual_seed(0)
     model = _ReusedReLU().eval()
-    cfg = ModelCfg("reused", "cnn", 8, (0.5,) * 3, (0.5,) * 3, "random", _ReusedReLU)
+    cfg = ModelCfg("reused", "cnn", _ReusedReLU, PretrainedCfg(8, (0.5,) * 3, (0.5,) * 3))
     layers = probe_layers(model, cfg)
     assert layers["relu"].n_calls == 2
     unit = resolve_unit(model, cfg, "reused:relu:unit=3", layers=layers)

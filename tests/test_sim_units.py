@@ -101,7 +101,7 @@ def test_list_layers_matches_actual_shapes(cnn) -> None:
 
 
 def test_list_layers_skips_non_tensor_outputs() -> None:
-    from simulators.models import ModelCfg
+    from simulators.models import ModelCfg, PretrainedCfg
 
     class WithAttention(torch.nn.Module):
         def __init__(self) -> None:
@@ -113,7 +113,7 @@ def test_list_layers_skips_non_tensor_outputs() -> None:
             tokens = self.embed(x).flatten(2).transpose(1, 2)
             return self.attn(tokens, tokens, tokens)[0]
 
-    cfg = ModelCfg("attn_model", "vit", 8, (0.5,) * 3, (0.5,) * 3, "random", WithAttention)
+    cfg = ModelCfg("attn_model", "vit", WithAttention, PretrainedCfg(8, (0.5,) * 3, (0.5,) * 3))
     model = WithAttention().eval()
     assert dict(list_layers(model, cfg)) == {"embed": (8, 2, 2)}
     with pytest.raises(ValueError, match="does not output a single tensor"):

@@ -26,12 +26,15 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .base import Generator
+from protocols.registry import Options, option
+
+from .base import GENERATORS, Generator
 
 __all__ = [
     "DEEPSIM_VARIANTS",
@@ -39,6 +42,7 @@ __all__ = [
     "DeePSiMFc6",
     "DeePSiMFc7",
     "DeePSiMFc8",
+    "DeePSiMOptions",
     "DeePSiMPool5",
     "WEIGHTS_HELP",
     "deepsim_cache_dir",
@@ -383,3 +387,30 @@ def load_deepsim(variant: str, path: str | os.PathLike, device: str | torch.devi
 def load_deepsim_fc6(path: str | os.PathLike, device: str | torch.device = "cpu") -> DeePSiMFc6:
     """Load DeePSiM fc6 weights (see :func:`load_deepsim`)."""
     return load_deepsim("fc6", path, device=device)
+
+
+# ------------------------------------------------------------------ registration
+
+
+@dataclass(frozen=True)
+class DeePSiMOptions(Options):
+    """``[generator] kind = "deepsim-fc6"`` (and fc7, fc8, pool5)."""
+
+    #: The weights file; None: the file in :func:`deepsim_cache_dir`.
+    weights: str | os.PathLike | None = option(None, valid="a path to a weights file")
+    device: str = "cpu"
+
+
+def _register(variant: str) -> None:
+    @GENERATORS.register(f"deepsim-{variant}", DeePSiMOptions)
+    def build(weights: str | os.PathLike | None, device: str) -> DeePSiM:
+        if weights is None:
+            weights = find_cached_weights(variant)
+            if weights is None:
+                raise ValueError(f"generator 'deepsim-{variant}' needs weights: none given (weights = <path>) "
+                                 f"and none found in the cache directory; {weights_help(variant)}")
+        return load_deepsim(variant, weights, device=device)
+
+
+for _variant in DEEPSIM_VARIANTS:
+    _register(_variant)

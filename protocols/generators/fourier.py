@@ -23,12 +23,16 @@ images with varied structure that use much of [0, 1] without saturating.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-from .base import Generator
+from protocols.registry import Options, option
 
-__all__ = ["FourierImageSpace", "COLOUR_SQRT_COVARIANCE"]
+from .base import GENERATORS, Generator
+
+__all__ = ["COLOUR_SQRT_COVARIANCE", "FourierImageSpace", "FourierOptions", "MAX_FREQUENCY", "MAX_IMAGE_SIZE"]
 
 #: Square root of the ImageNet RGB colour covariance, as used in Lucid
 #: (``lucid/optvis/param/color.py``, ``color_correlation_svd_sqrt``): its
@@ -66,6 +70,22 @@ MAX_FREQUENCY = 64
 MAX_IMAGE_SIZE = 1024
 
 
+@dataclass(frozen=True)
+class FourierOptions(Options):
+    """``[generator] kind = "fourier"``."""
+
+    #: Highest frequency, in cycles per image, along either axis.
+    max_frequency: int = option(8, low=1, high=MAX_FREQUENCY)
+    #: Side of the square output, in pixels; must exceed 2·max_frequency.
+    image_size: int = option(128, low=1, high=MAX_IMAGE_SIZE)
+
+    def check(self) -> None:
+        if self.image_size <= 2 * self.max_frequency:
+            # Above the Nyquist limit the frequencies would alias.
+            self.invalid("image_size", f"> 2 * max_frequency = {2 * self.max_frequency}")
+
+
+@GENERATORS.register("fourier", FourierOptions)
 class FourierImageSpace(Generator):
     """Weightless image space: 1/f-scaled low-frequency Fourier codes → RGB images in [0, 1].
 
@@ -75,24 +95,13 @@ class FourierImageSpace(Generator):
     (867 for F = 8).
 
     Args:
-        max_frequency: Highest frequency, in cycles per image, along either axis.
-        image_size: Side of the square output, in pixels; must exceed 2·max_frequency.
+        **options: :class:`FourierOptions` (``max_frequency``, ``image_size``).
     """
 
-    def __init__(self, max_frequency: int = 8, image_size: int = 128) -> None:
+    def __init__(self, **options: Any) -> None:
         super().__init__()
-        for name, value in (("max_frequency", max_frequency), ("image_size", image_size)):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"{name} must be an int, got {value!r}")
-        if not 1 <= max_frequency <= MAX_FREQUENCY:
-            raise ValueError(f"max_frequency must be in 1..{MAX_FREQUENCY}, got {max_frequency}")
-        if image_size > MAX_IMAGE_SIZE:
-            raise ValueError(f"image_size must be <= {MAX_IMAGE_SIZE} pixels, got {image_size}")
-        if image_size <= 2 * max_frequency:
-            # Above the Nyquist limit the frequencies would alias.
-            raise ValueError(
-                f"image_size must be > 2 * max_frequency = {2 * max_frequency}, got {image_size}"
-            )
+        self.configure(options)
+        max_frequency, image_size = self.options.max_frequency, self.options.image_size
         self.max_frequency = max_frequency
         self.image_size = image_size
         freqs = _frequencies(max_frequency)

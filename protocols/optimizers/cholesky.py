@@ -22,40 +22,49 @@ supplied first generation), and all randomness comes from a private seeded
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from ._args import check_positive, check_seed, check_x0
-from .base import Optimizer
+from protocols.registry import option
+
+from .base import OPTIMIZERS, Optimizer, PopulationOptions, step_option
 from .state import new_rng, pack_state, rng_from_state, unpack_state
 
-__all__ = ["CholeskyCMAES"]
+__all__ = ["CholeskyCMAES", "CholeskyCMAESOptions"]
 
 _STATE_VERSION = 1
 
 
+@dataclass(frozen=True)
+class CholeskyCMAESOptions(PopulationOptions):
+    """``[optimizer] kind = "cholesky-cmaes"``: the labs' defaults (λ = 40, σ₀ = 3, the reference's update interval)."""
+
+    #: Initial step size.
+    sigma0: float = step_option(3.0)
+    #: Update the factor once more than this many generations' evaluations have passed since the
+    #: last update (the reference's ``Aupdate_freq``).
+    update_every: int = option(10, low=1, high=1_000_000,
+                               valid="an int in 1..1000000 (generations between factor updates)")
+
+
+@OPTIMIZERS.register("cholesky-cmaes", CholeskyCMAESOptions)
 class CholeskyCMAES(Optimizer):
     """CMA-ES with a rank-one-updated Cholesky factor, maximising scores.
 
     Args:
         dim: Code length N.
-        popsize: λ, codes per generation; μ = λ/2 parents.
-        sigma0: Initial step size.
         seed: Seed of the private random generator.
         x0: Start code; ``None`` is the zero code.
-        update_every: Update the factor once more than this many generations'
-            evaluations have passed since the last update (the reference's
-            ``Aupdate_freq``, default 10).
+        **options: :class:`CholeskyCMAESOptions` (``popsize``: λ, μ = λ/2 parents;
+            ``sigma0``; ``update_every``).
     """
 
-    def __init__(self, dim: int, popsize: int = 40, sigma0: float = 3.0, *, seed: int,
-                 x0: np.ndarray | None = None, update_every: int = 10) -> None:
-        super().__init__(dim, popsize)
-        self.seed = check_seed(seed)
-        self.sigma0 = check_positive("sigma0", sigma0)
-        if isinstance(update_every, bool) or not isinstance(update_every, (int, np.integer)) or update_every < 1:
-            raise ValueError(f"update_every must be an int >= 1, got {update_every!r}")
-        self.update_every = int(update_every)
+    def __init__(self, dim: int, *, seed: int, x0: np.ndarray | None = None, **options: Any) -> None:
+        super().__init__(dim, seed=seed, x0=x0, **options)
+        self.sigma0 = self.options.sigma0
+        self.update_every = self.options.update_every
         n, lam = self.dim, self.popsize
         mu = lam / 2
         weights = math.log(mu + 0.5) - np.log(np.arange(1, math.floor(mu) + 1))
@@ -69,7 +78,7 @@ class CholeskyCMAES(Optimizer):
         self.chi_n = math.sqrt(n) * (1 - 1 / (4 * n) + 1 / (21 * n**2))
 
         self._rng = new_rng(self.seed)
-        self._mean = check_x0(x0, n)
+        self._mean = self.x0.copy()
         self.sigma = self.sigma0
         self._ps = np.zeros(n)
         self._pc = np.zeros(n)

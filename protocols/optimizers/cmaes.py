@@ -16,16 +16,18 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
+from typing import Any
 
 import cma
 import cma.utilities.utils
 import numpy as np
 
-from .base import Optimizer
+from .base import OPTIMIZERS, Optimizer, PopulationOptions, step_option
 from .object_graph import GraphCodec, trusted_parts
 from .state import pack_state, rng_from_state, unpack_state
 
-__all__ = ["CMAES"]
+__all__ = ["CMAES", "CMAESOptions"]
 
 # Version 1 was a pickle; version 2 is data only (object_graph), so resuming a file cannot run code.
 _STATE_VERSION = 2
@@ -83,45 +85,35 @@ def _pycma_options(popsize: int, diagonal: bool, randn: _StandardNormal) -> dict
     }
 
 
+@dataclass(frozen=True)
+class CMAESOptions(PopulationOptions):
+    """``[optimizer] kind = "cmaes"``: the labs' defaults (λ = 40, σ₀ = 3)."""
+
+    #: Initial step size.
+    sigma0: float = step_option(3.0)
+    #: Learn only a diagonal covariance (linear time and memory, the sep-CMA-ES variant).
+    diagonal: bool = False
+
+
+@OPTIMIZERS.register("cmaes", CMAESOptions)
 class CMAES(Optimizer):
     """CMA-ES (pycma) maximising scores over codes of length ``dim``.
 
     Args:
         dim: Code length.
-        popsize: λ, codes per generation (μ = λ // 2 parents).
-        sigma0: Initial step size.
         seed: Seed of the private random generator; the only source of randomness.
         x0: Initial mean; ``None`` is the zero code.
-        diagonal: Learn only a diagonal covariance (linear time and memory, the
-            sep-CMA-ES variant) instead of the full one.
+        **options: :class:`CMAESOptions` (``popsize``: λ, codes per generation,
+            μ = λ // 2 parents; ``sigma0``; ``diagonal``).
     """
 
-    def __init__(
-        self,
-        dim: int,
-        popsize: int = 40,
-        sigma0: float = 3.0,
-        *,
-        seed: int,
-        x0: np.ndarray | None = None,
-        diagonal: bool = False,
-    ) -> None:
-        super().__init__(dim, popsize)
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-        sigma0 = float(sigma0)
-        if not (math.isfinite(sigma0) and sigma0 > 0):
-            raise ValueError(f"sigma0 must be a finite number > 0, got {sigma0}")
-        if x0 is None:
-            x0 = np.zeros(self.dim)
-        x0 = np.asarray(x0, dtype=np.float64)
-        if x0.shape != (self.dim,) or not np.all(np.isfinite(x0)):
-            raise ValueError(f"x0 must be a finite vector of shape ({self.dim},), got shape {x0.shape}")
-        self.seed = int(seed)
-        self.sigma0 = sigma0
-        self.diagonal = bool(diagonal)
+    def __init__(self, dim: int, *, seed: int, x0: np.ndarray | None = None, **options: Any) -> None:
+        super().__init__(dim, seed=seed, x0=x0, **options)
+        self.sigma0 = self.options.sigma0
+        self.diagonal = self.options.diagonal
         self._randn = _StandardNormal(self.seed)
-        self._es = cma.CMAEvolutionStrategy(x0, sigma0, _pycma_options(self.popsize, self.diagonal, self._randn))
+        self._es = cma.CMAEvolutionStrategy(self.x0, self.sigma0,
+                                            _pycma_options(self.popsize, self.diagonal, self._randn))
         self._asked: list[np.ndarray] | None = None
 
     @property

@@ -22,53 +22,66 @@ vectorised, so the stream differs from XDream's (the distribution does not).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 
-from ._args import check_positive, check_seed, check_x0
-from .base import Optimizer
+from protocols.registry import option
+
+from .base import MAX_POPSIZE, OPTIMIZERS, Optimizer, PopulationOptions, step_option
 from .state import new_rng, pack_state, rng_from_state, unpack_state
 
-__all__ = ["Genetic"]
+__all__ = ["Genetic", "GeneticOptions"]
 
 _STATE_VERSION = 1
 
 
+@dataclass(frozen=True)
+class GeneticOptions(PopulationOptions):
+    """``[optimizer] kind = "genetic"``: the labs' benchmark settings."""
+
+    #: Probability that a child's gene mutates.
+    mutation_rate: float = option(0.25, low=0, high=1)
+    #: Standard deviation of a mutation.
+    mutation_size: float = step_option(0.75)
+    #: Softmax temperature in units of the scores' standard deviation.
+    kT_multiplier: float = step_option(2.0)
+    #: Best codes kept unchanged.
+    n_conserve: int = option(10, low=0, high=MAX_POPSIZE - 1, valid="an int >= 0 and < popsize")
+    #: Share of genes from the first parent.
+    parental_skew: float = option(0.75, low=0.5, high=1)
+    #: Spread of the first population around ``x0``.
+    init_sigma: float = step_option(1.0)
+
+    def check(self) -> None:
+        if self.n_conserve >= self.popsize:
+            self.invalid("n_conserve", f"< popsize = {self.popsize}")
+
+
+@OPTIMIZERS.register("genetic", GeneticOptions)
 class Genetic(Optimizer):
     """XDream's genetic algorithm, maximising scores.
 
     Args:
         dim: Code length.
-        popsize: Codes per generation.
         seed: Seed of the private random generator.
-        mutation_rate: Probability that a child's gene mutates, in [0, 1].
-        mutation_size: Standard deviation of a mutation, > 0.
-        kT_multiplier: Softmax temperature in units of the scores' standard deviation, > 0.
-        n_conserve: Best codes kept unchanged, 0 <= n_conserve < popsize.
-        parental_skew: Share of genes from the first parent, in [0.5, 1].
-        init_sigma: Spread of the first population around ``x0``, > 0.
         x0: Centre of the first population; ``None`` is the zero code.
+        **options: :class:`GeneticOptions` (``popsize``, ``mutation_rate``,
+            ``mutation_size``, ``kT_multiplier``, ``n_conserve``, ``parental_skew``, ``init_sigma``).
     """
 
-    def __init__(self, dim: int, popsize: int = 40, *, seed: int, mutation_rate: float = 0.25,
-                 mutation_size: float = 0.75, kT_multiplier: float = 2.0, n_conserve: int = 10,
-                 parental_skew: float = 0.75, init_sigma: float = 1.0, x0: np.ndarray | None = None) -> None:
-        super().__init__(dim, popsize)
-        self.seed = check_seed(seed)
-        if isinstance(mutation_rate, bool) or not isinstance(mutation_rate, (int, float)) or not 0 <= mutation_rate <= 1:
-            raise ValueError(f"mutation_rate must be a number in [0, 1], got {mutation_rate!r}")
-        if isinstance(parental_skew, bool) or not isinstance(parental_skew, (int, float)) or not 0.5 <= parental_skew <= 1:
-            raise ValueError(f"parental_skew must be a number in [0.5, 1], got {parental_skew!r}")
-        if isinstance(n_conserve, bool) or not isinstance(n_conserve, (int, np.integer)) or not 0 <= n_conserve < self.popsize:
-            raise ValueError(f"n_conserve must be an int with 0 <= n_conserve < popsize = {self.popsize}, got {n_conserve!r}")
-        self.mutation_rate = float(mutation_rate)
-        self.mutation_size = check_positive("mutation_size", mutation_size)
-        self.kT_multiplier = check_positive("kT_multiplier", kT_multiplier)
-        self.n_conserve = int(n_conserve)
-        self.parental_skew = float(parental_skew)
-        self.init_sigma = check_positive("init_sigma", init_sigma)
+    def __init__(self, dim: int, *, seed: int, x0: np.ndarray | None = None, **options: Any) -> None:
+        super().__init__(dim, seed=seed, x0=x0, **options)
+        o = self.options
+        self.mutation_rate = o.mutation_rate
+        self.mutation_size = o.mutation_size
+        self.kT_multiplier = o.kT_multiplier
+        self.n_conserve = o.n_conserve
+        self.parental_skew = o.parental_skew
+        self.init_sigma = o.init_sigma
         self._rng = new_rng(self.seed)
-        x0 = check_x0(x0, self.dim)
-        self._population = x0 + self.init_sigma * self._rng.standard_normal((self.popsize, self.dim))
+        self._population = self.x0 + self.init_sigma * self._rng.standard_normal((self.popsize, self.dim))
         #: The last temperature used (None before the first tell).
         self.kT: float | None = None
 

@@ -7,39 +7,48 @@ each generation. Nothing is adapted, so its behaviour is easy to predict.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 
-from ._args import check_positive, check_seed, check_x0
-from .base import Optimizer
+from protocols.registry import option
+
+from .base import OPTIMIZERS, Optimizer, PopulationOptions, step_option
 from .state import new_rng, pack_state, rng_from_state, unpack_state
 
-__all__ = ["SimpleES"]
+__all__ = ["SimpleES", "SimpleESOptions"]
 
 _STATE_VERSION = 1
 
 
+@dataclass(frozen=True)
+class SimpleESOptions(PopulationOptions):
+    """``[optimizer] kind = "simple-es"``."""
+
+    #: Step size of the first generation.
+    sigma0: float = step_option(3.0)
+    #: Factor on the step size after each generation.
+    decay: float = option(0.97, low=0, high=1, low_open=True)
+
+
+@OPTIMIZERS.register("simple-es", SimpleESOptions)
 class SimpleES(Optimizer):
     """(μ/μ, λ)-ES, μ = λ/2, maximising scores.
 
     Args:
         dim: Code length.
-        popsize: λ.
-        sigma0: Step size of the first generation.
         seed: Seed of the private random generator.
-        decay: Factor on the step size after each generation, in (0, 1].
         x0: Start mean; ``None`` is the zero code.
+        **options: :class:`SimpleESOptions` (``popsize``: λ; ``sigma0``; ``decay``).
     """
 
-    def __init__(self, dim: int, popsize: int = 40, sigma0: float = 3.0, *, seed: int,
-                 decay: float = 0.97, x0: np.ndarray | None = None) -> None:
-        super().__init__(dim, popsize)
-        self.seed = check_seed(seed)
-        self.sigma0 = check_positive("sigma0", sigma0)
-        if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 < decay <= 1:
-            raise ValueError(f"decay must be a number in (0, 1], got {decay!r}")
-        self.decay = float(decay)
+    def __init__(self, dim: int, *, seed: int, x0: np.ndarray | None = None, **options: Any) -> None:
+        super().__init__(dim, seed=seed, x0=x0, **options)
+        self.sigma0 = self.options.sigma0
+        self.decay = self.options.decay
         self.sigma = self.sigma0
-        self._mean = check_x0(x0, self.dim)
+        self._mean = self.x0.copy()
         self._rng = new_rng(self.seed)
 
     @property

@@ -165,7 +165,8 @@ class StreamScorer:
         shown = np.isfinite(onset_m)
         current = self.current(onset_m) & shown
         if not current.any():
-            return bool(shown.any()) and self.lower_bound() is not None and self.epoch_number > 0
+            # Onsets before this epoch's sample 0 can never be paired; once the epoch has data, that is known.
+            return self.lower_bound() is not None
         rate, bound = self.sample_rate, self.lower_bound()
         span_end = max(self.windows.span_ms()[1], 0.0)
         need = (rate * float(np.max(onset_m[current])) + bound + self._window_samples()

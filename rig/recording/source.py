@@ -85,6 +85,7 @@ class ZmqRecording(ResponseSource):
         self._warned_garbage = False
         self.showings = 0
         self.lag_s: list[float] = []
+        self.last_scoring_s = 0.0
 
     @property
     def sample_rate(self) -> float | None:
@@ -171,7 +172,10 @@ class ZmqRecording(ResponseSource):
             self.reader.wait(0.005)
         records, log = self.reader.take()
         self.scorer.feed(records)
+        self._measure_lag()
+        started = time.perf_counter()
         closed = self.scorer.close_showing(onset_m, presentations.valid, presentations.onset_times)
+        scoring_s = self.last_scoring_s = time.perf_counter() - started
         for sid in block.stimulus_ids:
             self._onsets.pop((block.index, sid), None)
         self.showings += 1
@@ -179,17 +183,20 @@ class ZmqRecording(ResponseSource):
         self._check_garbage(log)
         diagnostics = {**closed.diagnostics, "stream": self.reader.stats.as_dict(),
                        "reader": self.reader.health.as_dict(), "lag_s": self.lag_s[-1] if self.lag_s else None,
-                       "malformed_in_showing": log.malformed, "messages_in_showing": len(log)}
+                       "scoring_s": scoring_s, "malformed_in_showing": log.malformed, "messages_in_showing": len(log)}
         return RecordedResponses(scores=closed.scores, valid=closed.valid, channel_names=list(self.channel_names),
                                  stream_log=log, onset_monotonic=onset_m, invalid_reasons=closed.reasons,
                                  diagnostics=diagnostics)
 
-    def _note(self, diagnostics: dict[str, Any]) -> None:
-        """Keep what the operator needs: the reader's lag behind the recording, and a refused pairing's reason."""
+    def _measure_lag(self) -> None:
+        """How far the scorer's watermark trails the recording clock now (the freshest arrival's estimate)."""
         bound = self.scorer.lower_bound()
         if bound is not None and self.sample_rate:
             now_sample = self.sample_rate * time.monotonic() + bound
             self.lag_s.append(max(0.0, (now_sample - self.scorer.watermark) / self.sample_rate))
+
+    def _note(self, diagnostics: dict[str, Any]) -> None:
+        """Keep what the operator needs: why the latest stimuli were invalid (a refused pairing first)."""
         pairing = diagnostics["pairing"]
         if pairing["refused"]:
             self.last_refusal = f"TTL pairing refused: {pairing['refused']}"

@@ -236,6 +236,8 @@ def _read_block(g: h5py.Group, name: str, source: Path, limit: int) -> RecordedB
     if "showings" in g:
         block.showings = [{key: _dataset(s, key, f"{where}/showings/{number}/{key}", limit) for key in s}
                           for number, s in sorted(g["showings"].items())]
+        for number, showing in enumerate(block.showings):
+            _check_showing(showing, len(block.stimulus_ids), len(block.channel_names), f"{g.name}/showings/{number:02d}")
     digest = attrs.get("sha256")
     if digest is not None:
         block.digest_ok = digest == block_digest({
@@ -254,6 +256,8 @@ def _check_shapes(b: RecordedBlock, where: str) -> None:
     per_stimulus = {"kinds": len(b.kinds), "threads": b.threads.shape, "code_index": b.code_index.shape,
                     "onset_times": b.onset_times.shape, "dropped_frames": b.dropped_frames.shape,
                     "valid": b.valid.shape}
+    optional = {"offset_times": b.offset_times, "presentation_valid": b.presentation_valid}
+    per_stimulus.update({k: v.shape for k, v in optional.items() if v is not None})
     wrong = {k: v for k, v in per_stimulus.items() if v not in (n, (n,))}
     if b.scores.shape != (n, len(b.channel_names)):
         wrong["scores"] = b.scores.shape
@@ -266,6 +270,24 @@ def _check_shapes(b: RecordedBlock, where: str) -> None:
             wrong["threads/code_index"] = "out of range of codes"
     if wrong:
         raise ValueError(f"{where}: {n} stimulus ids but {wrong}")
+
+
+#: A showing's per-position datasets (the raw stream's are checked where they are decoded).
+_SHOWING_FIELDS = ("onset_times", "offset_times", "dropped_frames", "presentation_valid", "valid")
+
+
+def _check_showing(showing: dict[str, Any], n: int, channels: int, where: str) -> None:
+    """A showing's positions index the block's stimuli, and its other fields have one entry per position."""
+    positions = np.asarray(showing.get("positions"))
+    if positions.ndim != 1 or positions.dtype.kind not in "iu" or np.any(positions < 0) or np.any(positions >= n):
+        raise ValueError(f"{where}/positions: expected a 1-D list of stimulus positions in 0..{n - 1}, "
+                         f"got shape {positions.shape} of {positions.dtype}")
+    k = len(positions)
+    wrong = {key: np.shape(showing[key]) for key in _SHOWING_FIELDS if key in showing and np.shape(showing[key]) != (k,)}
+    if "scores" in showing and np.shape(showing["scores"]) != (k, channels):
+        wrong["scores"] = np.shape(showing["scores"])
+    if wrong:
+        raise ValueError(f"{where}: {k} positions but {wrong}")
 
 
 def _check_scores(b: RecordedBlock, where: str) -> None:
@@ -369,10 +391,11 @@ def _scan(path: Path, verify: bool) -> SessionScan:
                 raise SessionFileError(f"{path}: not a rig session file (schema attribute is {schema!r})")
             version = attrs.get("schema_version", -1)
             if not isinstance(version, int) or version < 1:
-                raise SessionFileError(f"{path}: schema_version {version!r} is not a schema version")
+                raise SessionFileError(f"{path}: root attribute schema_version {version!r} is not a schema version")
             if version > SCHEMA_VERSION:
                 raise SessionFileError(
-                    f"{path}: session schema version {version} is newer than this rig understands "
+                    f"{path}: root attribute schema_version: session schema version {version} is newer than this "
+                    f"rig understands "
                     f"({SCHEMA_VERSION}); upgrade rig to read it"
                 )
             provenance = _check_root(attrs, f"{path}: root")
