@@ -317,7 +317,7 @@ def test_a_damaged_showing_is_named_not_a_traceback(in_silico, tmp_path, capsys)
     out = tmp_path / "damaged.nwb"
     assert main(["export-nwb", str(damaged), str(out)]) == EXIT_USAGE
     err = capsys.readouterr().err
-    assert f"{damaged}: /blocks/000001/showings/00" in err and "onset_times" in err
+    assert f"{damaged}: damaged session file" in err and "/blocks/000001/showings/00" in err and "onset_times" in err
     assert not out.exists()
 
 

@@ -94,7 +94,7 @@ def test_bundled_foolbox_photos_are_the_default(tmp_path):
 
 
 def test_screening_file_errors_name_the_field(tmp_path, capsys):
-    with pytest.raises(ProtocolError, match=r"\[screening\] repeats: expected an integer >= 1"):
+    with pytest.raises(ProtocolError, match=r"\[screening\] repeats: expected an integer in 1\.\.1000, got 0"):
         parse_protocol(SCREENING.format(source="", block_size=0, repeats=0))
     with pytest.raises(ProtocolError, match='only valid with \\[protocol\\] kind = "screening"'):
         parse_protocol('[protocol]\nkind="evolution"\ngenerations=1\nseed=0\n[generator]\nkind="fourier"\n'

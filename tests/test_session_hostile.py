@@ -6,7 +6,6 @@ checkpoint (resume falls back), and two writers racing for one path.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import threading
@@ -19,7 +18,7 @@ import pytest
 import rig.session.reader as reader
 import rig.session.writer as writer_module
 from rig.cli import EXIT_USAGE
-from rig.session import SessionFileError, SessionWriter, block_digest, journal_dir, read_session
+from rig.session import SessionFileError, block_digest, journal_dir, read_session
 from rig.session.sandbox import failure_in_child
 from session_commands import reading_commands, run_command
 from test_session import _master_with, new_writer, write_blocks

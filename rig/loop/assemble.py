@@ -139,7 +139,7 @@ def _response_model(spec: ProtocolSpec, neuron: NeuronChoice, seed: int):
         raise ProtocolError(f"{spec.path}: [neuron.response]: {exc}") from None
 
 
-def assemble(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torch.device, seed: int | None = None,
+def assemble(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torch.device | str, seed: int | None = None,
              generations: int | None = None, display_kind: str = "headless", sim_link: str | None = None,
              pace: tuple[float, float] | None = None) -> Assembly:
     """Build generator, optimizers, references, display and response source for ``spec``.
@@ -148,6 +148,7 @@ def assemble(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torch.device, 
     A neuron ``zmq://HOST:PORT`` is a recording (rig/recording/choice.py): ``sim_link`` then names
     ``rig sim-rig``'s side channel, and ``pace`` (on_s, off_s) paces a headless display.
     """
+    device = torch.device(device)
     if spec.kind == "screening":
         return assemble_screening(spec, neuron, device=device, seed=seed, display_kind=display_kind)
     seed = spec.seed if seed is None else seed

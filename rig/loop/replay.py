@@ -35,8 +35,7 @@ from protocols.spec import MAX_GENERATIONS, ProtocolError, ProtocolSpec, parse_p
 from rig.display.recorded import RecordedDisplay
 from rig.loop.controller import Controller
 from rig.sources.replay import ReplayDivergence, ReplaySource
-from rig.session import (RecordedSession, SessionFileError, SessionWriter, package_versions,
-                         read_session)
+from rig.session import RecordedSession, SessionFileError, SessionWriter, package_versions, read_session
 from rig.session.checkpoints import restore_latest
 
 #: Never due: a replay has no use for new optimizer checkpoints (they can be ~270 MB each).
