@@ -22,10 +22,6 @@ class Convergence:
     normalised: np.ndarray
     reached: dict[float, int | None]
 
-    def generation_at(self, threshold: float) -> int | None:
-        """First generation whose normalised mean is at least ``threshold``."""
-        return self.reached[threshold]
-
 
 def min_max_normalise(values: Sequence[float]) -> np.ndarray:
     """``(v - min) / (max - min)``; a flat series (max == min) is an error, since it never converges."""

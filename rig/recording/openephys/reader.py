@@ -29,7 +29,6 @@ The thread
 """
 from __future__ import annotations
 
-import json
 import threading
 import time
 import uuid as uuidlib
@@ -390,8 +389,3 @@ class ZmqReader:
         while len(self._pending) >= self.max_pending and not self._stop.is_set():
             self.health.backpressure_waits += 1
             time.sleep(0.001)
-
-
-def describe_stats(reader: ZmqReader) -> str:
-    """One line for logs: counts of messages, malformed ones, gaps and restarts."""
-    return json.dumps(reader.stats.as_dict())
