@@ -2,7 +2,8 @@
 
 A command module defines ``HELP`` (one line), ``add_arguments(parser)`` and
 ``run(args) -> int``; it is found by name, so adding a command means adding a
-module and nothing else.
+module and nothing else. A module may also define ``prepare_argv(argv) -> argv``,
+given the command line (the command's name first) before argparse reads it.
 
 Every expected failure ends in one line on stderr: exit status 2 for bad input
 (the message names the field, file or option; nothing ran) and 1 for a run that
@@ -85,8 +86,10 @@ def _is_zmq_error(exc: BaseException) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (never raises for an expected failure)."""
     commands = _command_modules()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    prepare = getattr(commands.get(argv[0]) if argv else None, "prepare_argv", None)
     try:
-        args = _parser(commands).parse_args(argv)
+        args = _parser(commands).parse_args(prepare(argv) if prepare else argv)
     except SystemExit as exc:  # --help (0) or a one-line usage error (2), already printed
         return _exit_status(exc)
     prefix = f"rig {args.command}"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from rig.cli import EXIT_USAGE, main
-from rig.commands.replay import EXIT_DIVERGED
+from rig.commands.replay import EXIT_DIVERGED, prepare_argv
 from rig.session import block_digest
 from tiny_protocol import tiny_protocol
 
@@ -132,3 +132,20 @@ def test_foreign_and_missing_files_exit_2(tmp_path, capsys):
     assert code == EXIT_USAGE and "not a rig session file" in out
     code, out = replay(tmp_path / "missing.h5", capsys)
     assert code == EXIT_USAGE and "no such session file" in out
+
+
+@pytest.mark.parametrize("window", [["--baseline-window-ms", "-50,0"], ["--baseline-window-ms=-50,0"],
+                                    ["--window-ms", "-.5,20"], ["--window-ms", "-30,-10"]])
+def test_a_window_before_the_onset_is_read_as_a_value(tmp_path, capsys, window):
+    # argparse alone reads "-50,0" as an unknown option; the session is read only once the options parsed.
+    assert main(["replay", str(tmp_path / "missing.h5"), "--rescore", *window]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "no such session file" in err and "expected one argument" not in err
+
+
+def test_only_window_values_are_joined_and_nothing_after_a_double_dash():
+    assert prepare_argv(["replay", "s.h5", "--window-ms", "-5,5", "--baseline-window-ms", "0,40", "--out",
+                         "-x.csv", "--", "--window-ms", "-5,5"]) == [
+        "replay", "s.h5", "--window-ms=-5,5", "--baseline-window-ms", "0,40", "--out", "-x.csv", "--",
+        "--window-ms", "-5,5"]
+    assert prepare_argv(["replay", "s.h5", "--window-ms"]) == ["replay", "s.h5", "--window-ms"]

@@ -38,11 +38,32 @@ def _window(text: str) -> tuple[float, float]:
     return start, stop
 
 
+#: Options whose value may begin with a minus sign: a window before the onset, e.g. ``-50,0``.
+_WINDOW_OPTIONS = ("--window-ms", "--baseline-window-ms")
+_STARTS_NEGATIVE = re.compile(r"^-\.?\d")
+
+
+def prepare_argv(argv: list[str]) -> list[str]:
+    """``--baseline-window-ms -50,0`` joined as ``--baseline-window-ms=-50,0``, for argparse.
+
+    argparse reads an argument that begins with ``-`` as an option unless it is
+    a plain number such as ``-50``, so it would refuse ``-50,0`` as a value;
+    after ``=`` it is the value. Arguments after ``--`` are left alone.
+    """
+    end = argv.index("--") if "--" in argv else len(argv)
+    out, i = [], 0
+    while i < end:
+        if argv[i] in _WINDOW_OPTIONS and i + 1 < end and _STARTS_NEGATIVE.match(argv[i + 1]):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out + list(argv[end:])
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``rig replay``."""
-    if hasattr(parser, "_negative_number_matcher"):
-        # So "--baseline-window-ms -50,0" reads -50,0 as the value, not as an option (argparse only knows "-50").
-        parser._negative_number_matcher = re.compile(r"^-\d+$|^-\d*\.\d+$|^-\d*\.?\d*,-?\d*\.?\d*$")
+    """Options of ``rig replay``; ``prepare_argv`` lets a window begin with a minus sign."""
     parser.add_argument("session", type=Path, help="session file (HDF5) written by rig run")
     parser.add_argument("--rescore", action="store_true",
                         help="score every stimulus again from the recorded raw stream (sessions run with "
