@@ -265,7 +265,9 @@ def test_a_references_path_traversal_is_refused_naming_the_field(tmp_path, capsy
 
 def test_a_session_file_cannot_point_a_resume_at_a_remote_stream_silently(plain_session, capsys):
     remote = "zmq://203.0.113.7:5556"
-    session = _with_provenance(plain_session, "remote.h5", failed=True, resume_with={"units": [remote]})
+    session = _with_provenance(plain_session, "remote.h5", failed=True)
+    with h5py.File(session, "r+") as f:  # the neuron a session was run with is in its run record
+        f.attrs["run_record"] = json.dumps({**json.loads(f.attrs["run_record"]), "units": [remote]})
     assert main(["run", "--resume", str(session), "--quiet"]) == EXIT_USAGE
     line = _one_error_line(capsys.readouterr().err)
     assert "203.0.113.7" in line and "--allow-remote-stream" in line

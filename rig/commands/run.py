@@ -14,7 +14,7 @@ import numpy as np
 from protocols.spec import MAX_GENERATIONS, SEED_LIMIT, ProtocolSpec, load_protocol
 from rig.analysis.outputs import write_session_outputs
 from rig.commands._options import add_trust_generator, bounded_int
-from rig.display.choice import DISPLAY_KINDS
+from rig.display import DISPLAYS
 from rig.loop.assemble import Assembly, assemble, pick_device, resolve_neuron
 from rig.loop.controller import BlockReport, Controller, IncompleteBlockError
 from rig.recording.source import RecordingError
@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override the protocol's number of generations")
     parser.add_argument("--seed", type=bounded_int(0, SEED_LIMIT - 1), help="override the protocol's seed")
     parser.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:N")
-    parser.add_argument("--display", default="headless", choices=DISPLAY_KINDS,
+    parser.add_argument("--display", default="headless", choices=DISPLAYS.kinds(),
                         help="headless (in silico, default) or psychopy (a window laid out by the protocol's [display])")
     parser.add_argument("--sim-link", metavar="tcp://HOST:PORT", type=_tcp_address,
                         help="with --neuron zmq://...: tell `rig sim-rig` what is shown (its side channel)")
@@ -126,9 +126,9 @@ def run(args: argparse.Namespace) -> int:
         protocol_sha256=spec.sha256,
         protocol_path=str(spec.path),
         seed=parts.seed,
-        provenance={**parts.provenance,  # what `rig run --resume` needs to rebuild the same parts
-                    "resume_with": {"units": list(neuron.units), "weights": neuron.weights, "display": args.display}},
+        provenance=parts.provenance,
         reference_ids=protocol.reference_ids,
+        run_record=parts.record.to_json(),  # what `rig run --resume` needs to rebuild the same parts
     )
     return _loop_and_outputs(args, parts, session)
 
@@ -201,7 +201,7 @@ def _run_screening(args: argparse.Namespace, spec: ProtocolSpec, parts: Assembly
     print(f"  session: {args.out}")
     session = SessionWriter(args.out, protocol_text=spec.text, protocol_sha256=spec.sha256,
                             protocol_path=str(spec.path), seed=parts.seed, provenance=parts.provenance,
-                            reference_ids=list(protocol.image_ids))
+                            reference_ids=list(protocol.image_ids), run_record=parts.record.to_json())
 
     def progress(report: BlockReport) -> None:
         if not args.quiet:

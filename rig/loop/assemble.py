@@ -17,9 +17,9 @@ from protocols.generators import build_generator
 from protocols.generators.base import Generator
 from protocols.optimizers import build_optimizer, optimizer_values
 from protocols.spec import ProtocolError, ProtocolSpec
-from rig.display import Display
-from rig.display.choice import build_display
+from rig.display import Display, build_display
 from rig.loop.memory import check_block_fits, estimate_block
+from rig.loop.run_record import RunRecord, resolved_generator
 from rig.recording.choice import attach as attach_recording
 from rig.recording.choice import recording_source
 from rig.sources import ResponseSource
@@ -69,6 +69,8 @@ class Assembly:
     device: torch.device
     seed: int
     provenance: dict[str, Any] = field(default_factory=dict)
+    #: The run as built (protocol as resolved plus every override), for the session file.
+    record: RunRecord | None = None
 
 
 def response_seed(seed: int) -> int:
@@ -155,10 +157,7 @@ def assemble(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torch.device |
     generations = spec.generations if generations is None else generations
     if generations < 1:
         raise ValueError(f"--generations must be >= 1, got {generations}")
-    generator_options = dict(spec.generator)
-    if isinstance(generator_options.get("weights"), str):
-        # Weight paths in a protocol file are relative to that file, not to where rig runs.
-        generator_options["weights"] = str((spec.path.parent / generator_options["weights"]).expanduser())
+    generator_options = resolved_generator(spec)
     try:
         generator = build_generator(**generator_options).to(device).eval()
     except (ValueError, TypeError) as exc:
@@ -193,8 +192,7 @@ def assemble(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torch.device |
     )
     display = build_display(display_kind, spec.display)
     response_model = _response_model(spec, neuron, seed)
-    if recorded:
-        attach_recording(recorded, display, sim_link=sim_link, pace=pace)
+    attached = attach_recording(recorded, display, sim_link=sim_link, pace=pace) if recorded else None
     source = recorded or SimulatedResponses(simulated, simulated.channel_names, simulated.describe(), response_model)
     provenance = {
         "neuron": source.describe(),
@@ -207,7 +205,22 @@ def assemble(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torch.device |
         "device": str(device),
         "references": {"source": spec.references.source, "count": len(reference_ids)},
     }
-    return Assembly(protocol, generator, display, source, device, seed, provenance)
+    if attached is not None:
+        provenance["recording"] = attached
+    record = _record(spec, neuron, seed=seed, generations=generations, threads=spec.threads, device=device,
+                     display_kind=display_kind, sim_link=sim_link, pace=pace, generator=generator_options,
+                     recording=attached)
+    return Assembly(protocol, generator, display, source, device, seed, provenance, record)
+
+
+def _record(spec: ProtocolSpec, neuron: NeuronChoice, **built: Any) -> RunRecord:
+    """The run record of what was built: the protocol as resolved plus every override."""
+    pace = built.pop("pace")
+    return RunRecord(kind=spec.kind, protocol_path=str(spec.path), units=tuple(neuron.units),
+                     weights=neuron.weights, max_batch=neuron.max_batch,
+                     response=dict(neuron.response) if neuron.response is not None else None,
+                     seed=int(built.pop("seed")), device=str(built.pop("device")),
+                     display=built.pop("display_kind"), pace_s=tuple(pace) if pace is not None else None, **built)
 
 
 def _popsize(spec: ProtocolSpec) -> int:
@@ -246,4 +259,6 @@ def assemble_screening(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torc
         "generations": protocol.generations,
         "device": str(device),
     }
-    return Assembly(protocol, None, display, source, device, seed, provenance)
+    record = _record(spec, neuron, seed=seed, generations=protocol.generations, threads=0, device=device,
+                     display_kind=display_kind, sim_link=None, pace=None, generator={}, recording=None)
+    return Assembly(protocol, None, display, source, device, seed, provenance, record)

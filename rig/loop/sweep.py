@@ -97,7 +97,9 @@ def run_job(job: SweepJob) -> dict:
     session = SessionWriter(job.session, protocol_text=spec.text, protocol_sha256=spec.sha256,
                             protocol_path=str(spec.path), seed=parts.seed,
                             provenance={**parts.provenance, "sweep": dataclasses.asdict(job)},
-                            reference_ids=parts.protocol.reference_ids)
+                            reference_ids=parts.protocol.reference_ids,
+                            run_record=dataclasses.replace(parts.record, sweep={
+                                "model": job.model, "torch_threads": job.torch_threads}).to_json())
     Controller(parts.protocol, parts.display, parts.source, session).run()
     seconds = time.perf_counter() - started
     return {**summarise_session(read_session(job.session), job, seconds), "pid": os.getpid()}

@@ -10,9 +10,9 @@ import h5py
 import numpy as np
 
 from rig.session.sandbox import failure_in_child
-from rig.session.layout import (_JOURNAL_BLOCK, _PARTIAL_PREFIX, _READ_ERRORS, SCHEMA, SCHEMA_VERSION,
-                                SessionFileError, _block_name, _journal_files, block_digest, check_size,
-                                declared_limit, journal_dir, parse_json)
+from rig.session.layout import (JOURNAL_BLOCK, PARTIAL_PREFIX, READ_ERRORS, SCHEMA, SCHEMA_VERSION, SessionFileError,
+                                block_digest, block_name, check_size, declared_limit, journal_dir, journal_files,
+                                parse_json)
 
 
 @dataclass
@@ -81,10 +81,10 @@ class RecordedSession:
         source = self.checkpoints[index]
         try:
             with h5py.File(source, "r") as f:
-                group = f["checkpoints"][_block_name(index)]
+                group = f["checkpoints"][block_name(index)]
                 states = {}
                 for key in group:
-                    state = _dataset(group, key, f"{source}: /checkpoints/{_block_name(index)}/{key}",
+                    state = _dataset(group, key, f"{source}: /checkpoints/{block_name(index)}/{key}",
                                      declared_limit(source)).tobytes()
                     expected = group[key].attrs.get("sha256")
                     if expected is not None and hashlib.sha256(state).hexdigest() != expected:
@@ -92,7 +92,7 @@ class RecordedSession:
                                                f"(the file was altered or corrupted)")
                     states[key] = state
                 return states
-        except _READ_ERRORS as exc:
+        except READ_ERRORS as exc:
             if isinstance(exc, SessionFileError):
                 raise
             raise SessionFileError(f"{source}: damaged checkpoint after block {index}: {exc}") from None
@@ -170,7 +170,7 @@ def _attributes(obj: h5py.HLObject, where: str, limit: int) -> dict[str, Any]:
                 values[name].encode("utf-8")  # h5py hands back bytes that are not UTF-8 as lone surrogates
         except SessionFileError:
             raise
-        except _READ_ERRORS as exc:
+        except READ_ERRORS as exc:
             raise SessionFileError(f"{here} cannot be read: {type(exc).__name__}: {exc}") from None
     return values
 
@@ -178,7 +178,7 @@ def _attributes(obj: h5py.HLObject, where: str, limit: int) -> dict[str, Any]:
 #: Root attributes whose type a reader relies on, when present.
 _ROOT_TYPES = {"session_id": str, "status": str, "created_utc": str, "ended_utc": str, "protocol_toml": str,
                "protocol_sha256": str, "protocol_path": str, "seed": int, "provenance": str, "resumes": str,
-               "clock_anchor": str}
+               "clock_anchor": str, "run_record": str}
 
 
 def _check_root(attrs: dict[str, Any], where: str) -> dict[str, Any]:
@@ -203,7 +203,7 @@ def _read_block(g: h5py.Group, name: str, source: Path, limit: int) -> RecordedB
     index = attrs.get("index")
     if type(index) is not int:
         raise ValueError(f"attribute index is {index!r}, not a block number")
-    if _block_name(index) != name:
+    if block_name(index) != name:
         raise ValueError(f"group {g.name} says it is block {index}")
 
     def array(key: str, dtype: Any) -> np.ndarray:
@@ -360,7 +360,7 @@ PROBE_SECONDS_PER_GB = 60.0
 
 def probe_timeout_s(path: Path) -> float:
     """How long reading ``path`` and its journal may take before it is taken to hang."""
-    size = path.stat().st_size + sum(p.stat().st_size for _, p in _journal_files(journal_dir(path)))
+    size = path.stat().st_size + sum(p.stat().st_size for _, p in journal_files(journal_dir(path)))
     return PROBE_BASE_S + PROBE_SECONDS_PER_GB * size / 1e9
 
 
@@ -372,7 +372,7 @@ def _read_all(path: Path, verify: bool) -> None:
 
 
 def _block_index(name: str, where: str) -> int:
-    if not _JOURNAL_BLOCK.match(f"{name}.h5"):
+    if not JOURNAL_BLOCK.match(f"{name}.h5"):
         raise SessionFileError(f"{where}/{name}: not a block number (groups are named 000000, 000001, ...)")
     return int(name)
 
@@ -402,27 +402,27 @@ def _scan(path: Path, verify: bool) -> SessionScan:
             where = "/references/ids"
             reference_ids = _strings(f["references"], "ids", f"{path}: /references/ids", limit)
             where = "/blocks"
-            names = [n for n in sorted(f["blocks"]) if not n.startswith(_PARTIAL_PREFIX)]
+            names = [n for n in sorted(f["blocks"]) if not n.startswith(PARTIAL_PREFIX)]
             indices = [_block_index(n, f"{path}: /blocks") for n in names]
             where = "/checkpoints"
             for name in f["checkpoints"]:
-                if not name.startswith(_PARTIAL_PREFIX):
+                if not name.startswith(PARTIAL_PREFIX):
                     checkpoints[_block_index(name, f"{path}: /checkpoints")] = path
         except SessionFileError:
             raise
-        except _READ_ERRORS as exc:
+        except READ_ERRORS as exc:
             raise SessionFileError(f"{path}: damaged session file at {where}: {type(exc).__name__}: {exc}") from None
         for name, index in zip(names, indices):
             try:
                 blocks[index] = _read_block(f["blocks"][name], name, path, limit)
             except SessionFileError as exc:
                 damage[index] = Damage(index, str(exc))
-            except _READ_ERRORS as exc:
+            except READ_ERRORS as exc:
                 damage[index] = Damage(index, f"{path}: damaged session file at /blocks/{name}: "
                                               f"{type(exc).__name__}: {exc}")
 
     session_id = attrs.get("session_id")
-    for index, source in _journal_files(journal_dir(path)):
+    for index, source in journal_files(journal_dir(path)):
         try:
             _read_journal_block(source, index, session_id, blocks, checkpoints)
         except SessionFileError as exc:
@@ -453,7 +453,7 @@ def _read_journal_block(source: Path, index: int, session_id: Any, blocks: dict[
             if session_id is None or found != session_id:
                 raise SessionFileError(f"{source}: journal file of another session "
                                        f"(session_id {found!r}, expected {session_id!r})")
-            name = _block_name(index)
+            name = block_name(index)
             where = f"/blocks/{name}"
             if index not in blocks:  # after a merge the master's copy is the same block
                 blocks[index] = _read_block(j["blocks"][name], name, source, declared_limit(source))
@@ -461,5 +461,5 @@ def _read_journal_block(source: Path, index: int, session_id: Any, blocks: dict[
                 checkpoints[index] = source
     except SessionFileError:
         raise
-    except _READ_ERRORS as exc:
+    except READ_ERRORS as exc:
         raise SessionFileError(f"{source}: damaged journal file at {where}: {type(exc).__name__}: {exc}") from None

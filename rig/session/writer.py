@@ -20,9 +20,9 @@ import numpy as np
 
 from protocols.base import Block, Responses
 from rig.display import Presentations
-from rig.session.layout import (_STR, SCHEMA, SCHEMA_VERSION, SessionFileError, SessionWriteError, _block_name,
-                                _fsync, _journal_files, _strings_array, _utc_now, block_digest, claim_path,
-                                clock_anchor, journal_dir, package_versions)
+from rig.session.layout import (SCHEMA, SCHEMA_VERSION, STRING_DTYPE, SessionFileError, SessionWriteError,
+                                block_digest, block_name, claim_path, clock_anchor, fsync_path, journal_dir,
+                                journal_files, package_versions, strings_array, utc_now)
 from rig.session.reader import read_session
 
 
@@ -154,7 +154,8 @@ class SessionWriter:
     """
 
     def __init__(self, path: str | Path, *, protocol_text: str, protocol_sha256: str, protocol_path: str,
-                 seed: int, provenance: dict[str, Any], reference_ids: list[str]) -> None:
+                 seed: int, provenance: dict[str, Any], reference_ids: list[str],
+                 run_record: str | None = None) -> None:
         self.path = Path(path)
         if os.path.lexists(self.path):
             raise SessionFileError(f"{self.path}: already exists; choose another --out (nothing was overwritten)")
@@ -172,7 +173,7 @@ class SessionWriter:
                 f.attrs["schema"] = SCHEMA
                 f.attrs["schema_version"] = SCHEMA_VERSION
                 f.attrs["session_id"] = self.session_id
-                f.attrs["created_utc"] = _utc_now()
+                f.attrs["created_utc"] = utc_now()
                 f.attrs["clock_anchor"] = json.dumps(clock_anchor())
                 f.attrs["status"] = "running"
                 f.attrs["protocol_toml"] = protocol_text
@@ -182,9 +183,11 @@ class SessionWriter:
                 f.attrs["provenance"] = json.dumps(
                     {**provenance, "versions": package_versions(), "host": socket.gethostname()}
                 )
+                if run_record is not None:  # the run as built (rig.loop.run_record), JSON
+                    f.attrs["run_record"] = run_record
                 f.attrs["resumes"] = "[]"
                 refs = f.create_group("references")
-                refs.create_dataset("ids", data=_strings_array(reference_ids), dtype=_STR)
+                refs.create_dataset("ids", data=strings_array(reference_ids), dtype=STRING_DTYPE)
                 f.create_group("blocks")
                 f.create_group("checkpoints")
             identity = _identity(tmp)
@@ -220,7 +223,7 @@ class SessionWriter:
         self._write_failure = None
         self._lock = _WriterLock(journal_dir(self.path), self.path)
         resumes = json.loads(session.attrs.get("resumes", "[]"))
-        resumes.append({"utc": _utc_now(), "clock_anchor": clock_anchor(), "blocks_found": len(session.blocks),
+        resumes.append({"utc": utc_now(), "clock_anchor": clock_anchor(), "blocks_found": len(session.blocks),
                         "status_found": session.attrs.get("status"), **(note or {})})
         try:
             self._merge({"status": "running", "resumes": json.dumps(resumes)}, keep_journal_dir=True)
@@ -231,7 +234,7 @@ class SessionWriter:
 
     def _replace_master(self, tmp: Path) -> None:
         """Swap the merged copy ``tmp`` in for the master in one atomic, durable step, if it is still ours."""
-        _fsync(tmp)
+        fsync_path(tmp)
         try:
             ours = _identity(self.path) == self._identity
         except FileNotFoundError:
@@ -243,7 +246,7 @@ class SessionWriter:
         identity = _identity(tmp)
         os.replace(tmp, self.path)
         self._identity = identity
-        _fsync(self.path.parent)
+        fsync_path(self.path.parent)
 
     def append_block(self, block: Block, presentations: Presentations, responses: Responses,
                      checkpoint: dict[str, bytes], timings: dict[str, float], showings: Sequence[Any] = ()) -> None:
@@ -255,7 +258,7 @@ class SessionWriter:
         The block is durable (fsync'ed) when this returns. If it cannot be written
         (a full disk), no partial file is left and the error names the block.
         """
-        name = _block_name(block.index)
+        name = block_name(block.index)
         folder = journal_dir(self.path)
         final = folder / f"{name}.h5"
         if final.exists():
@@ -275,7 +278,7 @@ class SessionWriter:
                         d = cg.create_dataset(key, data=np.frombuffer(state, dtype=np.uint8))
                         d.attrs["sha256"] = hashlib.sha256(state).hexdigest()
             os.replace(tmp, final)
-            _fsync(folder)
+            fsync_path(folder)
         except BaseException as exc:
             _remove(tmp)
             if isinstance(exc, OSError):
@@ -291,14 +294,22 @@ class SessionWriter:
         says so: ``rig run --resume`` merges and finishes the session later.
         """
         try:
-            self._merge({"status": status, "ended_utc": _utc_now()}, keep_journal_dir=False)
+            self._merge({"status": status, "ended_utc": utc_now()}, keep_journal_dir=False)
         finally:
             self._lock.release()
+
+    def abandon(self) -> None:
+        """Stop writing without finishing, as a killed process does: the lock goes, the journal stays unmerged.
+
+        The session stays ``running``; :meth:`reopen` (``rig run --resume``)
+        merges the journal and continues it. Tests use it to simulate a kill.
+        """
+        self._lock.release()
 
     def _merge(self, attrs: dict[str, Any], keep_journal_dir: bool) -> None:
         """Copy the master plus the journal's blocks into a new master, then swap it in atomically."""
         folder = journal_dir(self.path)
-        entries = _journal_files(folder)
+        entries = journal_files(folder)
         tmp = self.path.with_name(f".{self.path.name}.merging")
         try:
             shutil.copyfile(self.path, tmp)
@@ -341,10 +352,10 @@ def _write_block(g: h5py.Group, block: Block, presentations: Presentations, resp
     g.attrs["index"] = block.index
     g.attrs["channel_names"] = json.dumps(responses.channel_names)
     g.attrs["timings"] = json.dumps(timings)
-    g.attrs["written_utc"] = _utc_now()
+    g.attrs["written_utc"] = utc_now()
     g.create_dataset("codes", data=block.codes)
-    g.create_dataset("stimulus_ids", data=_strings_array(block.stimulus_ids), dtype=_STR)
-    g.create_dataset("kinds", data=_strings_array(block.kinds), dtype=_STR)
+    g.create_dataset("stimulus_ids", data=strings_array(block.stimulus_ids), dtype=STRING_DTYPE)
+    g.create_dataset("kinds", data=strings_array(block.kinds), dtype=STRING_DTYPE)
     g.create_dataset("threads", data=block.threads)
     g.create_dataset("code_index", data=block.code_index)
     onsets = g.create_dataset("onset_times", data=presentations.onset_times)
@@ -399,10 +410,10 @@ def _write_recording(sg: h5py.Group, responses: Responses) -> None:
     data[:] = flat
     sg.create_dataset("raw_frames", data=data, dtype=_BYTES)
     for key in ("data_run_streams", "malformed_messages"):
-        sg.create_dataset(key, data=_strings_array(list(arrays.pop(key))), dtype=_STR)
+        sg.create_dataset(key, data=strings_array(list(arrays.pop(key))), dtype=STRING_DTYPE)
     sg.create_dataset("malformed_count", data=np.array([arrays.pop("malformed_count")], dtype=np.int64))
     for key, value in arrays.items():
         sg.create_dataset(key, data=value)
     sg.create_dataset("onset_monotonic", data=np.asarray(responses.onset_monotonic, dtype=np.float64))
-    sg.create_dataset("invalid_reasons", data=_strings_array(list(responses.invalid_reasons)), dtype=_STR)
+    sg.create_dataset("invalid_reasons", data=strings_array(list(responses.invalid_reasons)), dtype=STRING_DTYPE)
     sg.attrs["recording"] = json.dumps(responses.diagnostics, default=str)

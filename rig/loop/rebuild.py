@@ -1,0 +1,275 @@
+"""``rebuild(session)``: a recorded session's parts, rebuilt from its protocol text and its run record.
+
+One way back from a file to what ran, for resume and replay (rig/loop/replay.py),
+the report and analysis images (rig/analysis/), the NWB export's ``--images``
+and sweep sessions. The session file is not the user's own configuration, so:
+
+- a ``kind = "module"`` generator named in it is built only when ``trust_generator``
+  names the same factory (:meth:`Rebuilt.generator`, :meth:`Rebuilt.assemble`);
+- a recording stream on another machine named anywhere in it is connected to only
+  with ``allow_remote_stream`` or a ``confirmed_neuron`` that repeats the recorded one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+from urllib.parse import urlsplit
+
+import torch
+
+from protocols.evolution import Evolution
+from protocols.generators import require_trusted_factory
+from protocols.generators.base import Generator
+from protocols.optimizers import build_optimizer
+from protocols.spec import MAX_GENERATIONS, ProtocolError, ProtocolSpec, parse_protocol
+from rig.loop.run_record import ATTRIBUTE, RunRecord, RunRecordError, resolved_generator
+from rig.session import RecordedSession, SessionFileError
+
+if TYPE_CHECKING:
+    from rig.loop.assemble import Assembly
+
+
+class NoImages(Generator):
+    """A generator of 1×1 black images: a replay checks codes, and its responses come from the file."""
+
+    def __init__(self, code_dim: int) -> None:
+        super().__init__()
+        self.code_dim = int(code_dim)
+        self.image_size = 1
+
+    def generate(self, codes: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(codes.shape[0], 3, 1, 1)
+
+
+def recorded_spec(session: RecordedSession) -> ProtocolSpec:
+    """The protocol file as run, re-validated by today's rules; a clear error if it no longer validates."""
+    text = session.attrs.get("protocol_toml")
+    if not isinstance(text, str):
+        raise SessionFileError(f"{session.path}: no protocol_toml attribute; not a complete session header")
+    if session.attrs.get("protocol_sha256") not in (None, hashlib.sha256(text.encode()).hexdigest()):
+        raise SessionFileError(f"{session.path}: the recorded protocol text does not match its protocol_sha256 "
+                               f"(the file was altered)")
+    try:
+        return parse_protocol(text, session.attrs.get("protocol_path") or session.path)
+    except ProtocolError as exc:
+        raise SessionFileError(f"{session.path}: the protocol recorded in this session no longer validates "
+                               f"with this rig: {exc}") from None
+
+
+def _provenance(session: RecordedSession, key: str) -> Any:
+    if key not in session.provenance:
+        raise SessionFileError(f"{session.path}: provenance has no {key!r}; cannot rebuild the session")
+    return session.provenance[key]
+
+
+def recorded_thread_seeds(session: RecordedSession) -> list[int]:
+    """The provenance's ``thread_seeds``: a non-empty list of integer seeds in [0, 2**32)."""
+    seeds = _provenance(session, "thread_seeds")
+    if not isinstance(seeds, list) or not seeds or not all(
+            isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**32 for s in seeds):
+        raise SessionFileError(f"{session.path}: provenance thread_seeds must be a non-empty list of integers in "
+                               f"[0, 2**32), got {_short(seeds)}")
+    return seeds
+
+
+def recorded_thread_channels(session: RecordedSession, threads: int, channels: int) -> list[int]:
+    """The provenance's ``thread_channels``: one channel index in 0..channels-1 per thread."""
+    found = _provenance(session, "thread_channels")
+    if not isinstance(found, list) or len(found) != threads or not all(
+            isinstance(c, int) and not isinstance(c, bool) and 0 <= c < channels for c in found):
+        raise SessionFileError(f"{session.path}: provenance thread_channels must list one channel index in "
+                               f"0..{channels - 1} for each of the {threads} thread(s), got {_short(found)}")
+    return found
+
+
+def recorded_generations(session: RecordedSession) -> int:
+    """The provenance's ``generations``: an integer in 1..MAX_GENERATIONS."""
+    generations = _provenance(session, "generations")
+    if isinstance(generations, bool) or not isinstance(generations, int) or not 1 <= generations <= MAX_GENERATIONS:
+        raise SessionFileError(f"{session.path}: provenance generations must be an integer in 1..{MAX_GENERATIONS}, "
+                               f"got {_short(generations)}")
+    return generations
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _legacy_choices(session: RecordedSession) -> dict[str, Any]:
+    """Units, weights and display of a session written before the run record (``resume_with``, else the neuron)."""
+    choices = session.provenance.get("resume_with")
+    if isinstance(choices, dict) and "units" in choices:
+        return choices
+    neuron = session.provenance.get("neuron", {})
+    kwargs = ((neuron.get("neuron", {}) if isinstance(neuron, dict) else {}) or {}).get("kwargs", {})
+    if not isinstance(kwargs, dict) or "units" not in kwargs:
+        return {"units": [], "weights": None, "display": "headless"}
+    return {"units": kwargs["units"], "weights": kwargs.get("weights"), "display": "headless"}
+
+
+def legacy_record(session: RecordedSession, spec: ProtocolSpec) -> RunRecord:
+    """The run record of a session written before records existed, from what its provenance has."""
+    choices = _legacy_choices(session)
+    units = choices["units"]
+    if not isinstance(units, list) or not all(isinstance(u, str) for u in units) or (
+            "resume_with" in session.provenance and not units):
+        raise SessionFileError(f"{session.path}: provenance resume_with units must be a non-empty list of unit "
+                               f"specs, got {_short(units)}")
+    weights = choices.get("weights")
+    if weights is not None and not isinstance(weights, str):
+        raise SessionFileError(f"{session.path}: provenance resume_with weights must be a string, got {_short(weights)}")
+    seeds = session.provenance.get("thread_seeds")
+    evolution = spec.kind == "evolution"
+    # A sweep changed threads without saying so: the recorded thread seeds say how many there were.
+    threads = (len(seeds) if isinstance(seeds, list) and seeds else spec.threads) if evolution else 0
+    generations = recorded_generations(session) if "generations" in session.provenance else spec.generations
+    neuron = spec.neuron
+    return RunRecord(kind=spec.kind, protocol_path=str(spec.path), units=tuple(units), weights=weights,
+                     seed=int(session.attrs.get("seed", spec.seed)), generations=generations, threads=threads,
+                     device=str(session.provenance.get("device", "cpu")),
+                     display=str(choices.get("display", "headless")),
+                     max_batch=neuron.max_batch if neuron is not None else None,
+                     response=neuron.response if neuron is not None else None,
+                     generator=resolved_generator(spec) if evolution else {})
+
+
+def session_record(session: RecordedSession, spec: ProtocolSpec) -> RunRecord:
+    """The session's run record: stored once (``run_record``), else read from an older file's provenance."""
+    if ATTRIBUTE not in session.attrs:
+        return legacy_record(session, spec)
+    try:
+        return RunRecord.from_json(session.attrs[ATTRIBUTE], str(session.path))
+    except RunRecordError as exc:
+        raise SessionFileError(str(exc)) from None
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is this machine: ``localhost`` or a loopback address (names are not resolved)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_stream_allowed(path: Path, units: Sequence[str], confirmed: Sequence[str] | None,
+                         allow_remote: bool, named: Sequence[str] = ()) -> None:
+    """A session file may point a resume at a recording stream on another machine only when the user agrees.
+
+    ``confirmed`` is ``--neuron`` as given with ``--resume``: it must repeat the
+    recorded neuron, and then counts as agreement; so does ``allow_remote``.
+    ``named`` are further addresses the file names (``--sim-link``): each is held to the same rule.
+    """
+    if confirmed and list(confirmed) != list(units):
+        raise SessionFileError(f"{path}: --neuron {list(confirmed)} with --resume must repeat the recorded neuron "
+                               f"{list(units)}; a resume cannot change it")
+    for unit in [*named, *units]:
+        if not unit.startswith(("zmq://", "tcp://")):
+            continue
+        host = urlsplit(unit).hostname or ""
+        if not is_loopback(host) and not allow_remote and not confirmed:
+            raise SessionFileError(f"{path} asks to connect to the recording stream {unit!r} on host {host!r}, "
+                                   f"not this machine; add --allow-remote-stream (or repeat --neuron {unit}) "
+                                   f"if you mean to connect there")
+
+
+@dataclass(frozen=True)
+class Rebuilt:
+    """A recorded session with the protocol as it ran (threads and resolved generator from its record)."""
+
+    session: RecordedSession
+    spec: ProtocolSpec
+    record: RunRecord
+
+    @property
+    def path(self) -> Path:
+        return self.session.path
+
+    def generator(self, trust_generator: str | None = None, weights: str | None = None) -> Generator:
+        """The session's generator (``weights`` overrides a GAN weight path); a module only when trusted."""
+        if self.spec.kind != "evolution":
+            raise ValueError(f"{self.path}: no generator recorded (a {self.spec.kind} session has no prototypes)")
+        self.require_trusted(trust_generator)
+        from protocols.generators import build_generator
+
+        options = dict(self.spec.generator)
+        if weights is not None:
+            options["weights"] = weights
+        try:
+            return build_generator(**options).eval()
+        except (ValueError, TypeError, OSError) as exc:
+            raise ValueError(f"{self.path}: cannot rebuild its generator {options}: {exc}") from None
+
+    def require_trusted(self, trust_generator: str | None) -> None:
+        """Refuse a ``kind = "module"`` generator unless ``trust_generator`` names its factory."""
+        require_trusted_factory(self.spec.generator, trust_generator, str(self.path))
+
+    def replay_protocol(self) -> Evolution:
+        """The recorded Evolution with its recorded seeds, over a generator that renders nothing."""
+        session, spec = self.session, self.spec
+        if spec.kind != "evolution":
+            raise SessionFileError(f"{session.path}: a {spec.kind!r} session has no optimizer to replay")
+        if not session.blocks:
+            raise SessionFileError(f"{session.path}: no complete block recorded; nothing to replay")
+        seeds = self.thread_seeds()
+        channels = recorded_thread_channels(session, len(seeds), len(session.blocks[0].channel_names))
+        dim = session.blocks[0].codes.shape[-1]
+        try:
+            optimizers = [build_optimizer(dim=dim, seed=s, **spec.optimizer) for s in seeds]
+        except (ValueError, TypeError) as exc:
+            raise SessionFileError(f"{session.path}: the recorded [optimizer] no longer validates with this rig: "
+                                   f"{exc}") from None
+        references = torch.zeros(len(session.reference_ids), 3, 1, 1)
+        return Evolution(generator=NoImages(dim), optimizers=optimizers, channels=channels,
+                         generations=len(session.blocks), references=references,
+                         reference_ids=list(session.reference_ids), seed=self.record.seed, name=spec.name)
+
+    def thread_seeds(self) -> list[int]:
+        """The recorded thread seeds, one per thread of the record."""
+        seeds = recorded_thread_seeds(self.session)
+        if len(seeds) != self.record.threads:
+            raise SessionFileError(f"{self.path}: {len(seeds)} thread seeds recorded for the "
+                                   f"{self.record.threads} thread(s) of its run record (the file was altered)")
+        return seeds
+
+    def assemble(self, device: torch.device | str, trust_generator: str | None = None,
+                 confirmed_neuron: Sequence[str] | None = None, allow_remote_stream: bool = False) -> "Assembly":
+        """The live parts again, as the record says they were built (a resume picks its own device)."""
+        from rig.loop.assemble import assemble, resolve_neuron  # builds models: only when asked
+
+        record = self.record
+        self.require_trusted(trust_generator)
+        if not record.units:
+            raise SessionFileError(f"{self.path}: provenance does not say which neuron was run; cannot resume")
+        check_stream_allowed(self.path, record.units, confirmed_neuron, allow_remote_stream,
+                             [record.sim_link] if record.sim_link else [])
+        # How units fire and how many images a pass takes come from the protocol text, validated again by
+        # today's rules (the record keeps them as they were resolved, for readers of the file).
+        neuron = resolve_neuron(self.spec, record.units, record.weights)
+        parts = assemble(self.spec, neuron, device=device, seed=record.seed, generations=record.generations,
+                         display_kind=record.display, sim_link=record.sim_link, pace=record.pace_s)
+        if list(parts.protocol.reference_ids) != list(self.session.reference_ids):
+            raise SessionFileError(f"{self.path}: the reference images found now differ from the recorded ones "
+                                   f"({parts.protocol.reference_ids[:3]}... vs {self.session.reference_ids[:3]}...)")
+        if [int(s) for s in parts.provenance.get("thread_seeds", [])] != self.thread_seeds():
+            raise SessionFileError(f"{self.path}: thread seeds rebuilt from the recorded seed differ from the "
+                                   f"recorded ones")
+        return parts
+
+
+def rebuild(session: RecordedSession) -> Rebuilt:
+    """The session's protocol as it ran: its text re-validated, with the run record's threads and generator."""
+    spec = recorded_spec(session)
+    record = session_record(session, spec)
+    if record.kind != spec.kind:
+        raise SessionFileError(f"{session.path}: its run record is of a {record.kind!r} session, its protocol of a "
+                               f"{spec.kind!r} one (the file was altered)")
+    if spec.kind == "evolution":
+        spec = dataclasses.replace(spec, threads=record.threads, generator=dict(record.generator))
+    return Rebuilt(session, spec, record)
