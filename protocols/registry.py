@@ -42,6 +42,7 @@ __all__ = [
     "OptionError",
     "Options",
     "Registry",
+    "close_matches",
     "describe",
     "option",
 ]
@@ -53,31 +54,37 @@ O = TypeVar("O", bound="Options")
 class OptionError(ValueError):
     """An option value is missing, of the wrong type or out of bounds; names the field and what is valid."""
 
-    def __init__(self, name: str, message: str) -> None:
+    def __init__(self, name: str, message: str, *, value: Any = MISSING, expected: str | None = None,
+                 default: Any = MISSING) -> None:
         super().__init__(message)
         self.field = name
+        #: The value found, what it must be (in words) and the field's default, for a caller that words its own
+        #: message (``expected`` is None for an unknown or missing key; ``value``/``default`` MISSING when none).
+        self.value, self.expected, self.default = value, expected, default
 
 
 def option(default: Any = MISSING, *, low: float | None = None, high: float | None = None,
            low_open: bool = False, choices: tuple[Any, ...] | None = None, valid: str = "",
-           default_factory: Callable[[], Any] | Any = MISSING) -> Any:
+           default_factory: Callable[[], Any] | Any = MISSING, high_open: bool = False) -> Any:
     """A dataclass field of an :class:`Options` class, with its bounds.
 
     Args:
         default: The default value (omit for a required option).
-        low, high: Inclusive bounds of a number (``low_open``: ``low`` itself is excluded).
+        low, high: Inclusive bounds of a number (``low_open``/``high_open``: that bound itself is excluded).
+            For a tuple field (``tuple[float, float]``, ``tuple[str, ...]``) they bound every element.
         choices: The only values allowed.
         valid: What is valid, in words, when the bounds alone do not say it (used in messages).
         default_factory: For mutable defaults (a table).
     """
-    metadata = {"low": low, "high": high, "low_open": low_open, "choices": choices, "valid": valid}
+    metadata = {"low": low, "high": high, "low_open": low_open, "high_open": high_open, "choices": choices,
+                "valid": valid}
     if default_factory is not MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
 
 
 _TYPE_WORDS = {int: "an int", float: "a number", bool: "true or false", str: "a string", dict: "a table",
-               type(None): "none"}
+               tuple: "a list", type(None): "none"}
 
 
 def _allowed_types(annotation: Any) -> tuple[type, ...]:
@@ -118,11 +125,50 @@ def _valid_text(f: dataclasses.Field, allowed: tuple[type, ...]) -> str:
         return f"{words} in {low}..{high}" if low is not None else f"{words} <= {high}"
     left = "(" if meta.get("low_open") else "["
     low_text = "-inf" if low is None else f"{low:g}"
-    high_text = "inf)" if high is None else f"{high:g}]"
+    high_text = "inf)" if high is None else f"{high:g}" + (")" if meta.get("high_open") else "]")
     return f"{words} in {left}{low_text}, {high_text}"
 
 
-def _close_matches(key: str, names: list[str]) -> list[str]:
+_PLURAL_WORDS = {int: "ints", float: "numbers", bool: "trues or falses", str: "strings"}
+
+
+def _tuple_text(f: dataclasses.Field, elements: tuple[Any, ...], allowed: tuple[type, ...]) -> str:
+    """What a tuple field takes: ``a list of 2 ints in 1..10`` (the field's ``valid`` words first)."""
+    if f.metadata.get("valid"):
+        return f.metadata["valid"]
+    variable = len(elements) == 2 and elements[1] is Ellipsis
+    element = elements[0]
+    bounds = _valid_text(f, (element,))[len(_TYPE_WORDS.get(element, "")):]
+    count = "" if variable else f"{len(elements)} "
+    none = " (or none)" if type(None) in allowed else ""
+    return f"a list of {count}{_PLURAL_WORDS.get(element, element.__name__)}{bounds}{none}"
+
+
+def _tuple_args(annotation: Any) -> tuple[Any, ...] | None:
+    """The element types of the tuple in ``annotation`` (``tuple[float, float] | None`` -> (float, float)), or None."""
+    union = isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union
+    for candidate in typing.get_args(annotation) if union else (annotation,):
+        if typing.get_origin(candidate) is tuple:
+            return typing.get_args(candidate)
+    return None
+
+
+def _as_tuple(value: Any, args: tuple[Any, ...], meta: Mapping[str, Any]) -> tuple | None:
+    """A TOML list (or tuple) as a tuple of ``args``' types, numbers bounded by ``meta``; None if it does not fit."""
+    if not isinstance(value, (list, tuple)):
+        return None
+    kinds = [args[0]] * len(value) if len(args) == 2 and args[1] is Ellipsis else list(args)
+    if len(kinds) != len(value):
+        return None
+    out = []
+    for item, kind in zip(value, kinds):
+        if not _fits(item, kind) or not _in_bounds(item, {**meta, "choices": None}):
+            return None
+        out.append(float(item) if kind is float else item)
+    return tuple(out)
+
+
+def close_matches(key: str, names: list[str]) -> list[str]:
     """Names like ``key`` (difflib), or holding it (``size`` -> ``image_size``)."""
     similar = difflib.get_close_matches(key, names, n=2, cutoff=0.6)
     return similar + [n for n in names if len(key) >= 3 and key.lower() in n.lower() and n not in similar]
@@ -136,7 +182,7 @@ def _in_bounds(value: Any, meta: Mapping[str, Any]) -> bool:
     low, high = meta.get("low"), meta.get("high")
     if low is not None and (value <= low if meta.get("low_open") else value < low):
         return False
-    return high is None or value <= high
+    return high is None or (value < high if meta.get("high_open") else value <= high)
 
 
 @dataclass(frozen=True)
@@ -154,6 +200,13 @@ class Options:
         for f in fields(self):
             allowed = _allowed_types(hints[f.name])
             value = getattr(self, f.name)
+            elements = _tuple_args(hints[f.name])
+            if elements is not None and not (value is None and type(None) in allowed):
+                converted = _as_tuple(value, elements, f.metadata)
+                if converted is None:
+                    self.invalid(f.name, _tuple_text(f, elements, allowed))
+                object.__setattr__(self, f.name, converted)
+                continue
             if not any(_fits(value, t) for t in allowed) or not _in_bounds(value, f.metadata):
                 self.invalid(f.name, _valid_text(f, allowed))
             if float in allowed and int not in allowed and isinstance(value, numbers.Real):
@@ -167,7 +220,9 @@ class Options:
         """Raise the :class:`OptionError` for field ``name``: its value, what it must be, its default."""
         default = self.defaults().get(name, MISSING)
         said = "" if default is MISSING else f" (default {default!r})"
-        raise OptionError(name, f"{name} = {getattr(self, name)!r} is invalid; {name} must be {must_be}{said}")
+        value = getattr(self, name)
+        raise OptionError(name, f"{name} = {value!r} is invalid; {name} must be {must_be}{said}",
+                          value=value, expected=must_be, default=default)
 
     @classmethod
     def defaults(cls) -> dict[str, Any]:
@@ -202,7 +257,7 @@ class Options:
         names = [f.name for f in fields(cls)]
         unknown = sorted(set(table) - set(names))
         if unknown:
-            close = sorted({m for key in unknown for m in _close_matches(key, names)})
+            close = sorted({m for key in unknown for m in close_matches(key, names)})
             hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
             raise OptionError(unknown[0], f"unknown option(s) {', '.join(map(repr, unknown))} for {where}{hint}; "
                                           f"valid options: {cls.help()}")
@@ -213,7 +268,8 @@ class Options:
         try:
             return cls(**table)
         except OptionError as exc:
-            raise OptionError(exc.field, f"{where}: {exc}") from None
+            raise OptionError(exc.field, f"{where}: {exc}", value=exc.value, expected=exc.expected,
+                              default=exc.default) from None
 
     def as_kwargs(self) -> dict[str, Any]:
         """The fields as keyword arguments (one level deep, unlike :func:`dataclasses.asdict`)."""
@@ -312,8 +368,13 @@ class Registry(Generic[T]):
 
         The built part carries ``kind``, ``options`` and ``version`` (for :func:`describe`).
         """
+        return self.create(kind, self.options(kind, table), *args, **kwargs)
+
+    def create(self, kind: str, options: Options, *args: Any, **kwargs: Any) -> T:
+        """Build ``kind`` from ``options`` already checked (an instance of its options class), as :meth:`build` does."""
         entry = self.entry(kind)
-        options = self.options(kind, table)
+        if not isinstance(options, entry.options):
+            raise TypeError(f"{self.where(kind)} takes {entry.options.__name__}, got {type(options).__name__}")
         part = entry.factory(*args, **kwargs, **options.as_kwargs())
         part.kind, part.options, part.version = kind, options, entry.version
         return part

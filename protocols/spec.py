@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import tomllib
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
+
+from protocols.registry import OptionError, Options, close_matches, option
+
+O = TypeVar("O", bound=Options)
 
 PROTOCOL_KINDS = ("evolution", "screening")
 
@@ -73,33 +77,54 @@ class NeuronSpec:
 PHOTODIODE_CORNERS = ("bottom-right", "bottom-left", "top-right", "top-left", "none")
 
 
+def _count(default: int, low: int, high: int, note: str = "") -> Any:
+    """An integer option in ``low..high`` (as protocol messages word it)."""
+    return option(default, low=low, high=high, valid=f"an integer in {low}..{high}{note}")
+
+
+def _positive(default: float | None, high: float | None = None, valid: str = "") -> Any:
+    """A number option > 0 (and <= ``high``)."""
+    return option(default, low=0.0, low_open=True, high=high, valid=valid)
+
+
+_RGB = "[r, g, b] with each in [0, 1]"
+
+
 @dataclass(frozen=True)
-class DisplaySpec:
+class DisplaySpec(Options):
     """The ``[display]`` table: the rig's monitor and how stimuli are shown on it (PsychoPy display only).
 
     Sizes and positions are in degrees of visual angle, durations in frames,
     colours RGB in [0, 1]. Defaults: a 53 cm wide 1920x1080 screen at 57 cm,
     a 4° stimulus at the centre, 6 frames on and 9 off at 60 Hz (100/150 ms).
+    Each field's type, default and bounds are written here only; the table is
+    checked against them (:class:`~protocols.registry.Options`).
     """
 
-    width_cm: float = 53.0
-    distance_cm: float = 57.0
-    resolution: tuple[int, int] = (1920, 1080)
-    refresh_hz: float = 60.0
+    width_cm: float = _positive(53.0, high=1e6)
+    distance_cm: float = _positive(57.0, high=1e6)
+    resolution: tuple[int, int] = option(
+        (1920, 1080), low=1, high=MAX_RESOLUTION,
+        valid=f"[width, height] in pixels (1..{MAX_RESOLUTION}), e.g. [1920, 1080]")
+    refresh_hz: float = _positive(60.0, high=1000.0)
     #: Sleep-pace flips to ``refresh_hz``: only for screens without vsync (Xvfb, some VMs).
     pace: bool = False
     fullscreen: bool = True
-    screen: int = 0
-    background: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    size_deg: float = 4.0
-    position_deg: tuple[float, float] = (0.0, 0.0)
+    screen: int = _count(0, 0, 63)
+    background: tuple[float, float, float] = option((0.5, 0.5, 0.5), low=0.0, high=1.0, valid=_RGB)
+    size_deg: float = option(4.0, low=0.0, low_open=True, high=180.0, high_open=True,
+                             valid="a number of degrees in (0, 180)")
+    position_deg: tuple[float, float] = option((0.0, 0.0), low=-89.0, high=89.0,
+                                               valid="[x, y] in degrees from the screen centre, each in [-89, 89]")
     #: Diameter of the fixation point; 0 draws none.
-    fixation_deg: float = 0.2
-    fixation_color: tuple[float, float, float] = (1.0, 0.0, 0.0)
-    on_frames: int = 6
-    off_frames: int = 9
-    photodiode: str = "bottom-right"
-    photodiode_size_px: int = 60
+    fixation_deg: float = option(0.2, low=0.0, high=180.0, high_open=True,
+                                 valid="a number of degrees >= 0 and < 180 (0: no fixation point)")
+    fixation_color: tuple[float, float, float] = option((1.0, 0.0, 0.0), low=0.0, high=1.0, valid=_RGB)
+    on_frames: int = _count(6, 1, 100_000)
+    #: At least 1: the next texture is uploaded during the blank.
+    off_frames: int = _count(9, 1, 100_000, " (the next texture is prepared during the blank)")
+    photodiode: str = option("bottom-right", choices=PHOTODIODE_CORNERS)
+    photodiode_size_px: int = _count(60, 1, MAX_RESOLUTION)
 
 
 #: How the recording's response is baselined (DESIGN.md §4): the early post-onset window averaged over all
@@ -107,53 +132,86 @@ class DisplaySpec:
 RECORDING_BASELINES = ("early", "pre", "none")
 #: Which TTL edges mark onsets (``[recording] ttl_edges``).
 TTL_EDGES = ("rising", "falling", "both")
+#: The recording transports ``[recording] kind`` may name.
+RECORDING_KINDS = ("openephys-zmq",)
+_PORT = "a TCP port in 1..65535"
+_UNITS = 'a non-empty list of selectors such as ["*"], ["Electrode 1:1", "Electrode 2:1"]'
+
+
+def _window(default: tuple[float, float] | None, low: float) -> Any:
+    """A ``[start, stop]`` window in ms, ``low <= start`` (``start < stop`` is checked by the spec)."""
+    return option(default, low=low, valid=f"[start, stop] in ms with {low:g} <= start < stop")
 
 
 @dataclass(frozen=True)
-class RecordingSpec:
+class RecordingSpec(Options):
     """The optional ``[recording]`` table: an Open Ephys ZMQ Interface stream and how to score it.
 
     Used only when the neuron is a recording (``--neuron zmq://HOST:PORT``); a
     simulated neuron ignores it, so one protocol file serves both. Windows are
     in ms after the onset TTL; ``units`` are channel selectors ``"*"``,
     ``"ELECTRODE"`` or ``"ELECTRODE:SORTED_ID"`` (one response channel each).
+    Session files store these fields by name (``rig replay --rescore`` rebuilds
+    the spec from them), so names and defaults stay as they are.
     """
 
-    kind: str = "openephys-zmq"
-    host: str = "127.0.0.1"
-    data_port: int = 5556
+    kind: str = option("openephys-zmq", choices=RECORDING_KINDS)
+    host: str = option("127.0.0.1", valid="a host name")
+    data_port: int = option(5556, low=1, high=65535, valid=_PORT)
     #: None: data port + 1, as the plugin does.
-    heartbeat_port: int | None = None
+    heartbeat_port: int | None = option(None, low=1, high=65535, valid=_PORT)
     heartbeat: bool = True
     #: Only messages of this stream (None: every stream on the port).
     stream: str | None = None
     #: 0-based TTL line carrying stimulus onsets (photodiode or sync pulse).
-    ttl_line: int = 0
+    ttl_line: int = option(0, low=0, high=255, valid="a 0-based TTL line in 0..255")
     #: Which edges on ttl_line mark onsets: "both" for a photodiode under a patch that toggles at each onset
     #: (the PsychoPy display's), "rising" for a pulse per onset, "falling" for an inverted one.
-    ttl_edges: str = "both"
-    units: tuple[str, ...] = ("*",)
-    response_window_ms: tuple[float, float] = (50.0, 200.0)
-    baseline: str = "early"
+    ttl_edges: str = option("both", choices=TTL_EDGES)
+    units: tuple[str, ...] = option(("*",), valid=_UNITS)
+    response_window_ms: tuple[float, float] = _window((50.0, 200.0), 0.0)
+    baseline: str = option("early", choices=RECORDING_BASELINES)
     #: None: [0, 40] for "early", [-50, 0] for "pre".
-    baseline_window_ms: tuple[float, float] | None = None
+    baseline_window_ms: tuple[float, float] | None = _window(None, -10_000.0)
     #: How far a TTL may sit from where the display's timing puts it.
-    ttl_tolerance_ms: float = 10.0
+    ttl_tolerance_ms: float = _positive(10.0)
     #: Longest delay from an onset (the flip) to its TTL as the recording sees it: display input lag plus
     #: photodiode plus acquisition latency (10-100 ms on real monitors).
-    pairing_window_ms: float = 200.0
+    pairing_window_ms: float = _positive(200.0, high=2000.0, valid="a number of ms in (0, 2000]")
     #: None: taken from the data messages.
-    sample_rate: float | None = None
+    sample_rate: float | None = _positive(None, valid="a number of samples per second > 0")
     #: Seconds past the last window's end before unfinished stimuli are marked invalid.
-    timeout_s: float = 2.0
+    timeout_s: float = _positive(2.0)
     #: Seconds to wait for the stream before the first block.
-    connect_timeout_s: float = 5.0
+    connect_timeout_s: float = _positive(5.0)
     #: Keep continuous-data payloads in the session's raw log (headers are always kept).
     keep_data_payloads: bool = False
 
     def __post_init__(self) -> None:
         if self.baseline_window_ms is None:
             object.__setattr__(self, "baseline_window_ms", (-50.0, 0.0) if self.baseline == "pre" else (0.0, 40.0))
+        super().__post_init__()
+
+    def check(self) -> None:
+        if not self.host.strip():
+            self.invalid("host", "a host name")
+        if not self.units or not all(u.strip() for u in self.units):
+            self.invalid("units", _UNITS)
+        for unit in self.units:
+            electrode, sep, sorted_id = unit.strip().rpartition(":")
+            if sep and sorted_id != "*" and not sorted_id.lstrip("-").isdigit():
+                self.invalid("units", f"selectors whose part after ':' is a sorted unit id (an integer, 0 = unsorted) "
+                                      f"or '*' ({unit!r} is not); valid forms: '*', 'ELECTRODE', 'ELECTRODE:UNIT'")
+        object.__setattr__(self, "units", tuple(u.strip() for u in self.units))
+        for name in ("response_window_ms", "baseline_window_ms"):
+            start, stop = getattr(self, name)
+            if not start < stop:
+                self.invalid(name, "[start, stop] in ms with start < stop")
+        if self.baseline == "early" and self.baseline_window_ms[0] < 0:
+            self.invalid("baseline_window_ms", "a window after onset for an 'early' baseline (start >= 0); "
+                                               "use baseline = \"pre\" for a pre-onset window")
+        if self.pairing_window_ms < self.ttl_tolerance_ms:
+            self.invalid("pairing_window_ms", f"a number >= ttl_tolerance_ms ({self.ttl_tolerance_ms:g})")
 
 
 @dataclass(frozen=True)
@@ -227,7 +285,10 @@ class _Section:
     def finish(self) -> None:
         unknown = sorted(set(self.table) - self.used)
         if unknown:
-            self.fail(None, f"unknown field(s) {unknown}; valid fields: {sorted(self.used)}")
+            valid = sorted(self.used)
+            close = sorted({m for key in unknown for m in close_matches(key, valid)})
+            hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
+            self.fail(None, f"unknown field(s) {unknown}{hint}; valid fields: {valid}")
 
 
 def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
@@ -297,8 +358,8 @@ def parse_protocol(text: str, path: str | Path = "<protocol>") -> ProtocolSpec:
     refs.finish()
 
     neuron = _neuron(path, doc["neuron"]) if "neuron" in doc else None
-    display = _display(path, doc["display"]) if "display" in doc else None
-    recording = _recording(path, doc["recording"]) if "recording" in doc else None
+    display = _options(path, "display", doc["display"], DisplaySpec) if "display" in doc else None
+    recording = _options(path, "recording", doc["recording"], RecordingSpec) if "recording" in doc else None
     return ProtocolSpec(
         path=path,
         text=text,
@@ -341,6 +402,25 @@ def _component(path: Path, name: str, doc: dict[str, Any]) -> dict[str, Any]:
     return {"kind": kind, **options}
 
 
+def _options(path: Path, name: str, table: Any, cls: type[O]) -> O:
+    """A table read into its :class:`~protocols.registry.Options` dataclass; errors name the file, table and field."""
+    section = _Section(path, name, table)
+    section.used.update(f.name for f in fields(cls))
+    section.finish()
+    try:
+        return cls.from_table(table, f"[{name}]")
+    except OptionError as exc:
+        if exc.expected is None:
+            section.fail(None, str(exc))
+        said = "" if exc.default is MISSING else f" (default {_toml(exc.default)})"
+        section.fail(exc.field, f"expected {exc.expected}, got {_toml(exc.value)}{said}")
+
+
+def _toml(value: Any) -> str:
+    """A value as a protocol file spells it (lists for tuples)."""
+    return repr(list(value) if isinstance(value, tuple) else value)
+
+
 def _neuron(path: Path, table: Any) -> NeuronSpec:
     section = _Section(path, "neuron", table)
     section.get("kind", str, default="simulated", check=lambda v: v == "simulated", expected='"simulated"')
@@ -376,120 +456,5 @@ def _screening(path: Path, kind: str, doc: dict[str, Any]) -> ScreeningSpec | No
         image_size=section.get("image_size", int, default=224, check=lambda v: 8 <= v <= 4096,
                                expected="an integer in 8..4096"),
     )
-    section.finish()
-    return spec
-
-
-def _display(path: Path, table: Any) -> DisplaySpec:
-    """The optional ``[display]`` table; every field has a default (see :class:`DisplaySpec`)."""
-    section = _Section(path, "display", table)
-    d = DisplaySpec()
-    number = (int, float)
-
-    def positive(key: str, default: float, high: float = 1e6) -> float:
-        return float(section.get(key, number, default=default, check=lambda v: 0 < v <= high,
-                                 expected=f"a number in (0, {high:g}]"))
-
-    def count(key: str, default: int, low: int, high: int, expected: str = "") -> int:
-        return section.get(key, int, default=default, check=lambda v: low <= v <= high,
-                           expected=f"an integer in {low}..{high}{expected}")
-
-    def numbers(key: str, default: tuple, count: int, low: float | None = None, high: float | None = None,
-                expected: str = "", kinds: tuple[type, ...] = number) -> tuple:
-        value = section.get(
-            key, list, default=list(default),
-            check=lambda v: len(v) == count and all(
-                isinstance(x, kinds) and not isinstance(x, bool)
-                and (low is None or x >= low) and (high is None or x <= high) for x in v),
-            expected=expected)
-        return tuple(value)
-
-    spec = DisplaySpec(
-        width_cm=positive("width_cm", d.width_cm),
-        distance_cm=positive("distance_cm", d.distance_cm),
-        resolution=tuple(int(v) for v in numbers(
-            "resolution", d.resolution, 2, low=1, high=MAX_RESOLUTION,
-            expected=f"[width, height] in pixels (1..{MAX_RESOLUTION}), e.g. [1920, 1080]",
-            kinds=(int,))),
-        refresh_hz=positive("refresh_hz", d.refresh_hz, high=1000.0),
-        pace=section.get("pace", bool, default=d.pace),
-        fullscreen=section.get("fullscreen", bool, default=d.fullscreen),
-        screen=count("screen", d.screen, 0, 63),
-        background=numbers("background", d.background, 3, 0.0, 1.0, "[r, g, b] with each in [0, 1]"),
-        size_deg=float(section.get("size_deg", number, default=d.size_deg, check=lambda v: 0 < v < 180,
-                                   expected="a number of degrees in (0, 180)")),
-        position_deg=tuple(float(v) for v in numbers(
-            "position_deg", d.position_deg, 2, -89.0, 89.0, "[x, y] in degrees from the screen centre")),
-        fixation_deg=float(section.get("fixation_deg", number, default=d.fixation_deg, check=lambda v: 0 <= v < 180,
-                                       expected="a number of degrees >= 0 (0: no fixation point)")),
-        fixation_color=numbers("fixation_color", d.fixation_color, 3, 0.0, 1.0, "[r, g, b] with each in [0, 1]"),
-        on_frames=count("on_frames", d.on_frames, 1, 100_000),
-        off_frames=count("off_frames", d.off_frames, 1, 100_000, " (the next texture is prepared during the blank)"),
-        photodiode=section.get("photodiode", str, default=d.photodiode, check=lambda v: v in PHOTODIODE_CORNERS,
-                               expected=f"one of {list(PHOTODIODE_CORNERS)}"),
-        photodiode_size_px=count("photodiode_size_px", d.photodiode_size_px, 1, MAX_RESOLUTION),
-    )
-    section.finish()
-    return spec
-
-
-def _recording(path: Path, table: Any) -> RecordingSpec:
-    """The optional ``[recording]`` table; every field has a default (see :class:`RecordingSpec`)."""
-    section = _Section(path, "recording", table)
-    d = RecordingSpec()
-    number = (int, float)
-    port = dict(check=lambda v: 0 < v < 65536, expected="a TCP port in 1..65535")
-
-    def window(key: str, default: tuple[float, float] | None, low: float) -> tuple[float, float] | None:
-        value = section.get(key, list, default=None if default is None else list(default),
-                            check=lambda v: len(v) == 2 and all(isinstance(x, number) and not isinstance(x, bool)
-                                                                for x in v) and low <= v[0] < v[1],
-                            expected=f"[start, stop] in ms with {low:g} <= start < stop")
-        return None if value is None else (float(value[0]), float(value[1]))
-
-    def positive(key: str, default: float) -> float:
-        return float(section.get(key, number, default=default, check=lambda v: v > 0, expected="a number > 0"))
-
-    units = section.get("units", list, default=list(d.units),
-                        check=lambda v: len(v) > 0 and all(isinstance(u, str) and u.strip() for u in v),
-                        expected='a non-empty list of selectors such as ["*"], ["Electrode 1:1", "Electrode 2:1"]')
-    for unit in units:
-        electrode, sep, sorted_id = unit.strip().rpartition(":")
-        if sep and sorted_id != "*" and not sorted_id.lstrip("-").isdigit():
-            section.fail("units", f"{unit!r}: the part after ':' must be a sorted unit id (an integer, 0 = unsorted) "
-                                  f"or '*'; valid forms: '*', 'ELECTRODE', 'ELECTRODE:UNIT'")
-    baseline = section.get("baseline", str, default=d.baseline, check=lambda v: v in RECORDING_BASELINES,
-                           expected=f"one of {list(RECORDING_BASELINES)}")
-    spec = RecordingSpec(
-        kind=section.get("kind", str, default=d.kind, check=lambda v: v == "openephys-zmq",
-                         expected='"openephys-zmq"'),
-        host=section.get("host", str, default=d.host, check=lambda v: bool(v.strip()), expected="a host name"),
-        data_port=section.get("data_port", int, default=d.data_port, **port),
-        heartbeat_port=section.get("heartbeat_port", int, default=None, **port),
-        heartbeat=section.get("heartbeat", bool, default=d.heartbeat),
-        stream=section.get("stream", str, default=None),
-        ttl_line=section.get("ttl_line", int, default=d.ttl_line, check=lambda v: 0 <= v < 256,
-                             expected="a 0-based TTL line in 0..255"),
-        ttl_edges=section.get("ttl_edges", str, default=d.ttl_edges, check=lambda v: v in TTL_EDGES,
-                              expected=f"one of {list(TTL_EDGES)}"),
-        units=tuple(u.strip() for u in units),
-        response_window_ms=window("response_window_ms", d.response_window_ms, 0.0),
-        baseline=baseline,
-        baseline_window_ms=window("baseline_window_ms", None, -10_000.0),
-        ttl_tolerance_ms=positive("ttl_tolerance_ms", d.ttl_tolerance_ms),
-        pairing_window_ms=float(section.get("pairing_window_ms", number, default=d.pairing_window_ms,
-                                            check=lambda v: 0 < v <= 2000, expected="a number of ms in (0, 2000]")),
-        sample_rate=section.get("sample_rate", number, default=None, check=lambda v: v > 0,
-                                expected="a number of samples per second > 0"),
-        timeout_s=positive("timeout_s", d.timeout_s),
-        connect_timeout_s=positive("connect_timeout_s", d.connect_timeout_s),
-        keep_data_payloads=section.get("keep_data_payloads", bool, default=d.keep_data_payloads),
-    )
-    if spec.baseline == "early" and spec.baseline_window_ms[0] < 0:
-        section.fail("baseline_window_ms", f"an 'early' baseline lies after onset, got {list(spec.baseline_window_ms)}; "
-                                           f"use baseline = \"pre\" for a pre-onset window")
-    if spec.pairing_window_ms < spec.ttl_tolerance_ms:
-        section.fail("pairing_window_ms", f"must be >= ttl_tolerance_ms ({spec.ttl_tolerance_ms:g}), "
-                                          f"got {spec.pairing_window_ms:g}")
     section.finish()
     return spec

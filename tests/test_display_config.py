@@ -68,7 +68,8 @@ pace = true
     ('photodiode = "left"', r"\[display\] photodiode: expected one of \['bottom-right'"),
     ("pace = 1", r"\[display\] pace: expected true or false, got 1"),
     ("size_deg = 200", r"\[display\] size_deg: expected a number of degrees in \(0, 180\)"),
-    ("refresh = 60", r"\[display\]: unknown field\(s\) \['refresh'\]; valid fields: .*'refresh_hz'"),
+    ("refresh = 60", r"\[display\]: unknown field\(s\) \['refresh'\] \(did you mean 'refresh_hz'\?\); "
+                     r"valid fields: .*'refresh_hz'"),
 ])
 def test_display_errors_name_the_file_and_field(line, message):
     with pytest.raises(ProtocolError, match=r"dry-run.toml: " + message):

@@ -6,15 +6,18 @@ import time
 import numpy as np
 
 from protocols.base import Block
-from rig.display.base import Display, Presentations
+from rig.display.base import DISPLAYS, Display, Presentations
 
 
+@DISPLAYS.register("headless")
 class HeadlessDisplay(Display):
     """No screen: every stimulus is "shown" at once, for in-silico sessions.
 
     With ``pace=(on_s, off_s)`` stimuli follow each other in real time instead
     (on for ``on_s``, then blank for ``off_s``), so a recording stream, e.g.
-    ``rig sim-rig``, sees onsets spaced as a screen would space them.
+    ``rig sim-rig``, sees onsets spaced as a screen would space them. It takes
+    no options from the protocol (``[display]`` lays out a screen); ``pace``
+    comes from ``--pace-ms`` or the recording it stands in front of.
     """
 
     def __init__(self, pace: tuple[float, float] | None = None) -> None:

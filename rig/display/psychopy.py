@@ -27,8 +27,9 @@ import numpy as np
 import torch
 
 from protocols.base import Block
+from protocols.images import check_image_batch
 from protocols.spec import DisplaySpec
-from rig.display import Display, Presentations
+from rig.display.base import DISPLAYS, Display, Presentations
 from rig.display.monitor import MonitorGeometry
 
 #: Called after a frame is drawn and before it is flipped: ``hook(position, frame, phase)``, phase "on" or "off",
@@ -66,17 +67,15 @@ def _import_psychopy() -> tuple[Any, Any, Any]:
 
 
 def images_to_textures(images: torch.Tensor) -> np.ndarray:
-    """(N, 3, H, W) float RGB in [0, 1] → (N, H, W, 3) float32, rows bottom-up as OpenGL wants them."""
-    if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"block images must be (N, 3, H, W) RGB, got shape {tuple(images.shape)}")
-    if not torch.is_floating_point(images):
-        raise ValueError(f"block images must be float RGB in [0, 1], got dtype {images.dtype}")
-    array = images.detach().to("cpu", torch.float32).permute(0, 2, 3, 1).numpy()
-    low, high = float(array.min()), float(array.max())
-    if not (math.isfinite(low) and math.isfinite(high)) or low < -1e-3 or high > 1 + 1e-3:
-        # PsychoPy clips below 0 to black; an out-of-range image is a generator bug, not something to show.
-        raise ValueError(f"block images must be float RGB in [0, 1], got values in [{low:.4g}, {high:.4g}]")
-    return np.ascontiguousarray(np.clip(array[:, ::-1], 0.0, 1.0))
+    """(N, 3, H, W) float RGB in [0, 1] → (N, H, W, 3) float32, rows bottom-up as OpenGL wants them.
+
+    PsychoPy clips below 0 to black; an out-of-range image is a generator bug, not something to show, so the
+    images are checked as every image batch is (:func:`protocols.images.check_image_batch`).
+    """
+    array = check_image_batch(images, who="block images").detach().to("cpu", torch.float32)
+    if not torch.isfinite(array).all():
+        raise ValueError("block images must be float RGB in [0, 1], got non-finite values")
+    return np.ascontiguousarray(array.permute(0, 2, 3, 1).numpy()[:, ::-1])
 
 
 def dropped_frames(flip_times: np.ndarray, period: float) -> int:
@@ -96,12 +95,8 @@ class PsychoPyDisplay(Display):
     def __init__(self, spec: DisplaySpec | None = None, *, frame_hook: FrameHook | None = None,
                  **window_kwargs: Any) -> None:
         super().__init__()
+        # A DisplaySpec is checked when made (frames >= 1, refresh_hz > 0, ...); only the layout is checked here.
         self.spec = spec = spec if spec is not None else DisplaySpec()
-        if spec.on_frames < 1 or spec.off_frames < 1:
-            raise ValueError(f"display on_frames and off_frames must be >= 1 (the next texture is prepared during "
-                             f"the blank), got {spec.on_frames} and {spec.off_frames}")
-        if not spec.refresh_hz > 0:
-            raise ValueError(f"display refresh_hz must be > 0, got {spec.refresh_hz}")
         self.geometry = MonitorGeometry(spec.width_cm, spec.distance_cm, tuple(spec.resolution))
         left, right, bottom, top = self.geometry.extent_to_pixels(*spec.position_deg, spec.size_deg)
         if not self.geometry.fits(left, right, bottom, top):
@@ -304,3 +299,21 @@ class PsychoPyDisplay(Display):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@DISPLAYS.register("psychopy", DisplaySpec)
+def open_psychopy_display(**layout: Any) -> PsychoPyDisplay:
+    """The PsychoPy display laid out by ``[display]`` (the registry passes its fields).
+
+    A window that cannot open (no screen, no OpenGL) is a ``ValueError`` saying so, raised before anything runs.
+    """
+    try:
+        return PsychoPyDisplay(DisplaySpec(**layout))
+    except ValueError:
+        raise
+    except Exception as exc:  # pyglet/OpenGL raise their own types; the user needs to know the window failed
+        screen = os.environ.get("DISPLAY", "<unset>")
+        raise ValueError(
+            f"--display psychopy: cannot open a PsychoPy window on DISPLAY={screen}: {type(exc).__name__}: {exc}. "
+            f'Without a monitor, run under xvfb-run -a -s "-screen 0 1280x1024x24" (24-bit) with [display] pace = true'
+        ) from exc
