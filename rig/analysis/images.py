@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from protocols.generators import build_generator, require_trusted_factory
 from protocols.generators.base import Generator
 from rig.analysis.sources import session_thread
 from rig.session import RecordedSession, read_session
@@ -21,24 +20,13 @@ BUNDLED = "foolbox-imagenet"
 
 def session_generator(session: RecordedSession, weights: str | None = None,
                       trust_generator: str | None = None) -> Generator:
-    """Rebuild the session's generator from its provenance (``weights`` overrides a GAN weight path).
+    """Rebuild the session's generator as it ran (``weights`` overrides a GAN weight path).
 
     A ``kind = "module"`` generator runs only when ``trust_generator`` names its factory.
     """
-    options = dict(session.provenance.get("generator") or {})
-    if not options:
-        raise ValueError(f"{session.path}: no generator recorded (a screening session has no prototypes)")
-    require_trusted_factory(options, trust_generator, f"{session.path} (its provenance)")
-    if weights is not None:
-        options["weights"] = weights
-    elif isinstance(options.get("weights"), str):
-        # Recorded as written in the protocol file, i.e. relative to that file.
-        base = Path(str(session.attrs.get("protocol_path", "."))).parent
-        options["weights"] = str((base / options["weights"]).expanduser())
-    try:
-        return build_generator(**options).eval()
-    except (ValueError, TypeError, FileNotFoundError) as exc:
-        raise ValueError(f"{session.path}: cannot rebuild its generator {options}: {exc}") from None
+    from rig.loop.rebuild import rebuild
+
+    return rebuild(session).generator(trust_generator, weights)
 
 
 def render(generator: Generator, codes: np.ndarray) -> torch.Tensor:

@@ -16,7 +16,7 @@ import numpy as np
 from protocols.base import Block, Protocol, Responses
 from rig.display import Display, Presentations
 from rig.sources import ResponseSource
-from rig.session import SessionWriter
+from rig.session.sink import SessionSink
 
 
 class IncompleteBlockError(RuntimeError):
@@ -50,7 +50,7 @@ class Controller:
     block; ``checkpoint_every`` sets how often optimizer state is stored.
     """
 
-    def __init__(self, protocol: Protocol, display: Display, source: ResponseSource, session: SessionWriter,
+    def __init__(self, protocol: Protocol, display: Display, source: ResponseSource, session: SessionSink,
                  progress: Callable[[BlockReport], None] | None = None, checkpoint_every: int = 10,
                  max_repeats: int = 3) -> None:
         if checkpoint_every < 1:

@@ -33,6 +33,7 @@ from rig.loop.run_record import RunRecord
 from rig.sources.replay import ReplayDivergence, ReplaySource
 from rig.session import RecordedSession, SessionFileError, SessionWriter, package_versions, read_session
 from rig.session.checkpoints import restore_latest
+from rig.session.sink import SessionSink
 
 if TYPE_CHECKING:
     from rig.loop.assemble import Assembly
@@ -44,7 +45,7 @@ __all__ = ["ReplayResult", "Resumed", "check_stream_allowed", "is_loopback", "re
 _NO_CHECKPOINTS = 2**62
 
 
-class _DiscardSession:
+class _DiscardSession(SessionSink):
     """The session sink of a replay: nothing is ever written, least of all into the file being replayed."""
 
     def __init__(self) -> None:

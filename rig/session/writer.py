@@ -24,6 +24,7 @@ from rig.session.layout import (SCHEMA, SCHEMA_VERSION, STRING_DTYPE, SessionFil
                                 block_digest, block_name, claim_path, clock_anchor, fsync_path, journal_dir,
                                 journal_files, package_versions, strings_array, utc_now)
 from rig.session.reader import read_session
+from rig.session.sink import SessionSink
 
 
 class _WriterLock:
@@ -143,7 +144,7 @@ def _os_error(exc: BaseException, path: Path, doing: str, kept: str) -> BaseExce
     return SessionWriteError(code, f"could not {doing} ({reason}); {kept}", str(path))
 
 
-class SessionWriter:
+class SessionWriter(SessionSink):
     """Appends blocks to a session file as they complete; a kill at any instant loses only the block in flight.
 
     Create a new session with the constructor, or continue a killed one with

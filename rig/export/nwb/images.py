@@ -12,16 +12,18 @@ from rig.session import RecordedSession, SessionFileError
 
 
 def _generator_to_render(session: RecordedSession, trust_generator: str | None) -> ProtocolSpec:
-    """The recorded protocol whose generator renders ``--images``, once it is known to run no untrusted code."""
-    from protocols.generators import require_trusted_factory
-    from rig.loop.replay import recorded_spec
+    """The protocol as it ran whose generator renders ``--images``, once it is known to run no untrusted code.
 
-    spec = recorded_spec(session)
-    if spec.kind != "evolution":
+    Its ``[generator]`` comes from the session's run record, weight paths already resolved against the protocol file.
+    """
+    from rig.loop.rebuild import rebuild
+
+    rebuilt = rebuild(session)
+    if rebuilt.spec.kind != "evolution":
         raise SessionFileError(f"{session.path}: --images needs an evolution session (a generator renders the "
-                               f"stimuli); this is a {spec.kind} session")
-    require_trusted_factory(spec.generator, trust_generator, str(session.path))
-    return spec
+                               f"stimuli); this is a {rebuilt.spec.kind} session")
+    rebuilt.require_trusted(trust_generator)
+    return rebuilt.spec
 
 
 def add_images(nwb, session: RecordedSession, spec: ProtocolSpec, stimuli: Columns, shown: Columns,
