@@ -1,18 +1,26 @@
 """What every Display must do, whatever shows the stimuli (STYLE practice 10).
 
-A display's test module subclasses :class:`DisplayConformance` and defines
-``make_display()``; the suite's tests then run against that display.
+The suite (:class:`DisplayConformance`) runs over every registered display
+kind (:data:`rig.display.DISPLAYS`) plus the unregistered recorded display of a
+replay (tests/test_display_conformance.py): registering a display puts it
+under the suite, and a kind without a maker in :data:`MAKERS` fails there,
+saying so.
 """
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
 import torch
 
 from protocols.base import REFERENCE, Block
-from rig.display import Display
+from protocols.spec import DisplaySpec
+from rig.display import DISPLAYS, Display, build_display
+from rig.session import RecordedBlock, RecordedSession
 
 #: Distinct solid colours, RGB in [0, 1].
 COLOURS = [(1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0), (1.0, 1.0, 0.0), (0.0, 1.0, 1.0), (1.0, 0.0, 1.0)]
@@ -26,15 +34,64 @@ def solid_block(colours: list[tuple[float, float, float]], size: int = 16, index
                  threads=np.full(n, -1), code_index=np.full(n, -1), images=images, codes=np.zeros((0, 0, 0)))
 
 
+def recorded_session(indices: tuple[int, ...] = (0, 7), n: int = len(COLOURS), channels: int = 2) -> RecordedSession:
+    """A session, in memory, that recorded blocks ``indices`` of ``solid_block(COLOURS[:n])``: one valid
+    presentation each, 250 ms apart, 100 ms on, and finite scores on ``channels`` channels."""
+    rng = np.random.default_rng(0)
+    blocks = []
+    for index in indices:
+        block = solid_block(COLOURS[:n], index=index)
+        onsets = 10.0 + 0.25 * np.arange(n)
+        blocks.append(RecordedBlock(
+            index=index, codes=block.codes, stimulus_ids=list(block.stimulus_ids), kinds=list(block.kinds),
+            threads=block.threads, code_index=block.code_index, onset_times=onsets,
+            dropped_frames=np.zeros(n, dtype=np.int64), scores=rng.normal(10, 2, (n, channels)),
+            valid=np.ones(n, dtype=bool), channel_names=[f"ch{c}" for c in range(channels)], timings={},
+            offset_times=onsets + 0.1, clock="recorded-test"))
+    return RecordedSession(path=Path("recorded-test.h5"), attrs={}, provenance={}, reference_ids=[], blocks=blocks)
+
+
+#: A 400x300 window, paced (Xvfb has no vsync); as tests/test_psychopy_display.py lays it out.
+PSYCHOPY_LAYOUT = dict(width_cm=20.0, distance_cm=57.0, resolution=(400, 300), fullscreen=False, pace=True,
+                       refresh_hz=60.0, background=(0.5, 0.5, 0.5), fixation_deg=0.0, photodiode="none")
+
+
+def _psychopy() -> Display:
+    if not os.environ.get("DISPLAY"):
+        pytest.skip('needs a screen: run under xvfb-run -a -s "-screen 0 1280x1024x24" (make test does)')
+    return build_display("psychopy", DisplaySpec(**PSYCHOPY_LAYOUT, on_frames=1, off_frames=1))
+
+
+def _recorded() -> Display:
+    from rig.display.recorded import RecordedDisplay
+
+    return RecordedDisplay(recorded_session())
+
+
+#: How the suite makes each display: every registered kind, by name, and the replay's (built from a session).
+MAKERS: dict[str, Callable[[], Display]] = {
+    "headless": lambda: build_display("headless"),
+    "psychopy": _psychopy,
+    "recorded": _recorded,
+}
+#: Displays not built by name: the replay builds its display from the session it replays.
+UNREGISTERED = ("recorded",)
+
+
+def display_kinds() -> list[str]:
+    """Every registered display kind, then the unregistered ones."""
+    return [*DISPLAYS.kinds(), *UNREGISTERED]
+
+
 class DisplayConformance:
-    """The shared suite. Subclasses define :meth:`make_display`; the suite closes what it makes."""
+    """The shared suite, over every display of :func:`display_kinds`; the suite closes what it makes."""
 
-    def make_display(self) -> Display:
-        raise NotImplementedError
-
-    @pytest.fixture
-    def display(self):
-        display = self.make_display()
+    @pytest.fixture(params=display_kinds())
+    def display(self, request):
+        if request.param not in MAKERS:
+            pytest.fail(f"display kind {request.param!r} is registered but tests/display_conformance.py has no "
+                        f"maker for it: add one to MAKERS")
+        display = MAKERS[request.param]()
         yield display
         display.close()
 

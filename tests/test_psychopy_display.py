@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from display_conformance import COLOURS, DisplayConformance, solid_block
+from display_conformance import COLOURS, solid_block
 
 from protocols.base import REFERENCE, Block
 from protocols.spec import DisplaySpec
@@ -57,11 +57,6 @@ def assert_colour(image: np.ndarray, row: int, col: int, rgb: tuple[float, float
     want = np.round(np.array(rgb) * 255).astype(int)
     assert np.all(np.abs(got - want) <= tolerance), \
         f"{what}: pixel ({row}, {col}) is {got.tolist()}, expected {want.tolist()}"
-
-
-class TestPsychoPyConformance(DisplayConformance):
-    def make_display(self) -> PsychoPyDisplay:
-        return make(on_frames=1, off_frames=1)
 
 
 @pytest.mark.timeout(60)

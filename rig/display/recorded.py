@@ -22,5 +22,8 @@ class RecordedDisplay(Display):
         positions = np.array([b.stimulus_ids.index(s) for s in block.stimulus_ids]) \
             if set(block.stimulus_ids) <= set(b.stimulus_ids) else np.arange(len(block)) % len(b.stimulus_ids)
         offsets = b.offset_times if b.offset_times is not None else b.onset_times
-        return Presentations(b.onset_times[positions], offsets[positions], b.dropped_frames[positions],
+        onsets = b.onset_times[positions]
+        for position, onset in enumerate(onsets):  # listeners hear the recorded onsets, as a live display's
+            self._notify_onset(block, position, float(onset))
+        return Presentations(onsets, offsets[positions], b.dropped_frames[positions],
                              np.ones(len(block), dtype=bool), b.clock or "recorded")
