@@ -303,7 +303,7 @@ def test_a_resumed_session_replays_with_a_fresh_parser_like_the_fresh_live_reade
     rng = np.random.default_rng(2)
     writer = new_writer(path)
     _stream_block(writer, 0, [data(1, 0), data(2, 10)], rng)  # then killed: never finished
-    writer._lock.release()  # as the kernel does when the process is killed
+    writer.abandon()  # as when the process is killed: the kernel drops its lock
     writer = SessionWriter.reopen(path)
     _stream_block(writer, 1, [data(40, 500), data(41, 510), data(42, 520)], rng)  # the publisher went on meanwhile
     writer.finish()

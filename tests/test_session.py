@@ -142,7 +142,7 @@ def test_reopen_merges_the_journal_records_the_resume_and_goes_on(tmp_path):
     path = tmp_path / "s.h5"
     writer = new_writer(path)
     write_blocks(writer, 3, checkpoint_at=(1,))
-    writer._lock.release()  # as the kernel does when the process is killed
+    writer.abandon()  # as when the process is killed: the kernel drops its lock
 
     again = SessionWriter.reopen(path, note={"host": "here"})
     merged = read_session(path)

@@ -20,13 +20,14 @@ SCHEMA_VERSION = 2
 #: Versions :func:`read_session` understands (1: blocks written in place, no journal or digests).
 READABLE_VERSIONS = (1, 2)
 JOURNAL_SUFFIX = ".journal"
-_PARTIAL_PREFIX = ".partial-"  # schema 1 wrote blocks under this name before moving them into place
-_JOURNAL_BLOCK = re.compile(r"^(\d{6})\.h5$")
-_STR = h5py.string_dtype(encoding="utf-8")
+PARTIAL_PREFIX = ".partial-"  # schema 1 wrote blocks under this name before moving them into place
+JOURNAL_BLOCK = re.compile(r"^(\d{6})\.h5$")
+#: The dtype of every text dataset (UTF-8).
+STRING_DTYPE = h5py.string_dtype(encoding="utf-8")
 # What a damaged or hand-made file can make h5py, numpy or json raise while we read it. MemoryError is a
 # backstop: declared sizes are checked first (check_size), so a crafted shape is refused before allocating.
-_READ_ERRORS = (OSError, KeyError, ValueError, TypeError, IndexError, AttributeError, RuntimeError,
-                UnicodeError, OverflowError, MemoryError, json.JSONDecodeError)
+READ_ERRORS = (OSError, KeyError, ValueError, TypeError, IndexError, AttributeError, RuntimeError,
+               UnicodeError, OverflowError, MemoryError, json.JSONDecodeError)
 
 #: A dataset or attribute may declare at most this many bytes plus DECLARED_PER_FILE_BYTE per byte of its file.
 #: The writer stores everything uncompressed, so a real one is never bigger than its file; the margin admits a
@@ -111,7 +112,8 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def _utc_now() -> str:
+def utc_now() -> str:
+    """Now, as the session file writes times: ``YYYY-MM-DDTHH:MM:SSZ`` (UTC)."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
@@ -124,7 +126,8 @@ def clock_anchor() -> dict[str, float]:
     return {"monotonic_s": time.monotonic(), "unix_s": time.time()}
 
 
-def _block_name(index: int) -> str:
+def block_name(index: int) -> str:
+    """The name of block ``index`` in the file and its journal: six digits."""
     return f"{index:06d}"
 
 
@@ -134,7 +137,7 @@ def journal_dir(path: str | Path) -> Path:
     return path.with_name(path.name + JOURNAL_SUFFIX)
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: Path) -> None:
     """Make ``path`` (a file or a folder, for the renames in it) durable across power loss."""
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -152,17 +155,18 @@ def claim_path(tmp: Path, path: Path) -> None:
     Raises:
         SessionFileError: something appeared at ``path`` first (nothing was overwritten).
     """
-    _fsync(tmp)
+    fsync_path(tmp)
     try:
         os.link(tmp, path)
     except FileExistsError:
         raise SessionFileError(f"{path}: appeared while this file was being created (another writer?); "
                                f"nothing was overwritten") from None
     tmp.unlink()
-    _fsync(path.parent)
+    fsync_path(path.parent)
 
 
-def _strings_array(values: Sequence[str]) -> np.ndarray:
+def strings_array(values: Sequence[str]) -> np.ndarray:
+    """Strings as h5py writes them with :data:`STRING_DTYPE`."""
     return np.array(list(values), dtype=object)
 
 
@@ -187,13 +191,13 @@ def block_digest(fields: dict[str, Any]) -> str:
     return h.hexdigest()
 
 
-def _journal_files(folder: Path) -> list[tuple[int, Path]]:
+def journal_files(folder: Path) -> list[tuple[int, Path]]:
     """Complete journal block files, in block order; ``.partial`` files (killed mid-write) are left out."""
     if not folder.is_dir():
         return []
     found = []
     for entry in folder.iterdir():
-        match = _JOURNAL_BLOCK.match(entry.name)
+        match = JOURNAL_BLOCK.match(entry.name)
         if match and entry.is_file():
             found.append((int(match.group(1)), entry))
     return sorted(found)

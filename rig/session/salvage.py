@@ -17,7 +17,7 @@ from pathlib import Path
 
 import h5py
 
-from rig.session.layout import SessionFileError, _block_name, _utc_now, claim_path, journal_dir
+from rig.session.layout import SessionFileError, block_name, claim_path, journal_dir, utc_now
 from rig.session.reader import scan_session
 
 __all__ = ["Salvaged", "salvage_session"]
@@ -87,7 +87,7 @@ def _write(tmp: Path, source: Path, session, kept, result: Salvaged) -> None:
             f.attrs[key] = value
         f.attrs["status"] = SALVAGED
         f.attrs["salvaged"] = json.dumps({
-            "utc": _utc_now(), "from": str(source), "status_found": session.attrs.get("status"),
+            "utc": utc_now(), "from": str(source), "status_found": session.attrs.get("status"),
             "blocks_kept": len(kept), "damage": result.damage, "after_damage": result.after_damage,
             "bad_checkpoints": result.bad_checkpoints})
         with h5py.File(source, "r") as master:
@@ -102,4 +102,4 @@ def _write(tmp: Path, source: Path, session, kept, result: Salvaged) -> None:
 
 def _copy(path: Path, group: str, index: int, into: h5py.File) -> None:
     with h5py.File(path, "r") as f:
-        f.copy(f[group][_block_name(index)], into[group], name=_block_name(index))
+        f.copy(f[group][block_name(index)], into[group], name=block_name(index))
