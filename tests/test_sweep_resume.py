@@ -41,7 +41,7 @@ def _run_until_killed(job, blocks: int, monkeypatch) -> None:
     def append_then_die(self, block, *args, **kwargs):
         append(self, block, *args, **kwargs)
         if block.index + 1 == blocks:
-            self._lock.release()  # the kernel drops a killed process's lock
+            self.abandon()  # the kernel drops a killed process's lock
             raise _Killed
 
     with monkeypatch.context() as patch:
