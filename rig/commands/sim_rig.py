@@ -5,6 +5,8 @@ Run it in its own terminal (or process), then point ``rig run`` at it::
     rig sim-rig --protocol protocols/dry-run.toml
     rig run protocols/dry-run.toml --out s.h5 --neuron zmq://127.0.0.1:5556 --sim-link tcp://127.0.0.1:5558
 
+or over Lab Streaming Layer (``--transport lsl --lsl-name rig1``, then ``--neuron lsl://rig1``).
+
 The simulated units, their weights and response model come from the protocol
 file's ``[neuron]`` table unless ``--neuron``/``--weights``/``--gain``... say
 otherwise. See :mod:`rig.recording.simrig` for the stream and the faults.
@@ -26,7 +28,7 @@ from rig.recording.simrig import CALLBACK_MS, PHOTODIODES, SimRig, SimRigConfig,
 from simulators.neuron import SimulatedNeuron
 from simulators.response_model import ResponseModel, ResponseModelConfig
 
-HELP = "simulated recording system: a simulated neuron published in the Open Ephys ZMQ format"
+HELP = "simulated recording system: a simulated neuron published in the Open Ephys ZMQ format or over LSL"
 
 #: Without a [neuron.response] table: a rate of 10 spikes/s per unit of activation above -2 (efficientnet-scale units).
 DEFAULT_GAIN, DEFAULT_OFFSET = 10.0, 20.0
@@ -37,6 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--protocol", type=Path, help="take units, weights and response model from this file's [neuron]")
     parser.add_argument("--neuron", action="append", metavar="UNIT", help="simulated unit spec; repeat for electrodes")
     parser.add_argument("--weights", help="model weights: a file, 'random' or 'default'")
+    parser.add_argument("--transport", choices=("zmq", "lsl"), default="zmq",
+                        help="zmq: the Open Ephys ZMQ Interface (default); lsl: Lab Streaming Layer streams "
+                             "NAME-clock, NAME-spikes, NAME-ttl (rig/recording/lsl), read with --neuron lsl://NAME")
+    parser.add_argument("--lsl-name", default="sim-rig", metavar="NAME", help="with --transport lsl: the streams' NAME")
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     parser.add_argument("--data-port", type=int, default=5556, help="PUB port (0: any free port); heartbeats on +1")
     parser.add_argument("--heartbeat-port", type=int, help="REP port for heartbeats (default data port + 1)")
@@ -112,13 +118,14 @@ def run(args: argparse.Namespace) -> int:
                           photodiode=args.photodiode, ttl_pulse_ms=args.ttl_pulse_ms,
                           display_latency_ms=args.display_latency_ms, sync_line=args.sync_line,
                           sync_hz=args.sync_hz, header_style=args.header_style,
-                          truth_file=str(args.truth_file) if args.truth_file is not None else None)
+                          truth_file=str(args.truth_file) if args.truth_file is not None else None,
+                          transport=args.transport, lsl_name=args.lsl_name)
     rig = SimRig(neuron, len(neuron.channel_names), model, config)
     endpoints = rig.describe()
     print(f"sim-rig: {', '.join(neuron.channel_names)} -> electrodes "
           f"{', '.join(f'Electrode {i + 1}' for i in range(len(neuron.channel_names)))} (sorted id 1)", flush=True)
-    print(f"sim-rig: data {endpoints['data']}, heartbeats {endpoints['heartbeat']}, side channel {endpoints['side']}",
-          flush=True)
+    print(f"sim-rig: data {endpoints['data']}, heartbeats {endpoints.get('heartbeat', 'none')}, "
+          f"side channel {endpoints['side']}", flush=True)
     print(f"sim-rig: response model {model.describe()['kwargs']}", flush=True)
     print(f"sim-rig: {config.data_channels} continuous channel(s), callbacks of {rig.samples_per_callback:.2f} "
           f"samples, photodiode {config.photodiode} on line {config.ttl_line}, display latency "
@@ -127,10 +134,11 @@ def run(args: argparse.Namespace) -> int:
           flush=True)
     if config.faults:
         print(f"sim-rig: faults {[asdict(f) for f in config.faults]}", flush=True)
-    print(f"sim-rig: connect with: rig run PROTOCOL --out SESSION.h5 --neuron zmq://{args.host}:{rig.data_port} "
+    neuron_url = endpoints["data"] if config.transport == "lsl" else f"zmq://{args.host}:{rig.data_port}"
+    print(f"sim-rig: connect with: rig run PROTOCOL --out SESSION.h5 --neuron {neuron_url} "
           f"--sim-link {endpoints['side']}", flush=True)
     if args.ready_file is not None:
-        args.ready_file.write_text(json.dumps({**endpoints, "data_port": rig.data_port,
+        args.ready_file.write_text(json.dumps({**endpoints, "neuron": neuron_url, "data_port": rig.data_port,
                                                "heartbeat_port": rig.heartbeat_port, "side_port": rig.side_port}))
     signal.signal(signal.SIGTERM, lambda *_: rig.stop())
     try:

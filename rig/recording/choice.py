@@ -1,57 +1,45 @@
-"""Choosing a recording as the neuron: ``--neuron zmq://HOST:PORT`` plus the protocol's ``[recording]`` table.
+"""Choosing a recording as the neuron: ``--neuron URL`` plus the protocol's ``[recording]`` table.
 
 The protocol file stays the one that ran in silico; only the neuron changes.
 ``[recording]`` (optional) says which TTL line carries onsets, which
 electrodes/units are channels and how responses are scored; the neuron URL
-says where the stream is (it overrides the table's host and data port).
+says where the stream is, by transport (:mod:`rig.recording.transports`):
+``zmq://HOST:PORT`` (Open Ephys ZMQ Interface; overrides the table's host and
+data port) or ``lsl://NAME`` (Lab Streaming Layer streams NAME-clock,
+NAME-spikes, NAME-ttl).
 """
 from __future__ import annotations
 
 import dataclasses
 from typing import Sequence
-from urllib.parse import urlsplit
 
 from protocols.spec import ProtocolSpec, RecordingSpec
 from rig.display import Display
 from rig.display.headless import HeadlessDisplay
 from rig.recording.sidechannel import SimRigLink
-from rig.recording.source import ZmqRecording
+from rig.recording.source import StreamRecording, recording_from_url
+from rig.recording.transports import scheme_of
 
-SCHEME = "zmq://"
 #: A headless display in front of a recording shows stimuli in real time: 100 ms on, 150 ms off (DESIGN.md §4).
 DEFAULT_PACE_S = (0.1, 0.15)
 
 
 def is_recording(units: Sequence[str]) -> bool:
     """Whether the neuron choice names a recording stream rather than simulated units."""
-    return any(u.startswith(SCHEME) for u in units)
+    return any(scheme_of(u) is not None for u in units)
 
 
-def recording_spec(spec: ProtocolSpec, url: str) -> RecordingSpec:
-    """The protocol's ``[recording]`` (or defaults) with host and data port from ``zmq://HOST:PORT``."""
-    parts = urlsplit(url)
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    if parts.scheme != "zmq" or not parts.hostname or port is None or parts.path not in ("", "/"):
-        raise ValueError(f"--neuron {url!r}: a recording is named zmq://HOST:PORT, e.g. zmq://127.0.0.1:5556 "
-                         f"(the ZMQ Interface plugin's data port)")
-    base = getattr(spec, "recording", None) or RecordingSpec()
-    return dataclasses.replace(base, host=parts.hostname, data_port=port)
-
-
-def recording_source(spec: ProtocolSpec, units: Sequence[str]) -> ZmqRecording | None:
-    """A ZmqRecording when ``units`` is one ``zmq://`` URL, None for simulated units."""
+def recording_source(spec: ProtocolSpec, units: Sequence[str]) -> StreamRecording | None:
+    """The recording when ``units`` is one recording URL, None for simulated units."""
     if not is_recording(units):
         return None
     if len(units) != 1:
-        raise ValueError(f"--neuron: a recording is one zmq://HOST:PORT and nothing else, got {list(units)}; "
-                         f"choose channels with [recording] units")
-    return ZmqRecording(recording_spec(spec, units[0]))
+        raise ValueError(f"--neuron: a recording is one URL (zmq://HOST:PORT or lsl://NAME) and nothing else, got "
+                         f"{list(units)}; choose channels with [recording] units")
+    return recording_from_url(getattr(spec, "recording", None) or RecordingSpec(), units[0])
 
 
-def attach(source: ZmqRecording, display: Display, sim_link: str | None = None,
+def attach(source: StreamRecording, display: Display, sim_link: str | None = None,
            pace: tuple[float, float] | None = None) -> dict:
     """Wire ``source`` to ``display`` (onset stamps, optional sim-rig side channel), then connect.
 

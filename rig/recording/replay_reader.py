@@ -18,6 +18,11 @@ A resumed session began a fresh live reader at its first new block (the
 ``resumes`` attribute's ``blocks_found``); the replay starts a fresh parser
 there too (:attr:`SessionReplayReader.new_reader` says so), so its counters
 stay those the live reader had.
+
+The parser is the transport's: a session whose stored messages carry the LSL
+envelope (:data:`rig.recording.lsl.wire.ENVELOPE`) is replayed through
+:class:`~rig.recording.lsl.wire.LslParser`, any other through the Open
+Ephys :class:`~rig.recording.openephys.reader.StreamParser`.
 """
 from __future__ import annotations
 
@@ -33,6 +38,7 @@ from rig.recording.openephys.wire import DATA_ENVELOPE, WireError, parse_header
 from rig.recording.records import Record
 from rig.recording.stream_log import DataRun, runs_from_arrays
 from rig.recording.openephys.reader import StreamParser, StreamStats
+from rig.recording.lsl.wire import ENVELOPE as LSL_ENVELOPE, NOMINAL_RATE, LslParser
 from rig.session import RecordedSession, SessionFileError, read_session
 
 
@@ -99,6 +105,14 @@ def restore_payload(frames: list[bytes]) -> list[bytes]:
     return [frames[0], frames[1], np.full(num_samples, np.nan, dtype="<f4").tobytes()]
 
 
+def _first_envelope(queue: list[tuple[int, int, dict[str, np.ndarray]]]) -> bytes | None:
+    """The first frame of the first stored raw message (which transport's envelope the session holds)."""
+    for _, _, showing in queue:
+        if len(showing["raw_frames"]):
+            return bytes(np.asarray(showing["raw_frames"][0], dtype=np.uint8))
+    return None
+
+
 #: Stream counters the live reader stored with each showing, which a replay must reproduce.
 COUNTERS = ("messages", "malformed", "gaps", "lost_messages", "restarts")
 
@@ -153,6 +167,7 @@ class SessionReplayReader:
         #: Messages replayed in all (``stats`` starts again with each fresh parser).
         self.messages_replayed = 0
         self._boundaries: set[int] = set()
+        self._lsl = False
 
     def __enter__(self) -> "SessionReplayReader":
         session = self.session if isinstance(self.session, RecordedSession) else read_session(self.path, verify=False)
@@ -164,13 +179,17 @@ class SessionReplayReader:
                                    f"session was not recorded from a stream (--neuron zmq://...), so there is "
                                    f"nothing to replay or rescore")
         self._boundaries = resume_boundaries(session)
+        self._lsl = _first_envelope(self._queue) == LSL_ENVELOPE
         self._parser = self._fresh_parser()
         self._total = len(self._queue)
         self._queue.reverse()  # pop() from the end in order
         return self
 
-    def _fresh_parser(self) -> StreamParser:
+    def _fresh_parser(self) -> StreamParser | LslParser:
         # The live reader's parser: the same parsing, counters and run logic as live.
+        if self._lsl:
+            reader = self.session.provenance.get("neuron", {}).get("reader", {})
+            return LslParser(str(reader.get("name", "lsl")), float(reader.get("rate", NOMINAL_RATE)))
         return StreamParser(keep_data_payloads=True)
 
     def __exit__(self, *exc: object) -> None:

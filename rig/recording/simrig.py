@@ -80,6 +80,14 @@ samples count from 0 in each epoch.
 - ``{"type": "ttl", "epoch": E, "line": int, "state": 0|1, "sample": int,
   "sent": bool}`` for every TTL edge, photodiode and sync alike (same rules).
 - ``{"type": "restart", "epoch": E}`` when acquisition restarts (E: the new epoch).
+- ``{"type": "clock", "epoch": E, "lsl_origin_sample": int}`` (``transport = "lsl"``): sample 0 of the
+  epoch was sent with LSL timestamp ``lsl_origin_sample / sample_rate``.
+
+With ``transport = "lsl"`` the same events go out as LSL samples
+(:mod:`rig.recording.lsl.outlets`: ``lsl_name``-clock, -spikes, -ttl), sample
+``s`` stamped ``t0 + s / sample_rate`` on ``time.monotonic`` (LSL's clock);
+a drop leaves a gap in the clock stream; heartbeats, message numbers, header
+styles and the restart fault have no LSL meaning.
 """
 from __future__ import annotations
 
@@ -114,6 +122,7 @@ SYNC_PULSE_MS = 10.0
 PHOTODIODES = ("toggle", "pulse")
 #: Bad side-channel messages reported one by one; after that they are only counted.
 BAD_MESSAGES_SHOWN = 20
+TRANSPORTS = ("zmq", "lsl")
 #: TTL lines a word can hold.
 TTL_LINES = 64
 _NOISE_BANK = 1 << 16
@@ -156,6 +165,9 @@ class SimRigConfig:
     truth_file: str | None = None
     #: The PUB queue in messages (the plugin's holds 1000).
     send_queue: int = 1000
+    #: "zmq" (the Open Ephys ZMQ Interface) or "lsl" (streams lsl_name-clock/-spikes/-ttl, rig/recording/lsl).
+    transport: str = "zmq"
+    lsl_name: str = "sim-rig"
 
     def __post_init__(self) -> None:
         for name in ("sample_rate", "block_ms", "ttl_pulse_ms", "sync_hz"):
@@ -181,6 +193,10 @@ class SimRigConfig:
                 raise ValueError(f"sync_line {self.sync_line} is the photodiode's ttl_line: give it another line")
             if not self.sync_hz * SYNC_PULSE_MS / 1000.0 < 0.5:
                 raise ValueError(f"sync_hz {self.sync_hz!r}: {SYNC_PULSE_MS:g} ms pulses need sync_hz < 50")
+        if self.transport not in TRANSPORTS:
+            raise ValueError(f"transport {self.transport!r} is unknown; valid: {list(TRANSPORTS)}")
+        if self.transport == "lsl" and any(f.kind == "restart" for f in self.faults):
+            raise ValueError("the restart fault needs transport zmq: LSL time never starts again")
         if not self.ttl_jitter_ms <= 1000:
             raise ValueError(f"ttl_jitter_ms must be <= 1000, got {self.ttl_jitter_ms!r}")
 
@@ -222,7 +238,7 @@ class TruthLog:
 
 
 class SimRig:
-    """Publishes a simulated neuron's spikes and onset TTLs as an Open Ephys ZMQ Interface stream.
+    """Publishes a simulated neuron's spikes and onset TTLs as an Open Ephys ZMQ Interface stream (or over LSL).
 
     ``neuron`` maps images (N, 3, H, W) in [0, 1] to activations (N, channels).
     """
@@ -236,15 +252,21 @@ class SimRig:
         c = self.config
         self.truth = TruthLog(c.truth_file)  # first: a bad path fails before any socket is bound
         try:
-            self.publisher = OpenEphysPublisher(c.host, c.data_port, c.heartbeat_port, header_style=c.header_style,
-                                            send_queue=c.send_queue)
+            if c.transport == "lsl":  # the same events, published as LSL samples stamped on this clock
+                from rig.recording.lsl.outlets import LslPublisher
+                self.publisher = LslPublisher(c.lsl_name, c.sample_rate,
+                                              lambda sample: self.t0 + sample / c.sample_rate)
+            else:
+                self.publisher = OpenEphysPublisher(c.host, c.data_port, c.heartbeat_port,
+                                                    header_style=c.header_style, send_queue=c.send_queue)
         except OSError:
             self.truth.close()
             raise
         self.side = zmq.Context.instance().socket(zmq.PULL)
         self.side.setsockopt(zmq.LINGER, 0)
         self.side.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)  # a bigger message drops its peer, not sim-rig
-        side_port = c.side_port if c.side_port is not None else (self.publisher.data_port + 2 if c.data_port else 0)
+        side_port = c.side_port if c.side_port is not None else (
+            self.publisher.data_port + 2 if c.data_port and c.transport == "zmq" else 0)
         try:
             if side_port == 0:
                 self.side_port = self.side.bind_to_random_port(f"tcp://{c.host}")
@@ -298,13 +320,23 @@ class SimRig:
     def describe(self) -> dict:
         """Where to connect."""
         host = self.config.host
+        if self.config.transport == "lsl":
+            name = self.config.lsl_name
+            return {"data": f"lsl://{name}", "streams": [f"{name}-clock", f"{name}-spikes", f"{name}-ttl"],
+                    "side": f"tcp://{host}:{self.side_port}"}
         return {"data": f"tcp://{host}:{self.data_port}", "heartbeat": f"tcp://{host}:{self.heartbeat_port}",
                 "side": f"tcp://{host}:{self.side_port}"}
 
     # ------------------------------------------------------------------ clock
 
     def _start_clock(self, now: float) -> None:
+        c = self.config
         self.t0 = now
+        if c.transport == "lsl":
+            # On whole samples of time.monotonic (= LSL's local_clock on Linux), so the receiver's sample
+            # round((t0 + s / rate) * rate) is this sample plus a constant, never a half-sample tie.
+            self.t0 = round(now * c.sample_rate) / c.sample_rate
+            self.truth.write({"type": "clock", "epoch": self.epoch, "lsl_origin_sample": round(now * c.sample_rate)})
         self._callback = 0  # callbacks published in this epoch
         self.published = 0  # first sample not yet published
         sync = self.config.sync_line

@@ -1,14 +1,17 @@
-"""``ZmqRecording``: responses scored from a live Open Ephys ZMQ Interface stream.
+"""``StreamRecording``: responses scored from a live recording, whatever its transport.
 
-How one showing (a pass of the display over some stimuli) is scored:
+A transport (:mod:`rig.recording.transports`: ``zmq://`` for the Open Ephys
+ZMQ Interface, ``lsl://`` for Lab Streaming Layer) supplies the live reader;
+everything else here is the same for all of them. How one showing (a pass
+of the display over some stimuli) is scored:
 
-1. From :meth:`ZmqRecording.start` on, the reader's thread drains the socket
-   all the time (:class:`~rig.recording.openephys.reader.ZmqReader`), the display's
+1. From :meth:`StreamRecording.start` on, the reader's thread receives
+   all the time (e.g. :class:`~rig.recording.openephys.reader.ZmqReader`), the display's
    frames included, so nothing waits in a queue.
-2. At each onset the display calls :meth:`ZmqRecording.on_onset`, which
+2. At each onset the display calls :meth:`StreamRecording.on_onset`, which
    stamps ``time.monotonic()`` (the display's own clock may differ, e.g.
    PsychoPy's) and nothing else, so frames stay on time.
-3. :meth:`ZmqRecording.record` feeds the records to the
+3. :meth:`StreamRecording.record` feeds the records to the
    :class:`~rig.recording.scorer.StreamScorer` until the watermark has passed
    the end of every stimulus's windows at the latest TTL the pairing window
    allows, or ``timeout_s`` after that should have happened.
@@ -17,7 +20,7 @@ How one showing (a pass of the display over some stimuli) is scored:
    again by the controller, never scored as zero), and scores the rest.
 
 A stream that sends nothing at all raises :class:`StreamAbsentError` (at
-:meth:`ZmqRecording.start`) or :class:`StreamSilentError` (during a showing),
+:meth:`StreamRecording.start`) or :class:`StreamSilentError` (during a showing),
 naming the endpoint and what to check.
 """
 from __future__ import annotations
@@ -35,11 +38,11 @@ from rig.display import Presentations
 from rig.recording.scorer import StreamScorer
 from rig.recording.stream_log import StreamLog
 from rig.recording.units import UnitSelector
-from rig.recording.openephys.reader import ZmqReader
+from rig.recording.transports import Transport, transport_for
 from rig.sources import ResponseSource
 
-__all__ = ["RecordedResponses", "RecordingError", "StreamAbsentError", "StreamSilentError", "UnitSelector",
-           "ZmqRecording"]
+__all__ = ["RecordedResponses", "RecordingError", "StreamAbsentError", "StreamRecording", "StreamSilentError",
+           "UnitSelector", "ZmqRecording"]
 
 
 class RecordingError(RuntimeError):
@@ -65,20 +68,17 @@ class RecordedResponses(Responses):
     diagnostics: dict[str, Any] = field(default_factory=dict)
 
 
-class ZmqRecording(ResponseSource):
-    """A response source reading an Open Ephys ZMQ Interface stream (DESIGN.md §3-4)."""
+class StreamRecording(ResponseSource):
+    """A response source reading a live recording through ``transport``'s reader (DESIGN.md §3-4)."""
 
-    def __init__(self, spec: RecordingSpec | None = None) -> None:
-        self.spec = spec or RecordingSpec()
+    def __init__(self, spec: RecordingSpec, transport: Transport, options: Any) -> None:
+        self.transport, self.options = transport, options
+        self.spec = transport.configure(spec, options)
         self.scorer = StreamScorer(self.spec)
         self.windows = self.scorer.windows
         self.selectors = self.scorer.selectors
         self.channel_names = list(self.spec.units)
-        heartbeat = None
-        if self.spec.heartbeat:
-            heartbeat = f"tcp://{self.spec.host}:{self.spec.heartbeat_port or self.spec.data_port + 1}"
-        self.reader = ZmqReader(f"tcp://{self.spec.host}:{self.spec.data_port}", heartbeat,
-                                keep_data_payloads=self.spec.keep_data_payloads)
+        self.reader = transport.open_reader(self.spec, options)
         self._open = False
         self._onsets: dict[tuple[int, str], float] = {}  # (block, stimulus id) -> monotonic onset
         self.last_refusal = ""
@@ -110,13 +110,11 @@ class ZmqRecording(ResponseSource):
                 return
             self.reader.wait(0.02)
         heard = self.reader.stats.messages
-        beats = self.reader.heartbeat.replies if self.reader.heartbeat else 0
+        hint = self.transport.absent_hint(self.spec, self.options, self.reader)
         self.close()
         raise StreamAbsentError(
             f"no continuous data from {self.reader.endpoint} within {self.spec.connect_timeout_s:g} s "
-            f"({heard} messages of any kind, {beats} heartbeat replies from {self.reader.heartbeat_endpoint}): "
-            f"is acquisition running, with the ZMQ Interface plugin on data port {self.spec.data_port} "
-            f"and a continuous channel selected? (set [recording] host/data_port, or --neuron zmq://HOST:PORT)")
+            f"({heard} messages of any kind, {hint}")
 
     def close(self) -> None:
         link = getattr(self, "sim_link", None)
@@ -129,6 +127,7 @@ class ZmqRecording(ResponseSource):
 
     def describe(self) -> dict:
         return {**super().describe(), "recording": {**asdict(self.spec), "units": list(self.spec.units)},
+                "transport": {"scheme": self.transport.scheme, **asdict(self.options)},
                 "reader": self.reader.get_initial(), "stream": self.reader.stats.as_dict(),
                 "sample_rate": self.sample_rate}
 
@@ -204,13 +203,13 @@ class ZmqRecording(ResponseSource):
             self.last_refusal = f"invalid stimuli by reason: {diagnostics['invalid']}"
 
     def _check_garbage(self, log: StreamLog) -> None:
-        """Say so, once, when most of what arrives is not the plugin's format (a wrong port, another publisher)."""
+        """Say so, once, when most of what arrives is not the transport's format (a wrong port, another publisher)."""
         if log.malformed * 2 > len(log) and not self._warned_garbage:
             self._warned_garbage = True
             first = log.malformed_kept[0] if log.malformed_kept else ""
             print(f"rig: warning: the stream from {self.reader.endpoint} is mostly malformed: {log.malformed} of "
-                  f"{len(log)} messages in the last showing could not be read as Open Ephys ZMQ Interface messages "
-                  f"(is this the plugin's data port?); they are counted and skipped. First: {first[:200]}",
+                  f"{len(log)} messages in the last showing could not be read as {self.transport.wire}; "
+                  f"they are counted and skipped. First: {first[:200]}",
                   file=sys.stderr, flush=True)
             self.last_refusal = f"the stream is mostly malformed ({log.malformed} of {len(log)} messages)"
 
@@ -223,5 +222,17 @@ class ZmqRecording(ResponseSource):
         if presentations.clock == "time.monotonic":
             return np.asarray(presentations.onset_times, dtype=np.float64)
         raise RuntimeError(
-            f"ZmqRecording needs onset times on time.monotonic: register it with display.add_onset_listener "
+            f"{type(self).__name__} needs onset times on time.monotonic: register it with display.add_onset_listener "
             f"(the display's clock is {presentations.clock!r})")
+
+
+def recording_from_url(spec: RecordingSpec, url: str) -> StreamRecording:
+    """The recording ``url`` names (``zmq://HOST:PORT``, ``lsl://NAME``, ...), scored as ``spec`` says."""
+    transport = transport_for(url)
+    return StreamRecording(spec, transport, transport.parse(url))
+
+
+def ZmqRecording(spec: RecordingSpec | None = None) -> StreamRecording:  # noqa: N802 - the older class's name
+    """A recording over the Open Ephys ZMQ Interface at ``spec``'s host and data port (the name tests use)."""
+    spec = spec or RecordingSpec()
+    return recording_from_url(spec, f"zmq://{spec.host}:{spec.data_port}")
