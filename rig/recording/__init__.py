@@ -15,7 +15,11 @@
 - :mod:`rig.recording.scorer`: ``StreamScorer``, the one scorer fed live or from a file: epochs, the clock
   offset's arrival bound, validity, windows and baselines.
 - :mod:`rig.recording.scoring`: pure window, rate and clock-fit functions.
-- :mod:`rig.recording.source`: ``ZmqRecording``, the response source (reader + scorer).
+- :mod:`rig.recording.source`: ``StreamRecording``, the response source (any transport's live reader + scorer).
+- :mod:`rig.recording.transports`: transports by URL scheme (``zmq://HOST:PORT``, ``lsl://NAME``), each
+  registered beside its code (:mod:`rig.recording.openephys.transport`, :mod:`rig.recording.lsl.transport`).
+- :mod:`rig.recording.live`: the caller's side every live reader shares (``read_next``/``wait``/``take``).
+- :mod:`rig.recording.lsl`: Lab Streaming Layer streams (layout, envelope, parser, reader, outlets).
 - :mod:`rig.recording.sidechannel`: what the display tells ``rig sim-rig``.
 - :mod:`rig.recording.replay_reader`: ``SessionReplayReader``, the raw stream of a session file through the
   live parser (same Reader contract as ``ZmqReader``).

@@ -15,7 +15,6 @@ import threading
 import time
 from typing import Any
 
-import numpy as np
 import pylsl
 import pylsl.util
 

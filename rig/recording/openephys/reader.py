@@ -39,12 +39,9 @@ import zmq
 
 from rig.recording.openephys.wire import (DATA_ENVELOPE, HEARTBEAT_REPLY, WireError, format_heartbeat, normalise,
                                           parse_data_watermark, parse_message)
+from rig.recording.live import LiveReader
 from rig.recording.records import Discontinuity, Record, Watermark
 from rig.recording.stream_log import DataRun, StreamLog
-
-
-class ReaderFailedError(RuntimeError):
-    """The reader thread stopped on an error it could not count and skip (the socket itself failed)."""
 
 
 class HeartbeatClient:
@@ -226,21 +223,7 @@ class StreamParser:
         return records
 
 
-@dataclass
-class ReaderHealth:
-    """How well the reader thread keeps up: pending records, back-pressure and the socket's queue bound."""
-
-    pending: int = 0
-    max_pending_seen: int = 0
-    backpressure_waits: int = 0
-    receive_hwm: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready copy."""
-        return dict(self.__dict__)
-
-
-class ZmqReader:
+class ZmqReader(LiveReader):
     """Subscribes to an Open Ephys ZMQ Interface data port; a thread drains it into normalised records."""
 
     def __init__(self, endpoint: str, heartbeat_endpoint: str | None = None, *, application: str = "rig",
@@ -248,28 +231,17 @@ class ZmqReader:
                  receive_hwm: int = 50_000, max_pending: int = 500_000) -> None:
         if receive_hwm < 1 or max_pending < 1:
             raise ValueError(f"receive_hwm and max_pending must be >= 1, got {receive_hwm}, {max_pending}")
+        super().__init__(max_pending, receive_hwm)
         self.endpoint = endpoint
         self.heartbeat_endpoint = heartbeat_endpoint
         self.application = application
         self.uuid = str(uuidlib.uuid4())
         self.heartbeat_interval_s = heartbeat_interval_s
         self.parser = StreamParser(keep_data_payloads)
-        self.health = ReaderHealth(receive_hwm=receive_hwm)
-        self.max_pending = max_pending
         self.heartbeat: HeartbeatClient | None = None
         self._context: zmq.Context | None = None
         self._socket: zmq.Socket | None = None
-        self._lock = threading.Lock()
-        self._arrived = threading.Condition(self._lock)
-        self._pending: list[Record] = []
         self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._failure: BaseException | None = None
-
-    @property
-    def stats(self) -> StreamStats:
-        """The parser's counters (read them between calls; the thread updates them)."""
-        return self.parser.stats
 
     @property
     def keep_data_payloads(self) -> bool:
@@ -316,43 +288,8 @@ class ZmqReader:
                 "application": self.application, "uuid": self.uuid,
                 "receive_hwm": self.health.receive_hwm, "max_pending": self.max_pending}
 
-    # ------------------------------------------------------------------ the caller's side
-
-    def read_next(self) -> list[Record]:
-        """Records that arrived since the last call; ``[]`` when none. Never blocks."""
-        self._check_open()
-        with self._lock:
-            records, self._pending = self._pending, []
-            self.health.pending = 0
-        return records
-
-    def wait(self, timeout_s: float) -> bool:
-        """Block up to ``timeout_s`` until records are waiting (a bounded wait, not a sleep)."""
-        self._check_open()
-        with self._arrived:
-            if not self._pending:
-                self._arrived.wait(max(0.0, timeout_s))
-            return bool(self._pending)
-
-    def take_raw(self) -> StreamLog:
-        """The compact log since the last call (the reader forgets it)."""
-        with self._lock:
-            return self.parser.take_log()
-
-    def take(self) -> tuple[list[Record], StreamLog]:
-        """Records not yet read and the log, at one instant: a showing's scorer sees exactly what its log holds."""
-        self._check_open()
-        with self._lock:
-            records, self._pending = self._pending, []
-            self.health.pending = 0
-            return records, self.parser.take_log()
-
-    def _check_open(self) -> None:
-        if self._socket is None:
-            raise RuntimeError("ZmqReader is not open; use it as a context manager")
-        if self._failure is not None:
-            raise ReaderFailedError(f"the reader of {self.endpoint} stopped: "
-                                    f"{type(self._failure).__name__}: {self._failure}") from self._failure
+    def _is_open(self) -> bool:
+        return self._socket is not None
 
     # ------------------------------------------------------------------ the thread
 
@@ -369,23 +306,8 @@ class ZmqReader:
                         frames = socket.recv_multipart(zmq.NOBLOCK)
                     except zmq.Again:
                         break
-                    now = time.monotonic()
-                    self._wait_for_room()
-                    with self._lock:
-                        records = self.parser.handle(frames, now)
-                        if records:
-                            self._pending.extend(records)
-                            health = self.health
-                            health.pending = len(self._pending)
-                            health.max_pending_seen = max(health.max_pending_seen, health.pending)
-                            self._arrived.notify_all()
+                    self.handle_locked(self.parser.handle, frames, time.monotonic())
         except zmq.ContextTerminated:
             pass
         except BaseException as exc:  # noqa: BLE001 - reported to the caller by read_next
             self._failure = exc
-
-    def _wait_for_room(self) -> None:
-        # Back-pressure: the caller is not reading; let the socket's bounded queue take the load.
-        while len(self._pending) >= self.max_pending and not self._stop.is_set():
-            self.health.backpressure_waits += 1
-            time.sleep(0.001)
