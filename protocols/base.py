@@ -124,6 +124,18 @@ class Protocol(abc.ABC):
     def observe(self, block: Block, responses: Responses) -> None:
         """Take the responses to ``block`` (all valid) and update the protocol's state."""
 
+    def check_responses(self, block: Block, responses: Responses, expected_index: int) -> None:
+        """What every ``observe`` checks first: the block expected, one valid response per stimulus."""
+        if block.index != expected_index:
+            raise ValueError(f"{self.name}: got responses for block {block.index}, expected {expected_index}")
+        rows, valid = len(responses.scores), len(responses.valid)
+        if rows != len(block) or valid != len(block):
+            raise ValueError(f"{self.name}: block {block.index} has {len(block)} stimuli but the responses have "
+                             f"{rows} rows of scores and {valid} validity flags")
+        if not responses.valid.all():
+            missing = [block.stimulus_ids[i] for i in np.flatnonzero(~responses.valid)]
+            raise ValueError(f"{self.name}: block {block.index} has stimuli without valid responses: {missing[:5]}")
+
     @property
     @abc.abstractmethod
     def finished(self) -> bool:

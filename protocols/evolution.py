@@ -113,11 +113,7 @@ class Evolution(Protocol):
 
     def observe(self, block: Block, responses: Responses) -> None:
         """Tell each thread's optimizer the scores of its generation on its channel."""
-        if block.index != self.generation:
-            raise ValueError(f"{self.name}: got responses for block {block.index}, expected {self.generation}")
-        if not responses.valid.all():
-            missing = [block.stimulus_ids[i] for i in np.flatnonzero(~responses.valid)]
-            raise ValueError(f"{self.name}: block {block.index} has stimuli without valid responses: {missing[:5]}")
+        self.check_responses(block, responses, self.generation)
         if max(self.channels) >= responses.scores.shape[1]:
             raise ValueError(
                 f"{self.name}: thread channels {self.channels} but responses have "

@@ -52,6 +52,9 @@ def check_image_batch(images: Any, shape: tuple[int, ...] | None = None, who: st
         raise ValueError(f"{who} must be floats in [0,1], got dtype {images.dtype}")
     if images.numel() and images.device.type != "meta":  # a meta tensor has shapes but no values
         low, high = images.min().item(), images.max().item()
+        if not torch.isfinite(images).all():  # NaN fails both comparisons below, so it is looked for first
+            raise ValueError(f"{who} must be finite numbers in [0,1], got {int((~torch.isfinite(images)).sum())} "
+                             f"NaN or infinite values")
         if low < -_RANGE_TOLERANCE or high > 1 + _RANGE_TOLERANCE:
             raise ValueError(f"{who} must be in [0,1], got values in [{low:.3g}, {high:.3g}] "
                              f"(a GAN ending in tanh needs (x + 1) / 2)")

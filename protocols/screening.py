@@ -83,11 +83,7 @@ class Screening(Protocol):
 
     def observe(self, block: Block, responses: Responses) -> None:
         """Keep each image's responses."""
-        if block.index != self.blocks_done:
-            raise ValueError(f"{self.name}: got responses for block {block.index}, expected {self.blocks_done}")
-        if not responses.valid.all():
-            missing = [block.stimulus_ids[i] for i in np.flatnonzero(~responses.valid)]
-            raise ValueError(f"{self.name}: block {block.index} has stimuli without valid responses: {missing[:5]}")
+        self.check_responses(block, responses, self.blocks_done)
         for sid, row in zip(block.stimulus_ids, responses.scores):
             self.responses.setdefault(sid[len(ID_PREFIX):], []).append(row.copy())
         self.blocks_done += 1

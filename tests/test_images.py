@@ -64,3 +64,17 @@ def test_simulator_preprocessing_is_the_shared_definition():
     assert torch.allclose(x, manual, atol=1e-6)
     with pytest.raises(ValueError, match=r"images must be in \[0,1\]"):
         preprocess_for(cfg, images * 2 - 1)
+
+
+def test_nan_or_infinite_pixels_are_refused_by_the_one_image_check():
+    import torch
+
+    from protocols.images import check_image_batch
+
+    images = torch.full((2, 3, 4, 4), 0.5)
+    images[1, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="1 NaN or infinite values"):
+        check_image_batch(images, who="images")
+    images[1, 0, 0, 0] = float("inf")
+    with pytest.raises(ValueError, match="finite"):
+        check_image_batch(images, who="images")

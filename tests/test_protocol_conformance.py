@@ -109,8 +109,6 @@ def test_evolution_refuses_responses_with_too_few_channels():
         protocol.observe(block, one)
 
 
-@pytest.mark.xfail(strict=True, reason="found here: Evolution and Screening accept responses with fewer rows than "
-                                       "the block has stimuli (protocols/ owners: check len(responses) in observe)")
 def test_responses_of_another_length_are_refused_with_both_numbers(kind):
     protocol = MAKERS[kind](3)
     block = protocol.propose()
