@@ -78,12 +78,13 @@ def test_a_huge_declared_shape_is_refused_by_name_in_every_command(tiny, tmp_pat
     _every_command_refuses(path, tmp_path, capsys, "/blocks/000001/scores", "declares shape")
 
 
-def test_the_probe_child_reports_running_out_of_memory(tiny, monkeypatch):
-    def exhaust() -> None:
-        raise MemoryError
+def _exhaust(*_: object) -> None:  # module-level: the probe child loads it by name
+    raise MemoryError
 
-    assert failure_in_child(exhaust, timeout_s=10) == "ran out of memory reading it (MemoryError)"
-    monkeypatch.setattr(reader, "_read_all", lambda path, verify: exhaust())
+
+def test_the_probe_child_reports_running_out_of_memory(tiny, monkeypatch):
+    assert failure_in_child(_exhaust, timeout_s=10) == "ran out of memory reading it (MemoryError)"
+    monkeypatch.setattr(reader, "_read_all", _exhaust)
     with pytest.raises(SessionFileError, match="ran out of memory reading it"):
         read_session(tiny)
 

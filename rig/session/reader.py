@@ -1,6 +1,7 @@
 """Reading a session back, master plus journal, read-only and never unpickling anything."""
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -345,7 +346,7 @@ def scan_session(path: str | Path, verify: bool = True) -> SessionScan:
         raise SessionFileError(f"{path}: no such session file{hint}")
     if not path.is_file():
         raise SessionFileError(f"{path}: not a file")
-    failure = failure_in_child(lambda: _read_all(path, verify), probe_timeout_s(path))
+    failure = failure_in_child(functools.partial(_read_all, path, verify), probe_timeout_s(path))
     if failure is not None:
         raise SessionFileError(f"{path}: the HDF5 library {failure}: the file or its journal is damaged "
                                f"(nothing was read from it, and it was not changed)")
