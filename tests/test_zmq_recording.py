@@ -113,12 +113,14 @@ def test_absent_stream_fails_clearly_before_anything_runs():
 class _ThreadRig:
     """SimRig in a background thread with OS-chosen ports."""
 
-    def __init__(self, faults=(), gain=1000.0, offset=80.0) -> None:
+    def __init__(self, faults=(), gain=1000.0, offset=80.0, **config) -> None:
         neuron = SimulatedNeuron([UNIT], weights="random")
         # As a real rig: ~23 ms callbacks, a photodiode under a patch that toggles at each onset, 20 ms display lag.
+        # ``config``: more SimRigConfig fields, set before the rig's thread starts.
         self.rig = SimRig(neuron, 1, ResponseModel(gain=gain, offset=offset, seed=3),
                           SimRigConfig(data_port=0, side_port=0, faults=list(faults), lag_ms=10.0,
-                                       block_ms=CALLBACK_MS, photodiode="toggle", display_latency_ms=20.0))
+                                       block_ms=CALLBACK_MS, photodiode="toggle", display_latency_ms=20.0,
+                                       **config))
         self.thread = threading.Thread(target=self.rig.run, daemon=True)
         self.thread.start()
 
@@ -232,8 +234,8 @@ def test_stream_that_goes_silent_for_good_times_out_clearly(write_protocol, tmp_
 @pytest.mark.timeout(60)
 def test_units_are_selected_by_electrode_and_sorted_id(tmp_path):
     """Unsorted crossings (sorted id 0) arrive on the same electrode; selecting unit 1 leaves them out."""
-    sim = _ThreadRig(gain=0.0, offset=0.0)  # no stimulus drive: only spontaneous (5 Hz) and unsorted (20 Hz)
-    sim.rig.config.spontaneous_hz, sim.rig.config.unsorted_hz = 0.0, 400.0
+    # No stimulus drive and no spontaneous spikes of unit 1: only unsorted crossings, set before the thread starts.
+    sim = _ThreadRig(gain=0.0, offset=0.0, spontaneous_hz=0.0, unsorted_hz=400.0)
     try:
         spec = RecordingSpec(data_port=sim.rig.data_port, heartbeat_port=sim.rig.heartbeat_port,
                              units=("Electrode 1:1", "Electrode 1:0", "Electrode 1"), baseline="none")
