@@ -9,6 +9,8 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -108,6 +110,20 @@ class Responses:
             )
         if not np.all(np.isfinite(self.scores[self.valid])):
             raise ValueError("valid stimuli must have finite scores")
+
+    def showing_record(self) -> tuple[dict[str, Any], dict[str, str]]:
+        """What the source saw during this showing beyond the scores, for the session file: (datasets,
+        string attributes). A dataset is a numpy array, :class:`ByteStrings` or :class:`TextStrings`.
+        Plain responses have nothing more to say."""
+        return {}, {}
+
+
+class ByteStrings(list):
+    """A dataset of variable-length byte strings (e.g. network frames, which hold NUL bytes)."""
+
+
+class TextStrings(list):
+    """A dataset of text strings."""
 
 
 class Protocol(abc.ABC):

@@ -25,6 +25,7 @@ naming the endpoint and what to check.
 """
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -32,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from protocols.base import Block, Responses
+from protocols.base import Block, ByteStrings, Responses, TextStrings
 from protocols.spec import RecordingSpec
 from rig.display import Presentations
 from rig.recording.scorer import StreamScorer
@@ -66,6 +67,17 @@ class RecordedResponses(Responses):
     onset_monotonic: np.ndarray = field(default_factory=lambda: np.zeros(0))
     invalid_reasons: list[str] = field(default_factory=list)
     diagnostics: dict[str, Any] = field(default_factory=dict)
+
+    def showing_record(self) -> tuple[dict[str, Any], dict[str, str]]:
+        """The stream's log, each onset on time.monotonic, why stimuli were invalid, and the diagnostics."""
+        datasets = self.stream_log.to_arrays()
+        datasets["raw_frames"] = ByteStrings(datasets["raw_frames"])
+        for key in ("data_run_streams", "malformed_messages"):
+            datasets[key] = TextStrings(datasets[key])
+        datasets["malformed_count"] = np.array([datasets["malformed_count"]], dtype=np.int64)
+        datasets["onset_monotonic"] = np.asarray(self.onset_monotonic, dtype=np.float64)
+        datasets["invalid_reasons"] = TextStrings(self.invalid_reasons)
+        return datasets, {"recording": json.dumps(self.diagnostics, default=str)}
 
 
 class StreamRecording(ResponseSource):

@@ -18,7 +18,7 @@ from typing import Any, Iterator, Sequence
 import h5py
 import numpy as np
 
-from protocols.base import Block, Responses
+from protocols.base import Block, ByteStrings, Responses, TextStrings
 from rig.display import Presentations
 from rig.session.layout import (SCHEMA, SCHEMA_VERSION, STRING_DTYPE, SessionFileError, SessionWriteError,
                                 block_digest, block_name, claim_path, clock_anchor, fsync_path, journal_dir,
@@ -389,32 +389,21 @@ _BYTES = h5py.vlen_dtype(np.dtype("uint8"))
 
 
 def _write_recording(sg: h5py.Group, responses: Responses) -> None:
-    """What a recording source saw during one showing, when it says (rig.recording.source.RecordedResponses).
+    """What the source saw during one showing beyond the scores, as it declares it (``Responses.showing_record``).
 
-    - the stream's compact log (rig.recording.stream_log): ``raw_frames`` (events and spikes as received, frame by
-      frame, variable-length uint8: frames hold NUL bytes), ``raw_frame_counts`` (frames per message),
-      ``raw_receive_times`` (``time.monotonic()``), ``raw_seq`` (arrival order); continuous data as
-      ``data_runs`` (one row per callback: seq, first message_num, messages, sample_num, num_samples) with
-      ``data_run_rates``, ``data_run_streams`` and ``data_run_receive_times`` (payloads only with
-      ``[recording] keep_data_payloads``, then as raw messages); ``malformed_messages`` (the first few described)
-      and ``malformed_count``;
-    - ``onset_monotonic``: each stimulus's onset on time.monotonic, as the pairing used it;
-    - ``invalid_reasons``: per stimulus, "" or why it was invalid;
-    - attribute ``recording`` (JSON): the pairing, the display-to-recording clock map, stream and reader counters.
+    A recording stores its stream log, each onset on time.monotonic, why stimuli were invalid and its
+    diagnostics (rig.recording.source.RecordedResponses; the datasets are listed in docs/session-schema.md).
+    ``ByteStrings`` become variable-length uint8, ``TextStrings`` strings, arrays arrays.
     """
-    log = getattr(responses, "stream_log", None)
-    if log is None:
-        return
-    arrays = log.to_arrays()
-    flat = [np.frombuffer(f, dtype=np.uint8) for f in arrays.pop("raw_frames")]
-    data = np.empty(len(flat), dtype=object)
-    data[:] = flat
-    sg.create_dataset("raw_frames", data=data, dtype=_BYTES)
-    for key in ("data_run_streams", "malformed_messages"):
-        sg.create_dataset(key, data=strings_array(list(arrays.pop(key))), dtype=STRING_DTYPE)
-    sg.create_dataset("malformed_count", data=np.array([arrays.pop("malformed_count")], dtype=np.int64))
-    for key, value in arrays.items():
-        sg.create_dataset(key, data=value)
-    sg.create_dataset("onset_monotonic", data=np.asarray(responses.onset_monotonic, dtype=np.float64))
-    sg.create_dataset("invalid_reasons", data=strings_array(list(responses.invalid_reasons)), dtype=STRING_DTYPE)
-    sg.attrs["recording"] = json.dumps(responses.diagnostics, default=str)
+    datasets, attributes = responses.showing_record()
+    for key, value in datasets.items():
+        if isinstance(value, ByteStrings):
+            data = np.empty(len(value), dtype=object)
+            data[:] = [np.frombuffer(v, dtype=np.uint8) for v in value]
+            sg.create_dataset(key, data=data, dtype=_BYTES)
+        elif isinstance(value, TextStrings):
+            sg.create_dataset(key, data=strings_array([str(v) for v in value]), dtype=STRING_DTYPE)
+        else:
+            sg.create_dataset(key, data=np.asarray(value))
+    for key, value in attributes.items():
+        sg.attrs[key] = value
