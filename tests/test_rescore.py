@@ -331,3 +331,24 @@ def test_raw_frame_counts_that_do_not_add_up_get_a_clear_error(recorded, tmp_pat
     with pytest.raises(SessionFileError, match=r"counts.h5: block 1 showing 00: raw_frame_counts .* do not match"):
         rescore_session(altered)
     assert main(["replay", str(altered), "--rescore"]) == 2
+
+
+@pytest.mark.timeout(60)
+def test_the_replay_parser_comes_from_the_recorded_transport(recorded, tmp_path):
+    """Replay chooses the parser of the transport the session recorded, never by sniffing frames."""
+    import json
+
+    import h5py
+
+    from rig.recording.replay_reader import recorded_transport
+
+    assert recorded_transport(read_session(recorded)).scheme == "zmq"
+    altered = tmp_path / "pigeon.h5"
+    altered.write_bytes(recorded.read_bytes())
+    with h5py.File(altered, "r+") as f:
+        provenance = json.loads(f.attrs["provenance"])
+        provenance["neuron"]["transport"] = {"scheme": "carrier-pigeon"}
+        f.attrs["provenance"] = json.dumps(provenance)
+    with pytest.raises(SessionFileError, match=r"pigeon.h5: provenance neuron.transport: .*'carrier-pigeon'.*"
+                                               r"valid: \['lsl', 'zmq'\]"):
+        rescore_session(altered)

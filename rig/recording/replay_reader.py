@@ -19,10 +19,10 @@ A resumed session began a fresh live reader at its first new block (the
 there too (:attr:`SessionReplayReader.new_reader` says so), so its counters
 stay those the live reader had.
 
-The parser is the transport's: a session whose stored messages carry the LSL
-envelope (:data:`rig.recording.lsl.wire.ENVELOPE`) is replayed through
-:class:`~rig.recording.lsl.wire.LslParser`, any other through the Open
-Ephys :class:`~rig.recording.openephys.reader.StreamParser`.
+The parser is the transport's (:attr:`Transport.replay_parser
+<rig.recording.transports.Transport>`), chosen by the transport the session
+recorded (``provenance.neuron.transport.scheme``; ``zmq`` for files written
+before transports were recorded), so a new transport needs no change here.
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ from rig.recording.openephys.wire import DATA_ENVELOPE, WireError, parse_header
 from rig.recording.records import Record
 from rig.recording.stream_log import DataRun, runs_from_arrays
 from rig.recording.openephys.reader import StreamParser, StreamStats
-from rig.recording.lsl.wire import ENVELOPE as LSL_ENVELOPE, NOMINAL_RATE, LslParser
+from rig.recording.transports import Transport, transport_by_scheme
 from rig.session import RecordedSession, SessionFileError, read_session
 
 
@@ -105,12 +105,15 @@ def restore_payload(frames: list[bytes]) -> list[bytes]:
     return [frames[0], frames[1], np.full(num_samples, np.nan, dtype="<f4").tobytes()]
 
 
-def _first_envelope(queue: list[tuple[int, int, dict[str, np.ndarray]]]) -> bytes | None:
-    """The first frame of the first stored raw message (which transport's envelope the session holds)."""
-    for _, _, showing in queue:
-        if len(showing["raw_frames"]):
-            return bytes(np.asarray(showing["raw_frames"][0], dtype=np.uint8))
-    return None
+def recorded_transport(session: RecordedSession) -> Transport:
+    """The transport a session recorded through (``zmq`` for files from before transports were recorded)."""
+    neuron = session.provenance.get("neuron", {})
+    transport = neuron.get("transport", {}) if isinstance(neuron, dict) else {}
+    scheme = transport.get("scheme", "zmq") if isinstance(transport, dict) else "zmq"
+    try:
+        return transport_by_scheme(str(scheme))
+    except ValueError as exc:
+        raise SessionFileError(f"{session.path}: provenance neuron.transport: {exc}") from None
 
 
 #: Stream counters the live reader stored with each showing, which a replay must reproduce.
@@ -167,7 +170,7 @@ class SessionReplayReader:
         #: Messages replayed in all (``stats`` starts again with each fresh parser).
         self.messages_replayed = 0
         self._boundaries: set[int] = set()
-        self._lsl = False
+        self._transport: Transport | None = None
 
     def __enter__(self) -> "SessionReplayReader":
         session = self.session if isinstance(self.session, RecordedSession) else read_session(self.path, verify=False)
@@ -179,18 +182,16 @@ class SessionReplayReader:
                                    f"session was not recorded from a stream (--neuron zmq://...), so there is "
                                    f"nothing to replay or rescore")
         self._boundaries = resume_boundaries(session)
-        self._lsl = _first_envelope(self._queue) == LSL_ENVELOPE
+        self._transport = recorded_transport(session)
         self._parser = self._fresh_parser()
         self._total = len(self._queue)
         self._queue.reverse()  # pop() from the end in order
         return self
 
-    def _fresh_parser(self) -> StreamParser | LslParser:
+    def _fresh_parser(self) -> Any:
         # The live reader's parser: the same parsing, counters and run logic as live.
-        if self._lsl:
-            reader = self.session.provenance.get("neuron", {}).get("reader", {})
-            return LslParser(str(reader.get("name", "lsl")), float(reader.get("rate", NOMINAL_RATE)))
-        return StreamParser(keep_data_payloads=True)
+        neuron = self.session.provenance.get("neuron", {})
+        return self._transport.replay_parser(neuron if isinstance(neuron, dict) else {})
 
     def __exit__(self, *exc: object) -> None:
         self.close()

@@ -23,7 +23,8 @@ BUILTIN = {"zmq": "rig.recording.openephys.transport", "lsl": "rig.recording.lsl
 class Transport:
     """How a recording is reached: ``parse(url)`` -> options; ``configure(spec, options)`` -> the spec it runs with;
     ``open_reader(spec, options)`` -> a live reader (not entered); ``absent_hint(spec, options, reader)`` -> what
-    to check when nothing arrives; ``wire`` names its messages for the operator."""
+    to check when nothing arrives; ``wire`` names its messages for the operator; ``replay_parser(neuron
+    provenance)`` -> a fresh parser of the messages a session stored (what ``rig replay --rescore`` feeds them to)."""
 
     scheme: str
     example: str
@@ -32,6 +33,7 @@ class Transport:
     configure: Callable[[RecordingSpec, Any], RecordingSpec]
     open_reader: Callable[[RecordingSpec, Any], Any]
     absent_hint: Callable[[RecordingSpec, Any, Any], str]
+    replay_parser: Callable[[dict], Any]
 
 
 _REGISTRY: dict[str, Transport] = {}
@@ -47,6 +49,15 @@ def scheme_of(url: str) -> str | None:
     """The scheme of ``url`` when it names a known transport, else None."""
     scheme, sep, _ = url.partition("://")
     return scheme if sep and (scheme in BUILTIN or scheme in _REGISTRY) else None
+
+
+def transport_by_scheme(scheme: str) -> Transport:
+    """The registered transport of ``scheme``; ValueError naming the valid ones."""
+    if scheme not in _REGISTRY and scheme in BUILTIN:
+        importlib.import_module(BUILTIN[scheme])
+    if scheme not in _REGISTRY:
+        raise ValueError(f"recording transport {scheme!r} is unknown; valid: {sorted(set(BUILTIN) | set(_REGISTRY))}")
+    return _REGISTRY[scheme]
 
 
 def transport_for(url: str) -> Transport:

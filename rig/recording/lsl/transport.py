@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from protocols.spec import RecordingSpec
 from rig.recording.lsl.reader import LslReader
-from rig.recording.lsl.wire import NOMINAL_RATE
+from rig.recording.lsl.wire import NOMINAL_RATE, LslParser
 from rig.recording.transports import Transport, register_transport
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
@@ -44,4 +44,11 @@ def absent_hint(spec: RecordingSpec, options: LslOptions, reader: LslReader) -> 
             f"carry spikes and TTLs; layout: rig/recording/lsl/__init__.py)")
 
 
-LSL = register_transport(Transport("lsl", "lsl://NAME", "LSL chunks", parse, configure, open_reader, absent_hint))
+def replay_parser(neuron: dict) -> LslParser:
+    """The live reader's parser for the streams the session recorded (their name and sample clock)."""
+    reader = neuron.get("reader", {}) if isinstance(neuron.get("reader"), dict) else {}
+    return LslParser(str(reader.get("name", "lsl")), float(reader.get("rate", NOMINAL_RATE)))
+
+
+LSL = register_transport(Transport("lsl", "lsl://NAME", "LSL chunks", parse, configure, open_reader, absent_hint,
+                                   replay_parser))

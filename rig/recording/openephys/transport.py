@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from protocols.spec import RecordingSpec
-from rig.recording.openephys.reader import ZmqReader
+from rig.recording.openephys.reader import StreamParser, ZmqReader
 from rig.recording.transports import Transport, register_transport
 
 
@@ -49,5 +49,10 @@ def absent_hint(spec: RecordingSpec, options: ZmqOptions, reader: ZmqReader) -> 
             f"host/data_port, or --neuron zmq://HOST:PORT)")
 
 
+def replay_parser(neuron: dict) -> StreamParser:
+    """The live reader's parser: the same parsing, counters and run logic as live (payloads, if stored, kept)."""
+    return StreamParser(keep_data_payloads=True)
+
+
 ZMQ = register_transport(Transport("zmq", "zmq://HOST:PORT", "Open Ephys ZMQ Interface messages (is this the "
-                                   "plugin's data port?)", parse, configure, open_reader, absent_hint))
+                                   "plugin's data port?)", parse, configure, open_reader, absent_hint, replay_parser))
