@@ -33,9 +33,8 @@ def folder(tmp_path_factory) -> Path:
     return folder
 
 
-def run_until_killed(folder: Path, name: str, blocks: int, monkeypatch) -> Path:
-    """Run the protocol and stop dead after ``blocks`` blocks are written: no finish, no merge."""
-    out = folder / name
+def kill_after_blocks(blocks: int, monkeypatch, run) -> None:
+    """Call ``run()`` and stop it dead after ``blocks`` blocks are written: no finish, no merge."""
     append = SessionWriter.append_block
 
     def append_then_die(self, block, *args, **kwargs):
@@ -48,7 +47,13 @@ def run_until_killed(folder: Path, name: str, blocks: int, monkeypatch) -> Path:
         patch.setattr(SessionWriter, "append_block", append_then_die)
         patch.setattr(SessionWriter, "finish", lambda self, status="complete": None)
         with pytest.raises(_Killed):
-            main(["run", str(folder / "p.toml"), "--out", str(out), "--quiet"])
+            run()
+
+
+def run_until_killed(folder: Path, name: str, blocks: int, monkeypatch) -> Path:
+    """Run the protocol and stop dead after ``blocks`` blocks are written: no finish, no merge."""
+    out = folder / name
+    kill_after_blocks(blocks, monkeypatch, lambda: main(["run", str(folder / "p.toml"), "--out", str(out), "--quiet"]))
     return out
 
 

@@ -94,7 +94,7 @@ def test_injected_enospc_in_a_block_and_the_merge_fails_cleanly_and_resumes(refe
     """The same promise without root: the 6th block and then the merge hit ENOSPC, half-written."""
     (tmp_path / "p.toml").write_text(PROTOCOL)
     out = tmp_path / "s.h5"
-    write_block, copyfile = writer_module._write_block, shutil.copyfile
+    write_block = writer_module._write_block
 
     def full_at_block_5(g, block, *args):
         write_block(g, block, *args)

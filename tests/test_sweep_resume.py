@@ -14,16 +14,13 @@ import pytest
 from rig.cli import main
 from rig.loop.run_record import RunRecord
 from rig.loop.sweep import plan_sweep, run_job
-from rig.session import SessionWriter, read_session
+from rig.session import read_session
+from test_resume import kill_after_blocks
 from tiny_protocol import tiny_protocol
 
 PROTOCOL = tiny_protocol(generations=12, seed=3, references=2, units=("test_cnn:features.7:unit=0",),
                          extra='[neuron.response]\ngain = 20.0\noffset = 10.0\nnoise = "poisson"\n')
 UNITS = ["test_cnn:features.7:unit=1..3"]
-
-
-class _Killed(BaseException):
-    """Stands in for SIGKILL in-process: nothing after it runs (tests/test_kill.py sends the real signal)."""
 
 
 @pytest.fixture(scope="module")
@@ -33,22 +30,6 @@ def sweep(tmp_path_factory):
     [reference] = plan_sweep(folder / "sweep.toml", UNITS, [3], folder / "reference", weights="random")
     run_job(reference)
     return folder, reference
-
-
-def _run_until_killed(job, blocks: int, monkeypatch) -> None:
-    append = SessionWriter.append_block
-
-    def append_then_die(self, block, *args, **kwargs):
-        append(self, block, *args, **kwargs)
-        if block.index + 1 == blocks:
-            self.abandon()  # the kernel drops a killed process's lock
-            raise _Killed
-
-    with monkeypatch.context() as patch:
-        patch.setattr(SessionWriter, "append_block", append_then_die)
-        patch.setattr(SessionWriter, "finish", lambda self, status="complete": None)
-        with pytest.raises(_Killed):
-            run_job(job)
 
 
 def test_the_sweep_session_records_its_threads_and_units(sweep):
@@ -67,7 +48,7 @@ def test_the_sweep_session_records_its_threads_and_units(sweep):
 def test_a_killed_multi_unit_sweep_session_resumes_exactly(sweep, monkeypatch, capsys, killed_after, restored):
     folder, reference = sweep
     [job] = plan_sweep(folder / "sweep.toml", UNITS, [3], folder / f"killed{killed_after}", weights="random")
-    _run_until_killed(job, killed_after, monkeypatch)
+    kill_after_blocks(killed_after, monkeypatch, lambda: run_job(job))
     assert len(read_session(job.session).blocks) == killed_after
     capsys.readouterr()
     assert main(["run", "--resume", job.session, "--quiet"]) == 0

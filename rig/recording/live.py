@@ -53,9 +53,23 @@ class LiveReader:
         self._failure: BaseException | None = None
 
     endpoint: str = ""
+    _thread: threading.Thread | None = None
 
     def _is_open(self) -> bool:
         raise NotImplementedError
+
+    def _start_thread(self, target, name: str) -> None:
+        """Start the receiving thread (``target`` runs until :attr:`_stop` is set)."""
+        self._stop.clear()
+        self._thread = threading.Thread(target=target, name=name, daemon=True)
+        self._thread.start()
+
+    def _stop_thread(self, timeout_s: float) -> None:
+        """Ask the receiving thread to stop and wait up to ``timeout_s`` for it; safe to call twice."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
 
     @property
     def stats(self):

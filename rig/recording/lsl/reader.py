@@ -11,7 +11,6 @@ logged message (:mod:`rig.recording.lsl.wire`) stamped with
 """
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any
 
@@ -65,7 +64,6 @@ class LslReader(LiveReader):
         self.parser = LslParser(stream or name, rate)
         self.inlets: dict[str, tuple[pylsl.StreamInlet, str, float]] = {}  # role -> (inlet, host, srate)
         self.resolved: dict[str, dict[str, Any]] = {}
-        self._thread: threading.Thread | None = None
         self._held: list[tuple[list[bytes], float]] = []
         self._open = False
 
@@ -75,10 +73,8 @@ class LslReader(LiveReader):
         return self._open
 
     def __enter__(self) -> "LslReader":
-        self._stop.clear()
         self._open = True
-        self._thread = threading.Thread(target=self._run, name=f"lsl-reader {self.name}", daemon=True)
-        self._thread.start()
+        self._start_thread(self._run, f"lsl-reader {self.name}")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -86,10 +82,7 @@ class LslReader(LiveReader):
 
     def close(self) -> None:
         """Stop the thread and close the inlets; safe to call twice."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10.0)
-            self._thread = None
+        self._stop_thread(10.0)
         for inlet, _, _ in self.inlets.values():
             inlet.close_stream()
         self.inlets.clear()

@@ -29,7 +29,6 @@ The thread
 """
 from __future__ import annotations
 
-import threading
 import time
 import uuid as uuidlib
 from dataclasses import dataclass, field
@@ -241,7 +240,6 @@ class ZmqReader(LiveReader):
         self.heartbeat: HeartbeatClient | None = None
         self._context: zmq.Context | None = None
         self._socket: zmq.Socket | None = None
-        self._thread: threading.Thread | None = None
 
     @property
     def keep_data_payloads(self) -> bool:
@@ -258,9 +256,7 @@ class ZmqReader(LiveReader):
         if self.heartbeat_endpoint:
             self.heartbeat = HeartbeatClient(self._context, self.heartbeat_endpoint, self.application, self.uuid,
                                              self.heartbeat_interval_s)
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._drain, name=f"zmq-reader {self.endpoint}", daemon=True)
-        self._thread.start()
+        self._start_thread(self._drain, f"zmq-reader {self.endpoint}")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -268,10 +264,7 @@ class ZmqReader(LiveReader):
 
     def close(self) -> None:
         """Stop the thread and close the sockets; safe to call twice."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5.0)
-            self._thread = None
+        self._stop_thread(5.0)
         if self.heartbeat is not None:
             self.heartbeat.close()
             self.heartbeat = None
