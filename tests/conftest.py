@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tiny_protocol import tiny_protocol
+from helpers.protocols import tiny_protocol
 
 
 @pytest.fixture

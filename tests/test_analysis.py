@@ -136,7 +136,7 @@ def test_score_table_errors_name_file_row_and_column(tmp_path):
 
 @pytest.fixture(scope="module")
 def evolution_session(tmp_path_factory):
-    from tiny_protocol import tiny_protocol
+    from helpers.protocols import tiny_protocol
 
     tmp = tmp_path_factory.mktemp("evo")
     protocol = tmp / "p.toml"

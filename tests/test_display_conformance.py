@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from display_conformance import COLOURS, MAKERS, UNREGISTERED, DisplayConformance, solid_block
+from helpers.display_conformance import COLOURS, MAKERS, UNREGISTERED, DisplayConformance, solid_block
 
 from rig.display import DISPLAYS, Display, Presentations
 

@@ -13,7 +13,7 @@ import pytest
 
 from rig.cli import main
 from rig.session import read_session
-from tests.test_simrig import UNIT, start_sim_rig, stop_sim_rig
+from helpers.simrig import UNIT, start_sim_rig, stop_sim_rig
 
 PSYCHOPY_DISPLAY = """
 [display]

@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 from protocols.spec import ProtocolError, load_protocol
 from rig.cli import main
-from tiny_protocol import tiny_protocol
+from helpers.protocols import tiny_protocol
 
 def fuzz(examples: int) -> settings:
     """Bounded, reproducible fuzzing: ``examples`` cases, no per-case deadline (a model loads in some)."""

@@ -27,9 +27,9 @@ import rig.session.reader as reader
 from rig.session import SessionFileError, journal_dir, read_session, scan_session
 from rig.session.salvage import salvage_session
 
-from session_commands import reading_commands, run_command
-from test_session import new_writer, write_blocks
-from tiny_protocol import run_tiny_session
+from helpers.session_commands import reading_commands, run_command
+from helpers.sessions import new_writer, write_blocks
+from helpers.protocols import run_tiny_session
 
 FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -247,7 +247,7 @@ import resource, sys
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 import torch, h5py, pynwb  # the big imports first: the cap is on what reading the file adds
 from rig.cli import main
-from session_commands import reading_commands
+from helpers.session_commands import reading_commands
 with open("/proc/self/status") as status:
     vm = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize"))
 resource.setrlimit(resource.RLIMIT_AS, (vm + 3 * 2**29, vm + 3 * 2**29))

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from rig.recording.sidechannel import FaultRequest
-from tests.test_rescore import _record
-from tiny_protocol import run_tiny_session
+from helpers.simrig import record_with_drop
+from helpers.protocols import run_tiny_session
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -58,7 +58,7 @@ def in_silico(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def streamed(tmp_path_factory) -> Path:
     """Recorded from the simulated rig over loopback: raw frames, re-shows, recording attributes."""
-    return _record(tmp_path_factory.mktemp("h5dump-stream"), FaultRequest("drop", 3))
+    return record_with_drop(tmp_path_factory.mktemp("h5dump-stream"), FaultRequest("drop", 3))
 
 
 @pytest.mark.parametrize("session", ["in_silico", "streamed"])

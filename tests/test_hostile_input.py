@@ -16,7 +16,7 @@ import pytest
 
 from protocols.spec import ProtocolError, load_protocol
 from rig.cli import EXIT_FAILED, EXIT_USAGE, main
-from tiny_protocol import tiny_protocol
+from helpers.protocols import tiny_protocol
 
 FACTORY = "lab_hostile_gans:make"
 # A user generator module that leaves a mark whenever its code runs (imported or called).

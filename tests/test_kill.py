@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from rig.session import read_session
-from tiny_protocol import tiny_protocol
+from helpers.protocols import tiny_protocol
 
 KILLS = 22
 GENERATIONS = 12

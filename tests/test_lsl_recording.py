@@ -18,10 +18,10 @@ from rig.recording.lsl.reader import ROLES, LslReader
 from rig.recording.lsl.wire import LslParser, format_clock, format_events, regular_runs
 from rig.recording.records import Discontinuity
 from rig.recording.rescore import rescore_session
-from tests.reader_conformance import EXPECTED, ReaderContract
-from tests.test_rig_fidelity import RECORDING, _check_against_truth, _showings
-from tests.test_simrig import start_sim_rig, stop_sim_rig
-from tiny_protocol import tiny_protocol
+from helpers.reader_conformance import EXPECTED, ReaderContract
+from helpers.fidelity import RECORDING, check_against_truth, showings
+from helpers.simrig import start_sim_rig, stop_sim_rig
+from helpers.protocols import tiny_protocol
 
 #: LSL treats a timestamp of 0.0 as "now": the contract's samples are sent BASE samples later and read back.
 BASE = 1000
@@ -136,10 +136,10 @@ def test_a_session_over_lsl_scores_the_truth_and_rescores_exactly(tmp_path):
     (origin,) = [r["lsl_origin_sample"] for r in truth if r["type"] == "clock"]
     edges = {(r["block"], r["stimulus_id"]): r["ttl_sample"] for r in truth if r["type"] == "onset"}
     offsets = {int(ttl[i]) - edges[(block, sid)]
-               for block, ids, _, valid, _, ttl, _ in _showings(out) for i, sid in enumerate(ids) if valid[i]}
+               for block, ids, _, valid, _, ttl, _ in showings(out) for i, sid in enumerate(ids) if valid[i]}
     # One constant: where sim-rig's sample 0 falls in LSL time, plus time_correction() (tens of us: ~1 sample).
     assert len(offsets) == 1 and abs(next(iter(offsets)) - origin) <= 3, offsets
-    assert _check_against_truth(out, _on_reader_clock(truth, next(iter(offsets)))) >= 16
+    assert check_against_truth(out, _on_reader_clock(truth, next(iter(offsets)))) >= 16
 
     result = rescore_session(out)
     assert not result.stream_mismatches, result.stream_mismatches

@@ -32,8 +32,8 @@ from rig.recording.sidechannel import FaultRequest
 from rig.recording.source import UnitSelector
 from rig.session import read_session
 from rig.session.clock import SessionClock
-from tiny_protocol import run_tiny_session
-from tests.test_rescore import _record
+from helpers.protocols import run_tiny_session
+from helpers.simrig import record_with_drop
 
 CHANNELS = ("test_cnn:features.7:unit=5", "test_cnn:features.7:unit=9")
 
@@ -47,7 +47,7 @@ def in_silico(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def streamed(tmp_path_factory) -> Path:
     """Block 0's 4th onset falls in a message gap, so its lost stimuli are shown again."""
-    return _record(tmp_path_factory.mktemp("nwb-stream"), FaultRequest("drop", 3))
+    return record_with_drop(tmp_path_factory.mktemp("nwb-stream"), FaultRequest("drop", 3))
 
 
 def _export(session: Path, out: Path, *extra: str) -> None:

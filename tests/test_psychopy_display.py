@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from display_conformance import COLOURS, solid_block
+from helpers.display_conformance import COLOURS, solid_block
 
 from protocols.base import REFERENCE, Block
 from protocols.spec import DisplaySpec

@@ -12,7 +12,7 @@ import pytest
 from rig.cli import EXIT_USAGE, main
 from rig.commands.replay import EXIT_DIVERGED, prepare_argv
 from rig.session import block_digest
-from tiny_protocol import tiny_protocol
+from helpers.protocols import tiny_protocol
 
 PROTOCOL = tiny_protocol(name="replayed", generations=5, seed=11, threads=2, references=2,
                          units=("test_cnn:features.7:unit=5", "test_cnn:features.7:unit=9"))

@@ -14,7 +14,7 @@ from PIL import Image
 from rig.analysis import convergence, natural_scores, prototype_vs_natural, session_trajectory
 from rig.cli import EXIT_USAGE, main
 from rig.session import read_session
-from tiny_protocol import tiny_protocol
+from helpers.protocols import tiny_protocol
 
 UNITS = ("test_cnn:features.7:unit=5", "test_cnn:features.7:unit=6")
 SCREEN = """

@@ -27,38 +27,25 @@ from rig.recording.openephys.reader import StreamParser, ZmqReader
 from rig.recording.openephys.server import OpenEphysPublisher
 from rig.recording.source import RecordedResponses
 from rig.session import SessionFileError, read_session
-from reader_conformance import EXPECTED, ReaderContract, contract_messages, plain
-from tiny_protocol import tiny_protocol
-from tests.test_session import make_block, new_writer
-from tests.test_zmq_recording import record_with_fault
+from helpers.reader_conformance import EXPECTED, ReaderContract, contract_messages, plain
+from helpers.sessions import make_block, new_writer
+from helpers.simrig import record_with_drop
 
 
 def _sha256(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _record(tmp, fault: FaultRequest):
-    """A two-block session recorded from SimRig over loopback with ``fault`` at block 0's 4th onset."""
-
-    def write_protocol(generations: int, popsize: int, references: int):
-        path = tmp / "small.toml"
-        path.write_text(tiny_protocol(generations=generations, seed=0, popsize=popsize, references=references,
-                                      max_frequency=4, image_size=64))
-        return path
-
-    return record_with_fault(write_protocol, tmp, fault, generations=2, popsize=6)[1]
-
-
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory):
     """Block 0's 4th onset falls in a message gap, so its lost stimuli are shown again."""
-    return _record(tmp_path_factory.mktemp("rescore"), FaultRequest("drop", 3))
+    return record_with_drop(tmp_path_factory.mktemp("rescore"), FaultRequest("drop", 3))
 
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("fault", ["restart", "missing-ttl"])
 def test_rescoring_reproduces_sessions_with_restarts_and_missing_ttls(fault, tmp_path):
-    out = _record(tmp_path, FaultRequest(fault, 3))
+    out = record_with_drop(tmp_path, FaultRequest(fault, 3))
     session = read_session(out)
     result = rescore_session(out)
     assert len(session.blocks[0].showings) == 2 and result.stream_mismatches == []

@@ -11,70 +11,17 @@ import h5py
 import numpy as np
 import pytest
 
-from protocols.optimizers import build_optimizer
 from rig.cli import EXIT_USAGE, main
-from rig.session import SessionWriter, journal_dir, read_session
-from tiny_protocol import tiny_protocol
-
-PROTOCOL = tiny_protocol(name="resumed", generations=12, seed=4, threads=2, references=2,
-                         units=("test_cnn:features.7:unit=5", "test_cnn:features.7:unit=9"),
-                         extra='[neuron.response]\ngain = 20.0\noffset = 10.0\nnoise = "poisson"\n')
-
-
-class _Killed(BaseException):
-    """Stands in for SIGKILL in-process: nothing after it runs (tests/test_kill.py sends the real signal)."""
+from rig.session import journal_dir, read_session
+from helpers.sessions import RESUME_PROTOCOL, assert_same_session, run_until_killed
 
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("resume")
-    (folder / "p.toml").write_text(PROTOCOL)
+    (folder / "p.toml").write_text(RESUME_PROTOCOL)
     assert main(["run", str(folder / "p.toml"), "--out", str(folder / "reference.h5"), "--quiet"]) == 0
     return folder
-
-
-def kill_after_blocks(blocks: int, monkeypatch, run) -> None:
-    """Call ``run()`` and stop it dead after ``blocks`` blocks are written: no finish, no merge."""
-    append = SessionWriter.append_block
-
-    def append_then_die(self, block, *args, **kwargs):
-        append(self, block, *args, **kwargs)
-        if block.index + 1 == blocks:
-            self.abandon()  # the kernel drops a killed process's lock
-            raise _Killed
-
-    with monkeypatch.context() as patch:
-        patch.setattr(SessionWriter, "append_block", append_then_die)
-        patch.setattr(SessionWriter, "finish", lambda self, status="complete": None)
-        with pytest.raises(_Killed):
-            run()
-
-
-def run_until_killed(folder: Path, name: str, blocks: int, monkeypatch) -> Path:
-    """Run the protocol and stop dead after ``blocks`` blocks are written: no finish, no merge."""
-    out = folder / name
-    kill_after_blocks(blocks, monkeypatch, lambda: main(["run", str(folder / "p.toml"), "--out", str(out), "--quiet"]))
-    return out
-
-
-def assert_same_session(a: Path, b: Path) -> None:
-    x, y = read_session(a), read_session(b)
-    assert [blk.index for blk in x.blocks] == [blk.index for blk in y.blocks] == list(range(12))
-    for bx, by in zip(x.blocks, y.blocks):
-        np.testing.assert_array_equal(bx.codes, by.codes)  # bit for bit
-        np.testing.assert_array_equal(bx.scores, by.scores)
-        assert bx.stimulus_ids == by.stimulus_ids
-    assert sorted(x.checkpoints) == sorted(y.checkpoints) == [9, 11]
-    # The optimizers end in the same state: restored, they propose the same next generation.
-    # (State bytes may differ in pycma's bookkeeping, e.g. its timer; what they propose may not.)
-    dim = x.blocks[0].codes.shape[-1]
-    for thread in ("thread0", "thread1"):
-        proposals = []
-        for session in (x, y):
-            opt = build_optimizer(dim=dim, seed=0, **session.provenance["optimizer"])
-            opt.set_state(session.checkpoint(11)[thread])
-            proposals.append(opt.ask())
-        np.testing.assert_array_equal(*proposals)
 
 
 @pytest.mark.parametrize("killed_after, restored, replayed", [(3, "the start", 3), (11, "the checkpoint after block 9", 1)])

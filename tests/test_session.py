@@ -5,53 +5,13 @@ import json
 import os
 import pickle
 import shutil
-from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
-import torch
 
-from protocols.base import Block, Responses
-from rig.loop.controller import Showing
-from rig.display import Presentations
 from rig.session import SCHEMA_VERSION, SessionFileError, SessionWriter, block_digest, journal_dir, read_session
-
-
-def make_block(index: int, rng: np.random.Generator, threads: int = 2, popsize: int = 5, dim: int = 7,
-               refs: int = 2) -> tuple[Block, Presentations, Responses]:
-    """A block of random codes and scores with a shuffled presentation order, as Evolution makes them."""
-    n = threads * popsize + refs
-    order = rng.permutation(n)
-    ids = [f"g{index:04d}/t{t}/c{i:03d}" for t in range(threads) for i in range(popsize)] + [f"ref/r{r}" for r in range(refs)]
-    kinds = ["generated"] * (threads * popsize) + ["reference"] * refs
-    thread_of = np.concatenate([np.repeat(np.arange(threads), popsize), np.full(refs, -1)])
-    code_of = np.concatenate([np.tile(np.arange(popsize), threads), np.full(refs, -1)])
-    block = Block(index=index, stimulus_ids=[ids[i] for i in order], kinds=[kinds[i] for i in order],
-                  threads=thread_of[order], code_index=code_of[order], images=torch.zeros(n, 3, 1, 1),
-                  codes=rng.standard_normal((threads, popsize, dim)))
-    onsets = np.sort(rng.uniform(0, 10, n))
-    presentations = Presentations(onsets, onsets + 0.1, rng.integers(0, 2, n), np.ones(n, bool), "test.clock")
-    responses = Responses(rng.standard_normal((n, 2)), np.ones(n, bool), ["ch0", "ch1"])
-    return block, presentations, responses
-
-
-def new_writer(path: Path, provenance: dict | None = None) -> SessionWriter:
-    return SessionWriter(path, protocol_text="[protocol]\nkind = 'evolution'\n", protocol_sha256="x",
-                         protocol_path="p.toml", seed=5, provenance=provenance or {"thread_seeds": [1, 2]},
-                         reference_ids=["r0", "r1"])
-
-
-def write_blocks(writer: SessionWriter, count: int, seed: int = 0, checkpoint_at: tuple[int, ...] = ()) -> list:
-    rng = np.random.default_rng(seed)
-    written = []
-    for index in range(count):
-        block, presentations, responses = make_block(index, rng)
-        checkpoint = {"thread0": bytes([index]) * 100} if index in checkpoint_at else {}
-        showings = [Showing(np.arange(len(block)), presentations, responses)]
-        writer.append_block(block, presentations, responses, checkpoint, {"propose": 0.5}, showings)
-        written.append((block, presentations, responses))
-    return written
+from helpers.sessions import make_block, master_with, new_writer, write_blocks
 
 
 def assert_block_equal(recorded, block, presentations, responses):
@@ -223,16 +183,6 @@ def test_reading_and_replay_reader_never_unpickle(tmp_path, monkeypatch):
     assert not (tmp_path / "PWNED").exists()
 
 
-def _master_with(tmp_path: Path, edit) -> Path:
-    path = tmp_path / "s.h5"
-    writer = new_writer(path)
-    write_blocks(writer, 2)
-    writer.finish()
-    with h5py.File(path, "r+") as f:
-        edit(f)
-    return path
-
-
 @pytest.mark.parametrize("edit, message", [
     (lambda f: f.attrs.__setitem__("schema_version", SCHEMA_VERSION + 1),
      f"schema version {SCHEMA_VERSION + 1} is newer than this rig understands"),
@@ -246,14 +196,14 @@ def _master_with(tmp_path: Path, edit) -> Path:
      r"12 stimulus ids but \{'valid': \(1,\)\}"),
 ])
 def test_hostile_master_files_get_clear_errors(tmp_path, edit, message):
-    path = _master_with(tmp_path, edit)
+    path = master_with(tmp_path, edit)
     with pytest.raises(SessionFileError, match=message) as info:
         read_session(path)
     assert str(path) in str(info.value)
 
 
 def test_truncated_garbage_missing_and_foreign_files(tmp_path):
-    path = _master_with(tmp_path, lambda f: None)
+    path = master_with(tmp_path, lambda f: None)
     truncated = tmp_path / "t.h5"
     truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(SessionFileError, match="t.h5"):
@@ -281,7 +231,7 @@ def test_a_journal_file_from_another_session_is_refused(tmp_path):
 
 def test_schema_1_files_still_read(tmp_path):
     """Sessions written before the journal (blocks in place, no digests) read back as before."""
-    path = _master_with(tmp_path, lambda f: f.attrs.__setitem__("schema_version", 1))
+    path = master_with(tmp_path, lambda f: f.attrs.__setitem__("schema_version", 1))
     with h5py.File(path, "r+") as f:
         del f["blocks/000000"].attrs["sha256"]
         f["blocks"].create_group(".partial-000002")  # schema 1's half-written block

@@ -10,8 +10,8 @@ import pytest
 from rig.cli import main
 from rig.session import SessionFileError, read_session
 from rig.session.clock import SessionClock
-from test_resume import run_until_killed
-from tiny_protocol import tiny_protocol
+from helpers.sessions import run_until_killed
+from helpers.protocols import tiny_protocol
 
 
 def recorded(anchor: dict, display: dict, resumes: list[dict] = ()) -> SimpleNamespace:

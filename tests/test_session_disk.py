@@ -17,9 +17,9 @@ import pytest
 import rig.session.writer as writer_module
 from rig.cli import EXIT_USAGE, main
 from rig.session import SessionFileError, SessionWriteError, read_session
-from session_commands import run_command
-from test_resume import PROTOCOL, assert_same_session
-from test_session import new_writer
+from helpers.session_commands import run_command
+from helpers.sessions import RESUME_PROTOCOL, assert_same_session
+from helpers.sessions import new_writer
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -31,7 +31,7 @@ _DEBRIS = (".partial", ".merging", ".creating")
 def reference(tmp_path_factory) -> Path:
     """The protocol run without trouble: what every resumed session must equal."""
     folder = tmp_path_factory.mktemp("reference")
-    (folder / "p.toml").write_text(PROTOCOL)
+    (folder / "p.toml").write_text(RESUME_PROTOCOL)
     assert main(["run", str(folder / "p.toml"), "--out", str(folder / "reference.h5"), "--quiet"]) == 0
     return folder / "reference.h5"
 
@@ -71,7 +71,7 @@ def _assert_failed_cleanly(code: int, err: str, out: Path) -> int:
 
 
 def test_a_full_disk_leaves_no_debris_and_resumes_identically(small_disk, reference, tmp_path, capsys):
-    (tmp_path / "p.toml").write_text(PROTOCOL)
+    (tmp_path / "p.toml").write_text(RESUME_PROTOCOL)
     out = small_disk / "s.h5"
     code, err = run_command(["run", str(tmp_path / "p.toml"), "--out", str(out), "--quiet"], capsys)
     blocks = _assert_failed_cleanly(code, err, out)
@@ -92,7 +92,7 @@ def test_a_full_disk_leaves_no_debris_and_resumes_identically(small_disk, refere
 
 def test_injected_enospc_in_a_block_and_the_merge_fails_cleanly_and_resumes(reference, tmp_path, monkeypatch, capsys):
     """The same promise without root: the 6th block and then the merge hit ENOSPC, half-written."""
-    (tmp_path / "p.toml").write_text(PROTOCOL)
+    (tmp_path / "p.toml").write_text(RESUME_PROTOCOL)
     out = tmp_path / "s.h5"
     write_block = writer_module._write_block
 

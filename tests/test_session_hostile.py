@@ -20,9 +20,9 @@ import rig.session.writer as writer_module
 from rig.cli import EXIT_USAGE
 from rig.session import SessionFileError, block_digest, journal_dir, read_session
 from rig.session.sandbox import failure_in_child
-from session_commands import reading_commands, run_command
-from test_session import _master_with, new_writer, write_blocks
-from tiny_protocol import run_tiny_session
+from helpers.session_commands import reading_commands, run_command
+from helpers.sessions import master_with, new_writer, write_blocks
+from helpers.protocols import run_tiny_session
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -150,7 +150,7 @@ def test_an_invalid_stimulus_may_have_a_nan_score(tmp_path):
         g["valid"][...], g["scores"][...] = valid, scores
         _rewrite_digest(g)
 
-    block = read_session(_master_with(tmp_path, invalidate)).blocks[1]
+    block = read_session(master_with(tmp_path, invalidate)).blocks[1]
     assert not block.valid[3] and np.isnan(block.scores[3]).all()
 
 

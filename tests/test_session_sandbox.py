@@ -15,7 +15,7 @@ import rig.session.reader as reader
 from rig.session import SessionFileError, read_session
 from rig.session.sandbox import failure_in_child
 
-from test_session import new_writer, write_blocks
+from helpers.sessions import new_writer, write_blocks
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -7,11 +7,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
 import struct
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -31,39 +27,10 @@ from rig.recording.sidechannel import (FAULT, ONSET, FaultRequest, OnsetNotice, 
                                        format_onset, parse_fault, parse_onset)
 from rig.recording.openephys.server import OpenEphysPublisher, data_header
 from rig.recording.simrig import LATE_SPIKE_SAMPLES
+from helpers.simrig import UNIT, start_sim_rig, stop_sim_rig
 
-ROOT = Path(__file__).resolve().parents[1]
-UNIT = "test_cnn:features.7:unit=5"
 TTL = struct.Struct("<BBQ")
 RATE = 30000.0
-
-
-def start_sim_rig(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, dict]:
-    """Start ``rig sim-rig`` on OS-chosen ports; return the process and its endpoints."""
-    ready = tmp_path / "sim-rig.json"
-    log = open(tmp_path / "sim-rig.log", "w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "rig.cli", "sim-rig", "--data-port", "0", "--side-port", "0",
-         "--ready-file", str(ready), *extra],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    deadline = time.monotonic() + 60
-    while not ready.exists():
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"sim-rig did not start: {(tmp_path / 'sim-rig.log').read_text()}")
-        time.sleep(0.05)
-    time.sleep(0.05)  # the file is written in one call; give it a moment to be complete
-    return process, json.loads(ready.read_text())
-
-
-def stop_sim_rig(process: subprocess.Popen) -> int:
-    """SIGTERM, then wait; returns the exit status."""
-    process.send_signal(signal.SIGTERM)
-    try:
-        return process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        return -9
 
 
 def _connect(context: zmq.Context, kind: int, endpoint: str) -> zmq.Socket:

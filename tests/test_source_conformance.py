@@ -15,7 +15,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from display_conformance import COLOURS, recorded_session, solid_block
+from helpers.display_conformance import COLOURS, recorded_session, solid_block
 
 import rig.recording.source  # noqa: F401  (so its source is found, and exempted)
 from protocols.base import Responses

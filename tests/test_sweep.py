@@ -11,7 +11,7 @@ from rig.analysis import convergence, session_trajectory
 from rig.cli import EXIT_USAGE, main
 from rig.session import read_session
 from rig.loop.sweep import expand_units, plan_sweep, run_dask, run_local
-from tiny_protocol import tiny_protocol
+from helpers.protocols import tiny_protocol
 
 PROTOCOL = tiny_protocol(generations=3, seed=10, references=4, units=("test_cnn:features.7:unit=0",))
 UNITS = ["test_cnn:features.7:unit=1..2", "test_vit:blocks.1:unit=3"]

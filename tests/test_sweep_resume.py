@@ -15,8 +15,8 @@ from rig.cli import main
 from rig.loop.run_record import RunRecord
 from rig.loop.sweep import plan_sweep, run_job
 from rig.session import read_session
-from test_resume import kill_after_blocks
-from tiny_protocol import tiny_protocol
+from helpers.sessions import kill_after_blocks
+from helpers.protocols import tiny_protocol
 
 PROTOCOL = tiny_protocol(generations=12, seed=3, references=2, units=("test_cnn:features.7:unit=0",),
                          extra='[neuron.response]\ngain = 20.0\noffset = 10.0\nnoise = "poisson"\n')

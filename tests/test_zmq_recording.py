@@ -6,17 +6,14 @@ tests/test_end_to_end_rig.py run it as a separate process).
 """
 from __future__ import annotations
 
-import threading
 import time
-from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 import torch
 
-from protocols.spec import RecordingSpec, load_protocol
-from rig.loop.assemble import assemble, resolve_neuron
+from protocols.spec import RecordingSpec
 from rig.loop.controller import Controller
 from rig.recording.openephys.wire import DataMessage, SpikeMessage, TtlMessage
 from rig.recording.records import Discontinuity, Watermark
@@ -24,20 +21,10 @@ from rig.recording.sidechannel import FaultRequest
 from rig.recording.openephys.reader import ZmqReader
 from rig.recording.openephys.server import OpenEphysPublisher
 from rig.recording.source import StreamAbsentError, StreamSilentError, ZmqRecording
-from rig.session import SessionWriter, read_session
-from rig.recording.simrig import CALLBACK_MS, SimRig, SimRigConfig
-from simulators.neuron import SimulatedNeuron
-from simulators.response_model import ResponseModel
+from rig.session import read_session
+from helpers.simrig import ThreadRig, record_with_fault, thread_rig_session
 
 UNIT = "test_cnn:features.7:unit=5"
-
-RECORDING = """
-[recording]
-units = ["Electrode 1:1"]
-ttl_tolerance_ms = 8
-timeout_s = {timeout_s}
-connect_timeout_s = 5
-"""
 
 
 def _read_until(reader: ZmqReader, count: int, timeout_s: float = 3.0) -> list:
@@ -110,53 +97,6 @@ def test_absent_stream_fails_clearly_before_anything_runs():
     assert time.monotonic() - started < 3
 
 
-class _ThreadRig:
-    """SimRig in a background thread with OS-chosen ports."""
-
-    def __init__(self, faults=(), gain=1000.0, offset=80.0, **config) -> None:
-        neuron = SimulatedNeuron([UNIT], weights="random")
-        # As a real rig: ~23 ms callbacks, a photodiode under a patch that toggles at each onset, 20 ms display lag.
-        # ``config``: more SimRigConfig fields, set before the rig's thread starts.
-        self.rig = SimRig(neuron, 1, ResponseModel(gain=gain, offset=offset, seed=3),
-                          SimRigConfig(data_port=0, side_port=0, faults=list(faults), lag_ms=10.0,
-                                       block_ms=CALLBACK_MS, photodiode="toggle", display_latency_ms=20.0,
-                                       **config))
-        self.thread = threading.Thread(target=self.rig.run, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.rig.stop()
-        self.thread.join(5)
-        self.rig.close()
-
-
-def _session(write_protocol, tmp_path, rig: SimRig, timeout_s: float = 1.0, generations: int = 2, popsize: int = 6):
-    path = write_protocol(generations=generations, popsize=popsize, references=2)
-    path.write_text(path.read_text() + RECORDING.format(timeout_s=timeout_s))
-    spec = load_protocol(path)
-    recording = f"zmq://127.0.0.1:{rig.data_port}"
-    parts = assemble(spec, resolve_neuron(spec, [recording], None), device=torch.device("cpu"),
-                     sim_link=f"tcp://127.0.0.1:{rig.side_port}", pace=(0.03, 0.03))
-    out = tmp_path / "zmq.h5"
-    session = SessionWriter(out, protocol_text=spec.text, protocol_sha256=spec.sha256, protocol_path=str(spec.path),
-                            seed=spec.seed, provenance=parts.provenance, reference_ids=parts.protocol.reference_ids)
-    return parts, session, out
-
-
-def record_with_fault(write_protocol, tmp_path, fault: FaultRequest, **session_options) -> tuple[SimRig, Path]:
-    """Run an evolution against a SimRig over loopback with ``fault`` injected; the rig and the session file."""
-    sim = _ThreadRig([fault])
-    try:
-        parts, session, out = _session(write_protocol, tmp_path, sim.rig, timeout_s=0.4, **session_options)
-        try:
-            Controller(parts.protocol, parts.display, parts.source, session, max_repeats=3).run()
-        finally:
-            parts.source.close()
-    finally:
-        sim.close()
-    return sim.rig, out
-
-
 FAULTS = {
     "drop": (FaultRequest("drop", 3), "gap"),
     "restart": (FaultRequest("restart", 3), "restart"),
@@ -193,9 +133,9 @@ def test_each_fault_invalidates_stimuli_that_are_shown_again(name, write_protoco
 
 @pytest.mark.timeout(60)
 def test_clean_stream_scores_every_stimulus_once_and_maps_the_clock(write_protocol, tmp_path):
-    sim = _ThreadRig()
+    sim = ThreadRig()
     try:
-        parts, session, out = _session(write_protocol, tmp_path, sim.rig, generations=1)
+        parts, session, out = thread_rig_session(write_protocol, tmp_path, sim.rig, generations=1)
         try:
             Controller(parts.protocol, parts.display, parts.source, session).run()
         finally:
@@ -218,9 +158,9 @@ def test_clean_stream_scores_every_stimulus_once_and_maps_the_clock(write_protoc
 
 @pytest.mark.timeout(60)
 def test_stream_that_goes_silent_for_good_times_out_clearly(write_protocol, tmp_path):
-    sim = _ThreadRig([FaultRequest("silent", 0, float("inf"))])
+    sim = ThreadRig([FaultRequest("silent", 0, float("inf"))])
     try:
-        parts, session, out = _session(write_protocol, tmp_path, sim.rig, timeout_s=0.3)
+        parts, session, out = thread_rig_session(write_protocol, tmp_path, sim.rig, timeout_s=0.3)
         try:
             with pytest.raises(StreamSilentError, match=r"tcp://127.0.0.1:\d+ .*stream is silent"):
                 Controller(parts.protocol, parts.display, parts.source, session).run()
@@ -235,7 +175,7 @@ def test_stream_that_goes_silent_for_good_times_out_clearly(write_protocol, tmp_
 def test_units_are_selected_by_electrode_and_sorted_id(tmp_path):
     """Unsorted crossings (sorted id 0) arrive on the same electrode; selecting unit 1 leaves them out."""
     # No stimulus drive and no spontaneous spikes of unit 1: only unsorted crossings, set before the thread starts.
-    sim = _ThreadRig(gain=0.0, offset=0.0, spontaneous_hz=0.0, unsorted_hz=400.0)
+    sim = ThreadRig(gain=0.0, offset=0.0, spontaneous_hz=0.0, unsorted_hz=400.0)
     try:
         spec = RecordingSpec(data_port=sim.rig.data_port, heartbeat_port=sim.rig.heartbeat_port,
                              units=("Electrode 1:1", "Electrode 1:0", "Electrode 1"), baseline="none")
