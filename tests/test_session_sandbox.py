@@ -104,3 +104,21 @@ def test_the_probe_works_while_another_thread_holds_h5pys_lock(session_file):
 
 def test_an_intact_file_reads_as_before(session_file):
     assert [b.index for b in read_session(session_file).blocks] == [0, 1]
+
+
+def _probe_in_worker(results) -> None:
+    results.put([failure_in_child(_crash, timeout_s=10), failure_in_child(_nothing, timeout_s=10)])
+
+
+def test_the_probe_works_in_a_daemonic_worker_process():
+    """Dask and multiprocessing workers are daemonic and may not start multiprocessing children (rig sweep
+    --engine dask read its sessions there); the probe forks instead, with the same verdicts."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    worker = context.Process(target=_probe_in_worker, args=(results,), daemon=True)
+    worker.start()
+    verdicts = results.get(timeout=50)
+    worker.join(10)
+    assert verdicts == ["crashed reading it (SIGSEGV)", None]

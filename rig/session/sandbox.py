@@ -19,6 +19,11 @@ interpreter, so what a test monkeypatches in this process is not seen there.
 As with any multiprocessing start method but fork, a script that reads
 sessions must keep its top level under ``if __name__ == "__main__":``: the
 server imports the caller's main module once.
+
+A daemonic process (a Dask or ``multiprocessing`` worker, e.g. ``rig sweep
+--engine dask``) may not start multiprocessing children, so there the child is
+an ``os.fork`` of the worker, as before the forkserver: a worker runs one job
+at a time, with no display or live reader threads of rig's.
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ import os
 import pickle
 import signal
 import sys
+import time
 from collections.abc import Callable
 
 __all__ = ["failure_in_child"]
@@ -84,6 +90,8 @@ def failure_in_child(read: Callable[[], object], timeout_s: float) -> str | None
     except (pickle.PicklingError, AttributeError, TypeError) as exc:
         raise TypeError(f"the read to probe must be picklable (a module-level function or a partial of one), "
                         f"got {read!r}: {exc}") from None
+    if multiprocessing.current_process().daemon:
+        return _failure_in_fork(read, timeout_s)
     child = _context().Process(target=_child, args=(list(sys.path), pickled), daemon=True)
     child.start()
     child.join(timeout_s)
@@ -97,4 +105,37 @@ def failure_in_child(read: Callable[[], object], timeout_s: float) -> str | None
         return "ran out of memory reading it (MemoryError)"
     if child.exitcode == _CANNOT_LOAD:
         raise RuntimeError(f"the probe child could not load {read!r} (is its module importable?)")
+    return None
+
+
+def _failure_in_fork(read: Callable[[], object], timeout_s: float) -> str | None:
+    """:func:`failure_in_child` for a daemonic process: the child is a fork of this one."""
+    pid = os.fork()
+    if pid == 0:  # the child: never return into the caller's code, never run its atexit handlers
+        faulthandler.disable()
+        status = 0
+        try:
+            read()
+        except MemoryError:
+            status = _OUT_OF_MEMORY
+        except BaseException:  # noqa: BLE001 (the parent reports Python errors itself)
+            pass
+        finally:
+            os._exit(status)
+    deadline = time.monotonic() + timeout_s
+    delay = 0.001
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return f"did not finish reading it within {timeout_s:g} s"
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+    if os.WIFSIGNALED(status):
+        return f"crashed reading it ({signal.Signals(os.WTERMSIG(status)).name})"
+    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == _OUT_OF_MEMORY:
+        return "ran out of memory reading it (MemoryError)"
     return None
