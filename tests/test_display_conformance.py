@@ -1,4 +1,4 @@
-"""Every display passes the shared Display suite (tests/display_conformance.py), parametrized from the registry.
+"""Every display passes the shared Display suite (tests/helpers/display_conformance.py), parametrized from the registry.
 
 Also: the Display base checks what an implementation's ``_show`` returns, so a
 broken display fails at the first block, naming what is wrong.

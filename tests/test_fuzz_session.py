@@ -186,7 +186,7 @@ def _apply(path: Path, edit: tuple) -> str:
 
 @pytest.fixture(scope="module")
 def real_session(tmp_path_factory) -> Path:
-    """A real 3-block session written by `rig run` (tests/tiny_protocol.py)."""
+    """A real 3-block session written by `rig run` (tests/helpers/protocols.py)."""
     return run_tiny_session(tmp_path_factory.mktemp("real"), generations=3)
 
 

@@ -68,12 +68,20 @@ class TestLslReaderContract(ReaderContract):
             assert time.monotonic() < deadline, records
             reader.wait(0.05)
             records += reader.read_next()
+        # LSL orders nothing across streams: each clock chunk is pushed once the events before it have arrived.
+        def until(arrived) -> None:
+            while not arrived():
+                assert time.monotonic() < deadline, records
+                reader.wait(0.02)
+                records.extend(reader.read_next())
+
         out.push_ttl(0, 1, t(15))
         out.push_spike(1, 1, t(16))
-        time.sleep(0.02)
+        until(lambda: {"Ttl", "Spike"} <= {type(r).__name__ for r in records})
         out.push_clock(np.zeros(10), t(29))  # 20..29: clock samples 10..19 never came
+        until(lambda: any(getattr(r, "sample", None) == BASE + 30 for r in records))
         out.push_ttl(-1, 7, t(31))  # malformed
-        time.sleep(0.02)
+        until(lambda: reader.parser.stats.malformed == 1)
         out.push_clock(np.zeros(5), t(4))  # 0..4: the sender's clock went back
         while not any(getattr(r, "sample", None) == BASE + 5 for r in records):
             assert time.monotonic() < deadline, records

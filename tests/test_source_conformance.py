@@ -3,7 +3,7 @@
 The suite runs over every ``ResponseSource`` subclass in ``rig`` (found, not
 listed): the simulated source and the replay source here. The recording
 source (``rig.recording``) is covered by the reader contract suite
-(tests/reader_conformance.py: ZMQ live, LSL live, file replay) and the
+(tests/helpers/reader_conformance.py: ZMQ live, LSL live, file replay) and the
 fidelity tests against ``rig sim-rig`` (tests/test_rig_fidelity.py), which need
 a live stream; it is exempt here by module. A new source without a maker in
 :data:`MAKERS` fails here, saying so.
@@ -38,7 +38,7 @@ MAKERS = {
     ReplaySource: lambda: ReplaySource(recorded_session(channels=CHANNELS)),
 }
 #: Sources covered elsewhere, by module prefix, with where.
-EXEMPT = {"rig.recording.": "tests/reader_conformance.py and tests/test_rig_fidelity.py (needs a live stream)"}
+EXEMPT = {"rig.recording.": "tests/helpers/reader_conformance.py and tests/test_rig_fidelity.py (needs a live stream)"}
 
 
 def _sources() -> list[type]:

@@ -89,7 +89,7 @@ class DisplayConformance:
     @pytest.fixture(params=display_kinds())
     def display(self, request):
         if request.param not in MAKERS:
-            pytest.fail(f"display kind {request.param!r} is registered but tests/display_conformance.py has no "
+            pytest.fail(f"display kind {request.param!r} is registered but tests/helpers/display_conformance.py has no "
                         f"maker for it: add one to MAKERS")
         display = MAKERS[request.param]()
         yield display
