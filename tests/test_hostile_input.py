@@ -306,6 +306,17 @@ def test_out_under_a_regular_file_is_refused(tmp_path, capsys):
     assert "--out" in _one_error_line(capsys.readouterr().err)
 
 
+def test_out_under_a_regular_file_deeper_is_refused_and_missing_folders_are_created(tmp_path, capsys):
+    """make demo writes demo-output/dry-run.h5 after removing demo-output: missing folders are made, but a
+    regular file anywhere in the path is refused before anything runs."""
+    (tmp_path / "p.toml").write_text(tiny_protocol(generations=1))
+    assert main(["run", str(tmp_path / "p.toml"), "--out", str(tmp_path / "p.toml" / "a" / "s.h5")]) == EXIT_USAGE
+    assert "p.toml is not a folder" in _one_error_line(capsys.readouterr().err)
+    out = tmp_path / "new" / "deeper" / "s.h5"
+    assert main(["run", str(tmp_path / "p.toml"), "--out", str(out), "--quiet"]) == 0
+    assert out.is_file()
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes in read-only (mode 0555) folders")
 def test_out_in_a_read_only_folder_is_refused(tmp_path, capsys):
     (tmp_path / "p.toml").write_text(tiny_protocol())

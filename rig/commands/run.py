@@ -80,15 +80,16 @@ def _tcp_address(text: str) -> str:
 
 
 def check_out(path: Path) -> None:
-    """``--out`` must name a new file in an existing folder this process can write to."""
-    parent = path.parent
+    """``--out`` must name a new file under a folder this process can write to (missing folders are created)."""
     if path.is_dir():
         raise ValueError(f"--out {path}: is a folder; name the session file to create, e.g. {path / 'session.h5'}")
-    if not parent.is_dir():
-        what = "does not exist" if not parent.exists() else "is not a folder"
-        raise ValueError(f"--out {path}: {parent} {what}")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"--out {path}: cannot create files in {parent} (read-only or no permission)")
+    existing = path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent  # the writer creates the folders below it
+    if not existing.is_dir():
+        raise ValueError(f"--out {path}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {path}: cannot create files in {existing} (read-only or no permission)")
 
 
 def run(args: argparse.Namespace) -> int:
