@@ -62,6 +62,11 @@ def _child(sys_path: list[str], pickled_read: bytes) -> None:
         read = pickle.loads(pickled_read)
     except BaseException:  # noqa: BLE001 (reported by the parent)
         os._exit(_CANNOT_LOAD)
+    _run_and_exit(read)
+
+
+def _run_and_exit(read: Callable[[], object]) -> None:
+    """In a child: run ``read`` and end, saying in the exit status whether it ran out of memory."""
     status = 0
     try:
         read()
@@ -70,7 +75,7 @@ def _child(sys_path: list[str], pickled_read: bytes) -> None:
     except BaseException:  # noqa: BLE001 (the parent reports Python errors itself)
         pass
     finally:
-        os._exit(status)  # never run the child's atexit handlers or multiprocessing's cleanup
+        os._exit(status)  # never return into the caller's code, nor run its atexit handlers or cleanup
 
 
 def failure_in_child(read: Callable[[], object], timeout_s: float) -> str | None:
@@ -111,17 +116,9 @@ def failure_in_child(read: Callable[[], object], timeout_s: float) -> str | None
 def _failure_in_fork(read: Callable[[], object], timeout_s: float) -> str | None:
     """:func:`failure_in_child` for a daemonic process: the child is a fork of this one."""
     pid = os.fork()
-    if pid == 0:  # the child: never return into the caller's code, never run its atexit handlers
+    if pid == 0:
         faulthandler.disable()
-        status = 0
-        try:
-            read()
-        except MemoryError:
-            status = _OUT_OF_MEMORY
-        except BaseException:  # noqa: BLE001 (the parent reports Python errors itself)
-            pass
-        finally:
-            os._exit(status)
+        _run_and_exit(read)
     deadline = time.monotonic() + timeout_s
     delay = 0.001
     while True:
