@@ -214,6 +214,55 @@ class RecordingSpec(Options):
             self.invalid("pairing_window_ms", f"a number >= ttl_tolerance_ms ({self.ttl_tolerance_ms:g})")
 
 
+#: When a reward is earned: once per completed trial, or once per stimulus held to the end of its window.
+REWARD_PER = ("trial", "stimulus")
+
+
+def _ms(default: float, high: float = 600_000.0, low_open: bool = False) -> Any:
+    """A duration in ms, >= 0 (or > 0)."""
+    return option(default, low=0.0, low_open=low_open, high=high,
+                  valid=f"a number of ms {'>' if low_open else '>='} 0 and <= {high:g}")
+
+
+@dataclass(frozen=True)
+class BehaviorSpec(Options):
+    """The optional ``[behavior]`` table: a block is shown as trials gated by fixation (DESIGN.md §9).
+
+    A trial: the fixation point appears; gaze must enter the window within
+    ``acquire_ms`` and hold for ``hold_ms``; ``stimuli_per_trial`` stimuli are
+    flashed (the ``[display]`` on/off frames); fixation must hold to the end of
+    the last stimulus's response window; then the reward and the inter-trial
+    interval. A break ends the trial at once (then ``timeout_ms`` before the
+    interval); a gaze loss (blink) shorter than ``blink_grace_ms`` is forgiven.
+    After ``not_working_s`` without a completed trial the session pauses for
+    ``not_working_pause_s`` (blank screen, a console message) and offers
+    fixation again. Without this table a block is one rapid stream, as before.
+    """
+
+    stimuli_per_trial: int = _count(4, 1, 1000)
+    fixation_point_deg: tuple[float, float] = option(
+        (0.0, 0.0), low=-89.0, high=89.0, valid="[x, y] in degrees from the screen centre, each in [-89, 89]")
+    #: Radius of the fixation window around the point.
+    window_deg: float = option(1.5, low=0.0, low_open=True, high=90.0, valid="a radius in degrees in (0, 90]")
+    acquire_ms: float = _ms(2000.0, low_open=True)
+    #: Baseline hold before the first stimulus.
+    hold_ms: float = _ms(300.0)
+    #: A gaze loss (missing samples) up to this long is a blink, not a break; 0 forgives none.
+    blink_grace_ms: float = _ms(100.0, high=10_000.0)
+    reward_ms: float = _ms(100.0, high=10_000.0, low_open=True)
+    reward_pulses: int = _count(1, 1, 100)
+    reward_pause_ms: float = _ms(50.0, high=10_000.0)
+    #: "trial": reward_pulses per completed trial; "stimulus": reward_pulses per stimulus held to its window's end.
+    reward_per: str = option("trial", choices=REWARD_PER)
+    iti_ms: float = _ms(1000.0)
+    #: Extra blank time after a break (or a trial without fixation), before the inter-trial interval.
+    timeout_ms: float = _ms(1000.0)
+    #: No completed trial for this long: the monkey is not working.
+    not_working_s: float = option(60.0, low=0.0, low_open=True, high=86_400.0, valid="seconds in (0, 86400]")
+    #: How long to pause (blank screen) before offering fixation again.
+    not_working_pause_s: float = option(30.0, low=0.0, high=86_400.0, valid="seconds in [0, 86400]")
+
+
 @dataclass(frozen=True)
 class ProtocolSpec:
     """A validated protocol file."""
@@ -236,6 +285,13 @@ class ProtocolSpec:
     screening: ScreeningSpec | None = None
     #: The optional ``[recording]`` table (used only when the neuron is a recording stream).
     recording: RecordingSpec | None = None
+    #: The optional ``[behavior]`` table: trials gated by fixation. None: each block is one rapid stream.
+    behavior: BehaviorSpec | None = None
+    #: The ``[gaze]`` table as written (``source`` plus that source's options), checked against the gaze source
+    #: registry; None: the simulated monkey for a simulated neuron (see rig/behavior/choice.py).
+    gaze: dict[str, Any] | None = None
+    #: The ``[reward]`` table as written (``kind`` plus that output's options); None: log only.
+    reward: dict[str, Any] | None = None
 
     @property
     def sha256(self) -> str:
@@ -327,7 +383,7 @@ def parse_protocol(text: str, path: str | Path = "<protocol>") -> ProtocolSpec:
     for table in ("protocol", "generator", "optimizer", "references", "evolution", "neuron", "display"):
         top.used.add(table)
     top.used.add("screening")
-    top.used.add("recording")
+    top.used.update(("recording", "behavior", "gaze", "reward"))
     top.finish()
 
     proto = _Section(path, "protocol", doc.get("protocol", {}))
@@ -360,6 +416,12 @@ def parse_protocol(text: str, path: str | Path = "<protocol>") -> ProtocolSpec:
     neuron = _neuron(path, doc["neuron"]) if "neuron" in doc else None
     display = _options(path, "display", doc["display"], DisplaySpec) if "display" in doc else None
     recording = _options(path, "recording", doc["recording"], RecordingSpec) if "recording" in doc else None
+    behavior = _options(path, "behavior", doc["behavior"], BehaviorSpec) if "behavior" in doc else None
+    gaze = _part(path, "gaze", "source", doc["gaze"]) if "gaze" in doc else None
+    reward = _part(path, "reward", "kind", doc["reward"]) if "reward" in doc else None
+    for table, value in (("gaze", gaze), ("reward", reward)):
+        if value is not None and behavior is None:
+            raise ProtocolError(f"{path}: [{table}]: only used with a [behavior] table (trials gated by fixation)")
     return ProtocolSpec(
         path=path,
         text=text,
@@ -376,7 +438,31 @@ def parse_protocol(text: str, path: str | Path = "<protocol>") -> ProtocolSpec:
         display=display,
         screening=screening,
         recording=recording,
+        behavior=behavior,
+        gaze=gaze,
+        reward=reward,
     )
+
+
+def _part(path: Path, name: str, key: str, table: Any) -> dict[str, Any]:
+    """A ``[gaze]`` or ``[reward]`` table: ``key`` names a registered kind, the rest are its options, checked
+    against its options dataclass; returned as written, without defaults."""
+    # Imported here: reading a protocol needs no behaviour code unless the protocol has these tables.
+    from rig.behavior.parts import part_registry
+
+    registry = part_registry(name)
+    section = _Section(path, name, table)
+    kind = section.get(key, str, expected=f"one of {list(registry.kinds())}")
+    options = section.rest()
+    try:
+        registry.entry(kind)
+    except ValueError as exc:
+        section.fail(key, str(exc))
+    try:
+        registry.options(kind, options)
+    except OptionError as exc:
+        section.fail(None, str(exc))
+    return {key: kind, **options}
 
 
 def _component(path: Path, name: str, doc: dict[str, Any]) -> dict[str, Any]:
