@@ -30,6 +30,8 @@ class Presentations:
     dropped_frames: np.ndarray
     valid: np.ndarray
     clock: str
+    #: The trials that showed them (a :class:`rig.behavior.log.BehaviorLog`), when a block runs as trials.
+    behavior: Any = None
 
     def __post_init__(self) -> None:
         self.onset_times = np.asarray(self.onset_times, dtype=np.float64)
@@ -40,6 +42,16 @@ class Presentations:
         for name in ("offset_times", "dropped_frames", "valid"):
             if len(getattr(self, name)) != n:
                 raise ValueError(f"Presentations: {n} onsets but {len(getattr(self, name))} {name}")
+
+    @property
+    def lost_to_behavior(self) -> np.ndarray:
+        """Per stimulus: invalid because fixation was not held (always False without behaviour).
+
+        Such stimuli are shown again without limit: a monkey that breaks is normal, not a fault of the rig.
+        """
+        if self.behavior is None:
+            return np.zeros(len(self.onset_times), dtype=bool)
+        return np.asarray(self.behavior.position_lost, dtype=bool)
 
 
 class Display(abc.ABC):

@@ -30,6 +30,12 @@ class HeadlessDisplay(Display):
         return {**super().describe(), "pace_s": list(self.pace) if self.pace else None,
                 "clock": "time.monotonic", "monotonic_offset_s": 0.0}
 
+    def frames(self, refresh_hz: float):
+        """Single frames for a trial machine: a simulated clock in silico, real time when paced."""
+        from rig.behavior.frames import PacedFrames, SimulatedFrames
+
+        return PacedFrames(refresh_hz) if getattr(self, "pace", None) is not None else SimulatedFrames(refresh_hz)
+
     def _show_paced(self, block: Block, on_s: float, off_s: float) -> Presentations:
         n = len(block)
         onsets, offsets = np.zeros(n), np.zeros(n)

@@ -262,6 +262,10 @@ class PsychoPyDisplay(Display):
         return Presentations(onset_times=onsets, offset_times=offsets, dropped_frames=dropped, valid=dropped == 0,
                              clock=CLOCK)
 
+    def frames(self, refresh_hz: float | None = None) -> "PsychoPyFrames":
+        """This window as single frames for a trial machine (``refresh_hz`` is the window's own: [display])."""
+        return PsychoPyFrames(self)
+
     # -- bookkeeping --------------------------------------------------------------------------------------
 
     @property
@@ -297,6 +301,82 @@ class PsychoPyDisplay(Display):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class PsychoPyFrames:
+    """A PsychoPy window as the trial machine's frame surface (:class:`rig.behavior.frames.FrameSurface`).
+
+    Gaze is read :data:`~rig.behavior.frames.DRAW_MARGIN_S` before the next flip is due, so a break seen then
+    takes the stimulus off at that flip. The photodiode patch changes at each stimulus onset, as in a rapid
+    series; the fixation point sits where ``[behavior] fixation_point_deg`` puts it.
+    """
+
+    clock = CLOCK
+    realtime = True
+
+    def __init__(self, display: PsychoPyDisplay) -> None:
+        self.display = display
+        self.period = display.period
+        self._last = display._clock.getTime()
+        self._textures: np.ndarray | None = None
+        self._loaded = -1
+        self._previous = -1
+        self._flips: list[float] = []
+
+    def place_fixation(self, position_deg: tuple[float, float]) -> None:
+        """Put the fixation point at ``position_deg`` (degrees from the screen centre)."""
+        if self.display._fixation is not None:
+            self.display._fixation.pos = self.display.geometry.position_to_pixels(*position_deg)
+
+    def begin(self, block: Block) -> None:
+        self._textures = images_to_textures(block.images)
+        self._loaded = self._previous = -1
+        self._flips = []
+        self.display.window.recordFrameIntervals = True
+
+    def end(self) -> None:
+        self.display.window.recordFrameIntervals = False
+        self.display.frame_intervals = np.diff(self._flips)
+
+    def last_flip(self) -> float:
+        return self._last
+
+    def next_flip(self) -> float:
+        return self._last + self.period
+
+    def horizon(self) -> float:
+        from rig.behavior.frames import DRAW_MARGIN_S
+
+        clock = self.display._clock
+        due = self.next_flip() - DRAW_MARGIN_S
+        left = due - clock.getTime()
+        if left > 0.002:
+            time.sleep(left - 0.0015)
+        while clock.getTime() < due:
+            pass
+        return clock.getTime()
+
+    def draw(self, scene: Any, position: int) -> None:
+        display = self.display
+        if position >= 0 and position != self._loaded:
+            display._set_image(self._textures[position])
+            self._loaded = position
+        if position >= 0 and position != self._previous and display._photodiode is not None:
+            display._photodiode_white = not display._photodiode_white
+            display._photodiode.fillColor = (1, 1, 1) if display._photodiode_white else (0, 0, 0)
+        self._previous = position
+        if position >= 0:
+            display._stimulus.draw()
+        if scene.fixation and display._fixation is not None:
+            display._fixation.draw()
+        if display._photodiode is not None:
+            display._photodiode.draw()
+
+    def flip(self) -> float:
+        with self.display._rushed():
+            self._last = self.display._flip()
+        self._flips.append(self._last)
+        return self._last
 
 
 @DISPLAYS.register("psychopy", DisplaySpec)

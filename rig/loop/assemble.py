@@ -20,8 +20,9 @@ from protocols.spec import ProtocolError, ProtocolSpec
 from rig.display import Display, build_display
 from rig.loop.memory import check_block_fits, estimate_block
 from rig.loop.run_record import RunRecord, resolved_generator
+from rig.behavior.choice import gate_display, gaze_table
 from rig.recording.choice import attach as attach_recording
-from rig.recording.choice import recording_source
+from rig.recording.choice import pace_headless, recording_source
 from rig.sources import ResponseSource
 from rig.sources.simulated import SimulatedResponses
 from simulators.natural_images import foolbox_imagenet_dir, load_foolbox_imagenet, load_image_folder
@@ -143,12 +144,16 @@ def _response_model(spec: ProtocolSpec, neuron: NeuronChoice, seed: int):
 
 def assemble(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torch.device | str, seed: int | None = None,
              generations: int | None = None, display_kind: str = "headless", sim_link: str | None = None,
-             pace: tuple[float, float] | None = None) -> Assembly:
+             pace: tuple[float, float] | None = None, gaze: str | None = None, operator: Any = None,
+             first_trial: int = 0) -> Assembly:
     """Build generator, optimizers, references, display and response source for ``spec``.
 
     ``display_kind`` is ``headless`` or ``psychopy`` (laid out by the protocol's ``[display]`` table).
     A neuron ``zmq://HOST:PORT`` is a recording (rig/recording/choice.py): ``sim_link`` then names
     ``rig sim-rig``'s side channel, and ``pace`` (on_s, off_s) paces a headless display.
+    With a ``[behavior]`` table the display runs blocks as trials (rig/behavior/choice.py): ``gaze``
+    (``--gaze KIND``) replaces the ``[gaze]`` source, ``operator`` takes the experimenter's requests, and
+    ``first_trial`` numbers the trials on from a resumed session's.
     """
     device = torch.device(device)
     if spec.kind == "screening":
@@ -191,6 +196,13 @@ def assemble(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torch.device |
         name=spec.name,
     )
     display = build_display(display_kind, spec.display)
+    gaze_built = None
+    if spec.behavior is not None:
+        if recorded:
+            pace_headless(display, pace)  # trials in real time in front of a recording, before frames are made
+        gaze_built = gaze_table(spec, gaze, recorded is not None)
+        display = gate_display(display, spec, gaze=gaze_built, seed=seed, operator=operator,
+                               first_trial=first_trial)
     response_model = _response_model(spec, neuron, seed)
     attached = attach_recording(recorded, display, sim_link=sim_link, pace=pace) if recorded else None
     source = recorded or SimulatedResponses(simulated, simulated.channel_names, simulated.describe(), response_model)
@@ -209,7 +221,7 @@ def assemble(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torch.device |
         provenance["recording"] = attached
     record = _record(spec, neuron, seed=seed, generations=generations, threads=spec.threads, device=device,
                      display_kind=display_kind, sim_link=sim_link, pace=pace, generator=generator_options,
-                     recording=attached)
+                     recording=attached, gaze=gaze_built)
     return Assembly(protocol, generator, display, source, device, seed, provenance, record)
 
 

@@ -23,6 +23,14 @@ class IncompleteBlockError(RuntimeError):
     """Some stimuli of a block had no valid response even after being shown again."""
 
 
+class StopRequested(Exception):
+    """The operator asked to stop; the block in progress is unfinished (its showings are kept)."""
+
+    def __init__(self, block: Block, showings: list["Showing"]) -> None:
+        super().__init__(f"stopped by the operator during block {block.index}")
+        self.block, self.showings = block, showings
+
+
 @dataclass
 class Showing:
     """One pass of the display over some of a block's stimuli, and what was recorded."""
@@ -68,14 +76,22 @@ class Controller:
     def run(self) -> int:
         """Run blocks until the protocol is finished; return the number of blocks run.
 
-        The session file is marked ``complete`` at the end, or ``interrupted`` /
-        ``failed`` if the loop stops early; blocks already written stay intact.
+        The session file is marked ``complete`` at the end, ``stopped`` when the operator stops it, or
+        ``interrupted`` / ``failed`` if the loop ends early; blocks already written stay intact.
         """
         blocks = 0
         try:
             while not self.protocol.finished:
                 self.step()
                 blocks += 1
+        except StopRequested as stop:
+            # Stopped by the operator: the unfinished block's showings (its trials, its gaze) are kept, and the
+            # session can be resumed from the last whole block.
+            keep = getattr(self.session, "append_unfinished", None)
+            if keep is not None:
+                keep(stop.block, stop.showings)
+            self.session.finish("stopped")
+            return blocks
         except KeyboardInterrupt:
             self.session.finish("interrupted")
             raise
@@ -119,23 +135,35 @@ class Controller:
         return report
 
     def _show_until_valid(self, block: Block) -> list[Showing]:
-        """Show the block, then show its lost stimuli again (at the end) up to ``max_repeats`` times."""
+        """Show the block, then its lost stimuli again (at the end) until each has a valid response.
+
+        A stimulus lost to the rig (a dropped frame, a gap in the stream) is shown at most ``max_repeats`` more
+        times; one lost to behaviour (fixation not held) comes back without limit, as a monkey's breaks are
+        normal. With a trial machine, the operator's stop ends the block after the current trial.
+        """
         positions = np.arange(len(block))
-        showings = []
-        for attempt in range(self.max_repeats + 1):
-            shown = block if attempt == 0 else block.subset(positions)
+        losses = np.zeros(len(block), dtype=np.int64)
+        showings: list[Showing] = []
+        while True:
+            shown = block if not showings else block.subset(positions)
             presentations = self.display.present(shown)
             responses = self.source.record(shown, presentations)
             showings.append(Showing(positions, presentations, responses))
-            positions = positions[~responses.valid]
+            lost = ~responses.valid
+            losses[positions[lost & ~presentations.lost_to_behavior]] += 1
+            positions = positions[lost]
             if len(positions) == 0:
                 return showings
-        lost = [block.stimulus_ids[i] for i in positions]
+            if getattr(self.display, "stop_requested", False):
+                raise StopRequested(block, showings)
+            if np.any(losses[positions] > self.max_repeats):
+                break
+        lost_ids = [block.stimulus_ids[i] for i in positions[losses[positions] > self.max_repeats]]
         explain = getattr(self.source, "explain_invalid", None)  # duck-typed sources may not say
         why = explain() if explain is not None else ""
         raise IncompleteBlockError(
-            f"block {block.index}: {len(lost)} stimuli still had no valid response after "
-            f"{self.max_repeats} repeats: {lost[:5]}{' ...' if len(lost) > 5 else ''}"
+            f"block {block.index}: {len(lost_ids)} stimuli still had no valid response after "
+            f"{self.max_repeats} repeats: {lost_ids[:5]}{' ...' if len(lost_ids) > 5 else ''}"
             f"{f' ({why})' if why else ''}; the session file keeps every block before this one"
         )
 

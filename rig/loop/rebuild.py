@@ -253,7 +253,8 @@ class Rebuilt:
         # today's rules (the record keeps them as they were resolved, for readers of the file).
         neuron = resolve_neuron(self.spec, record.units, record.weights)
         parts = assemble(self.spec, neuron, device=device, seed=record.seed, generations=record.generations,
-                         display_kind=record.display, sim_link=record.sim_link, pace=record.pace_s)
+                         display_kind=record.display, sim_link=record.sim_link, pace=record.pace_s,
+                         gaze=record.gaze["source"] if record.gaze else None, first_trial=self.trials_done())
         if list(parts.protocol.reference_ids) != list(self.session.reference_ids):
             raise SessionFileError(f"{self.path}: the reference images found now differ from the recorded ones "
                                    f"({parts.protocol.reference_ids[:3]}... vs {self.session.reference_ids[:3]}...)")
@@ -261,6 +262,15 @@ class Rebuilt:
             raise SessionFileError(f"{self.path}: thread seeds rebuilt from the recorded seed differ from the "
                                    f"recorded ones")
         return parts
+
+
+    def trials_done(self) -> int:
+        """How many trials the session's blocks ran (a resumed session numbers its trials on from there)."""
+        from rig.behavior.log import read_behavior
+
+        numbers = [int(b["trial_number"].max()) + 1 for block in self.session.blocks for showing in block.showings
+                   if (b := read_behavior(showing)) is not None and len(b["trial_number"])]
+        return max(numbers, default=0)
 
 
 def rebuild(session: RecordedSession) -> Rebuilt:

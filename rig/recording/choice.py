@@ -39,6 +39,13 @@ def recording_source(spec: ProtocolSpec, units: Sequence[str]) -> StreamRecordin
     return recording_from_url(getattr(spec, "recording", None) or RecordingSpec(), units[0])
 
 
+def pace_headless(display: Display, pace: tuple[float, float] | None) -> None:
+    """Make an unpaced headless display run in real time (``pace`` or the default), in front of a recording."""
+    if isinstance(display, HeadlessDisplay) and getattr(display, "pace", None) is None:
+        # Unpaced, every onset would fall on the same instant and no TTL could be told apart.
+        display.pace = tuple(pace) if pace is not None else DEFAULT_PACE_S
+
+
 def attach(source: StreamRecording, display: Display, sim_link: str | None = None,
            pace: tuple[float, float] | None = None) -> dict:
     """Wire ``source`` to ``display`` (onset stamps, optional sim-rig side channel), then connect.
@@ -46,9 +53,7 @@ def attach(source: StreamRecording, display: Display, sim_link: str | None = Non
     Connecting waits for the stream, so a wrong port fails here, before the
     first block. Returns provenance for the session file.
     """
-    if isinstance(display, HeadlessDisplay) and getattr(display, "pace", None) is None:
-        # Unpaced, every onset would fall on the same instant and no TTL could be told apart.
-        display.pace = tuple(pace) if pace is not None else DEFAULT_PACE_S
+    pace_headless(display, pace)
     display.add_onset_listener(source.on_onset)
     provenance: dict = {"recording": dataclasses.asdict(source.spec)}
     if sim_link is not None:

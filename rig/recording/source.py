@@ -229,8 +229,11 @@ class StreamRecording(ResponseSource):
         """Each stimulus's onset on time.monotonic, stamped by :meth:`on_onset` (or the display's own times
         when its clock is time.monotonic)."""
         stamped = [self._onsets.get((block.index, sid)) for sid in block.stimulus_ids]
-        if all(t is not None for t in stamped):
-            return np.array(stamped, dtype=np.float64)
+        # A stimulus never put on screen (a trial broke before it) has no onset: NaN, "not shown" to the scorer.
+        shown = np.isfinite(np.asarray(presentations.onset_times, dtype=np.float64))
+        if all(t is not None for t, on in zip(stamped, shown) if on) and shown.any():
+            return np.array([t if on and t is not None else np.nan for t, on in zip(stamped, shown)],
+                            dtype=np.float64)
         if presentations.clock == "time.monotonic":
             return np.asarray(presentations.onset_times, dtype=np.float64)
         raise RuntimeError(

@@ -22,6 +22,8 @@ READABLE_VERSIONS = (1, 2)
 JOURNAL_SUFFIX = ".journal"
 PARTIAL_PREFIX = ".partial-"  # schema 1 wrote blocks under this name before moving them into place
 JOURNAL_BLOCK = re.compile(r"^(\d{6})\.h5$")
+#: A block the operator stopped before it finished: its showings, kept under ``unfinished/`` (never a block).
+JOURNAL_UNFINISHED = re.compile(r"^unfinished-(\d{6})-(\d+)\.h5$")
 #: The dtype of every text dataset (UTF-8).
 STRING_DTYPE = h5py.string_dtype(encoding="utf-8")
 # What a damaged or hand-made file can make h5py, numpy or json raise while we read it. MemoryError is a
@@ -189,6 +191,14 @@ def block_digest(fields: dict[str, Any]) -> str:
         array = np.ascontiguousarray(np.asarray(fields[name]).astype(dtype))
         h.update(f"{name}{array.shape}=".encode() + array.tobytes() + b"\n")
     return h.hexdigest()
+
+
+def unfinished_files(folder: Path) -> list[Path]:
+    """Journal files of unfinished (stopped) blocks, in the order they were written."""
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(2)), e) for e in folder.iterdir() if (m := JOURNAL_UNFINISHED.match(e.name)) and e.is_file()]
+    return [path for _, path in sorted(found)]
 
 
 def journal_files(folder: Path) -> list[tuple[int, Path]]:

@@ -236,7 +236,7 @@ def _read_block(g: h5py.Group, name: str, source: Path, limit: int) -> RecordedB
     _check_scores(block, where)
     if "showings" in g:
         block.showings = [{key: _dataset(s, key, f"{where}/showings/{number}/{key}", limit) for key in s}
-                          for number, s in sorted(g["showings"].items())]
+                          for number, s in sorted(g["showings"].items(), key=_showing_order)]
         for number, showing in enumerate(block.showings):
             _check_showing(showing, len(block.stimulus_ids), len(block.channel_names), f"{g.name}/showings/{number:02d}")
     digest = attrs.get("sha256")
@@ -249,6 +249,12 @@ def _read_block(g: h5py.Group, name: str, source: Path, limit: int) -> RecordedB
             "scores": block.scores, "valid": block.valid,
         })
     return block
+
+
+def _showing_order(item: tuple[str, Any]) -> tuple[int, str]:
+    """Showings in the order they ran: "02" before "10" before "100" (names are numbers, zero-padded to 2)."""
+    name = item[0]
+    return (int(name), name) if name.isdigit() else (1 << 62, name)
 
 
 def _check_shapes(b: RecordedBlock, where: str) -> None:
@@ -274,7 +280,8 @@ def _check_shapes(b: RecordedBlock, where: str) -> None:
 
 
 #: A showing's per-position datasets (the raw stream's are checked where they are decoded).
-_SHOWING_FIELDS = ("onset_times", "offset_times", "dropped_frames", "presentation_valid", "valid")
+_SHOWING_FIELDS = ("onset_times", "offset_times", "dropped_frames", "presentation_valid", "valid", "position_trial",
+                   "position_lost_to_behavior")
 
 
 def _check_showing(showing: dict[str, Any], n: int, channels: int, where: str) -> None:

@@ -22,7 +22,7 @@ from protocols.base import Block, ByteStrings, Responses, TextStrings
 from rig.display import Presentations
 from rig.session.layout import (SCHEMA, SCHEMA_VERSION, STRING_DTYPE, SessionFileError, SessionWriteError,
                                 block_digest, block_name, claim_path, clock_anchor, fsync_path, journal_dir,
-                                journal_files, package_versions, strings_array, utc_now)
+                                journal_files, package_versions, strings_array, unfinished_files, utc_now)
 from rig.session.reader import read_session
 from rig.session.sink import SessionSink
 
@@ -287,6 +287,33 @@ class SessionWriter(SessionSink):
             raise _os_error(exc, self.path, f"write block {block.index} to {tmp}",
                             f"the blocks before it are safe in {folder}") from exc
 
+    def append_unfinished(self, block: Block, showings: Sequence[Any]) -> None:
+        """Keep the showings of a block the operator stopped, under ``unfinished/`` (never read as a block).
+
+        The trials and gaze of a stopped block are data like any other; a resumed session shows the block again.
+        """
+        folder = journal_dir(self.path)
+        number = len(unfinished_files(folder))
+        name = f"{block_name(block.index)}-{number}"
+        final = folder / f"unfinished-{block.index:06d}-{number}.h5"
+        tmp = folder / f".{final.name}.partial"
+        try:
+            with _in_memory(tmp) as f:
+                f.attrs["schema"] = SCHEMA
+                f.attrs["schema_version"] = SCHEMA_VERSION
+                f.attrs["session_id"] = self.session_id
+                g = f.create_group("unfinished").create_group(name)
+                g.attrs["index"] = block.index
+                g.attrs["written_utc"] = utc_now()
+                g.create_dataset("stimulus_ids", data=strings_array(block.stimulus_ids), dtype=STRING_DTYPE)
+                _write_showings(g, showings)
+            os.replace(tmp, final)
+            fsync_path(folder)
+        except BaseException as exc:
+            _remove(tmp)
+            raise _os_error(exc, self.path, f"keep the showings of unfinished block {block.index}",
+                            f"every whole block is safe in {folder}") from exc
+
     def finish(self, status: str = "complete") -> None:
         """Mark the session as ended (``complete``, ``interrupted`` or ``failed``) and merge its journal.
 
@@ -311,6 +338,7 @@ class SessionWriter(SessionSink):
         """Copy the master plus the journal's blocks into a new master, then swap it in atomically."""
         folder = journal_dir(self.path)
         entries = journal_files(folder)
+        unfinished = unfinished_files(folder)
         tmp = self.path.with_name(f".{self.path.name}.merging")
         try:
             shutil.copyfile(self.path, tmp)
@@ -324,6 +352,14 @@ class SessionWriter(SessionSink):
                             for name in j[group]:
                                 if name not in f[group]:
                                     j.copy(j[group][name], f[group], name=name)
+                for source in unfinished:
+                    with h5py.File(source, "r") as j:
+                        if j.attrs.get("session_id") != self.session_id:
+                            raise SessionFileError(f"{source}: belongs to another session; not merged")
+                        kept = f.require_group("unfinished")
+                        for name in j["unfinished"]:
+                            if name not in kept:
+                                j.copy(j["unfinished"][name], kept, name=name)
                 for key, value in attrs.items():
                     f.attrs[key] = value
             self._replace_master(tmp)
@@ -335,7 +371,7 @@ class SessionWriter(SessionSink):
                             f"nothing was lost: the master is as it was and {folder} holds every block; with "
                             f"space, `rig run --resume {self.path}` merges and finishes it") from exc
         # Only now that the master holds them may the journal's copies go.
-        for _, source in entries:
+        for source in [path for _, path in entries] + unfinished:
             source.unlink()
         for stale in folder.glob(".*.h5.partial"):
             stale.unlink()
@@ -366,16 +402,7 @@ def _write_block(g: h5py.Group, block: Block, presentations: Presentations, resp
     g.create_dataset("presentation_valid", data=presentations.valid)
     g.create_dataset("scores", data=responses.scores)
     g.create_dataset("valid", data=responses.valid)
-    for number, showing in enumerate(showings):
-        sg = g.create_group(f"showings/{number:02d}")
-        sg.create_dataset("positions", data=showing.positions)
-        sg.create_dataset("onset_times", data=showing.presentations.onset_times)
-        sg.create_dataset("offset_times", data=showing.presentations.offset_times)
-        sg.create_dataset("dropped_frames", data=showing.presentations.dropped_frames)
-        sg.create_dataset("presentation_valid", data=showing.presentations.valid)
-        sg.create_dataset("scores", data=showing.responses.scores)
-        sg.create_dataset("valid", data=showing.responses.valid)
-        _write_recording(sg, showing.responses)
+    _write_showings(g, showings)
     g.attrs["sha256"] = block_digest({
         "index": block.index, "channel_names": responses.channel_names, "stimulus_ids": block.stimulus_ids,
         "kinds": block.kinds, "codes": block.codes, "threads": block.threads, "code_index": block.code_index,
@@ -385,17 +412,31 @@ def _write_block(g: h5py.Group, block: Block, presentations: Presentations, resp
     })
 
 
+def _write_showings(g: h5py.Group, showings: Sequence[Any]) -> None:
+    """Every showing of a block's stimuli: positions, presentations, responses, what the source saw, the trials."""
+    for number, showing in enumerate(showings):
+        sg = g.create_group(f"showings/{number:02d}")
+        sg.create_dataset("positions", data=showing.positions)
+        sg.create_dataset("onset_times", data=showing.presentations.onset_times)
+        sg.create_dataset("offset_times", data=showing.presentations.offset_times)
+        sg.create_dataset("dropped_frames", data=showing.presentations.dropped_frames)
+        sg.create_dataset("presentation_valid", data=showing.presentations.valid)
+        sg.create_dataset("scores", data=showing.responses.scores)
+        sg.create_dataset("valid", data=showing.responses.valid)
+        _write_datasets(sg, *showing.responses.showing_record())
+        if showing.presentations.behavior is not None:  # the trials that showed them (rig.behavior.log)
+            _write_datasets(sg, showing.presentations.behavior.datasets(), {})
+
+
 _BYTES = h5py.vlen_dtype(np.dtype("uint8"))
 
 
-def _write_recording(sg: h5py.Group, responses: Responses) -> None:
-    """What the source saw during one showing beyond the scores, as it declares it (``Responses.showing_record``).
-
-    A recording stores its stream log, each onset on time.monotonic, why stimuli were invalid and its
-    diagnostics (rig.recording.source.RecordedResponses; the datasets are listed in docs/session-schema.md).
+def _write_datasets(sg: h5py.Group, datasets: dict[str, Any], attributes: dict[str, str]) -> None:
+    """Datasets and string attributes of one showing beyond its scores: what the source saw
+    (``Responses.showing_record``: a recording's stream log, onsets on time.monotonic, why stimuli were
+    invalid) and the trials that showed it (``BehaviorLog.datasets``); listed in docs/session-schema.md.
     ``ByteStrings`` become variable-length uint8, ``TextStrings`` strings, arrays arrays.
     """
-    datasets, attributes = responses.showing_record()
     for key, value in datasets.items():
         if isinstance(value, ByteStrings):
             data = np.empty(len(value), dtype=object)

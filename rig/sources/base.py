@@ -30,6 +30,11 @@ class ResponseSource(abc.ABC):
             raise ValueError(
                 f"block {block.index}: {len(block)} stimuli but {len(presentations.onset_times)} presentations"
             )
+        if not np.isfinite(presentations.onset_times).any() and not presentations.valid.any():
+            # Nothing reached the screen (a trial machine stopped before the first onset): nothing to record.
+            n = len(block)
+            return Responses(np.full((n, len(self.channel_names)), np.nan), np.zeros(n, dtype=bool),
+                             list(self.channel_names))
         responses = self._record(block, presentations)
         self._check_responses(block, responses)
         return responses

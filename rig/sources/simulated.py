@@ -37,11 +37,20 @@ class SimulatedResponses(ResponseSource):
         return {**super().describe(), "neuron": self._provenance, "response_model": model}
 
     def _record(self, block: Block, presentations: Presentations) -> Responses:
-        scores = np.asarray(self.neuron(block.images), dtype=np.float64)
+        valid = presentations.valid.copy()
+        if valid.all():
+            scores = np.asarray(self.neuron(block.images), dtype=np.float64)
+        else:
+            # Only what was seen is scored: with fixation breaks a showing may hold many unseen stimuli, and a
+            # forward pass over them would cost time and mean nothing. Unseen rows stay 0 until made NaN below,
+            # so a response model draws its noise at the same positions either way.
+            scores = np.zeros((len(block), len(self.channel_names)))
+            if valid.any():
+                seen = torch.from_numpy(np.flatnonzero(valid)).to(block.images.device)
+                scores[valid] = np.asarray(self.neuron(block.images[seen]), dtype=np.float64)
         if self.response_model is not None:
             showing = self._showings.get(block.index, 0)
             self._showings[block.index] = showing + 1
             scores = self.response_model.respond(scores, self.response_model.rng_for(block.index, showing))
-        valid = presentations.valid.copy()
         scores[~valid] = np.nan
         return Responses(scores=scores, valid=valid, channel_names=self.channel_names)

@@ -1,0 +1,98 @@
+"""Building a session's behaviour from its protocol: the gaze source, the reward output, the gated display.
+
+With a ``[behavior]`` table the display runs each block as trials
+(:class:`~rig.behavior.gated.GatedDisplay`); without one, nothing here runs
+and blocks are one rapid stream, as before. ``[gaze]`` names the gaze source
+(default: the simulated monkey for a simulated neuron; a recorded neuron needs
+a real one named), ``[reward]`` the reward output (default: log only).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Mapping
+
+from protocols.spec import BehaviorSpec, DisplaySpec, ProtocolError, ProtocolSpec, RecordingSpec
+from rig.behavior.gated import GatedDisplay
+from rig.behavior.machine import StimulusTiming
+from rig.behavior.operator import Operator
+from rig.behavior.parts import part_registry
+from rig.behavior.runner import TrialRunner
+from rig.display.base import Display
+from rig.display.monitor import MonitorGeometry
+
+__all__ = ["gate_display", "gaze_table", "check_window_fits"]
+
+SIMULATED_MONKEY = "simulated"
+
+
+def gaze_table(spec: ProtocolSpec, gaze: str | None, recorded_neuron: bool) -> dict[str, Any]:
+    """The ``[gaze]`` table to build: the protocol's, with ``gaze`` (``--gaze KIND``) replacing its source.
+
+    A different kind than the protocol's drops the protocol's options (they belong to that kind).
+    """
+    table = dict(spec.gaze) if spec.gaze is not None else None
+    if gaze is not None:
+        return table if table is not None and table["source"] == gaze else {"source": gaze}
+    if table is not None:
+        return table
+    if recorded_neuron:
+        raise ProtocolError(f"{spec.path}: [behavior] with a recorded neuron needs a [gaze] table naming the eye "
+                            f"tracker (source = ...), or --gaze; the simulated monkey stands in only for dry runs")
+    return {"source": SIMULATED_MONKEY}
+
+
+def check_window_fits(spec: ProtocolSpec) -> None:
+    """Refuse a fixation window that does not lie on the screen: no gaze could ever satisfy it honestly."""
+    behavior = spec.behavior
+    display = spec.display or DisplaySpec()
+    geometry = MonitorGeometry(display.width_cm, display.distance_cm, tuple(display.resolution))
+    to_deg = math.degrees
+    half_w = to_deg(math.atan(display.resolution[0] / 2 / (geometry.distance_cm * geometry.pixels_per_cm)))
+    half_h = to_deg(math.atan(display.resolution[1] / 2 / (geometry.distance_cm * geometry.pixels_per_cm)))
+    x, y = behavior.fixation_point_deg
+    r = behavior.window_deg
+    if abs(x) + r > half_w or abs(y) + r > half_h:
+        raise ProtocolError(
+            f"{spec.path}: [behavior] window_deg = {r:g} around fixation_point_deg = [{x:g}, {y:g}] reaches "
+            f"{abs(x) + r:.1f}° x {abs(y) + r:.1f}° from the centre, beyond the screen's ±{half_w:.1f}° x "
+            f"±{half_h:.1f}° ([display] width_cm, distance_cm, resolution); make the window smaller")
+
+
+def stimulus_timing(spec: ProtocolSpec) -> StimulusTiming:
+    """Stimuli on/off as ``[display]`` says; fixation held to the end of the scoring window (``[recording]``)."""
+    display = spec.display or DisplaySpec()
+    recording = spec.recording or RecordingSpec()
+    return StimulusTiming(display.on_frames, display.off_frames, recording.response_window_ms[1] / 1000)
+
+
+def _build(table_name: str, key: str, table: Mapping[str, Any], where: str) -> Any:
+    registry = part_registry(table_name)
+    options = {k: v for k, v in table.items() if k != key}
+    try:
+        return registry.build(table[key], options)
+    except ValueError as exc:
+        raise ProtocolError(f"{where}: [{table_name}]: {exc}") from None
+
+
+def gate_display(display: Display, spec: ProtocolSpec, *, gaze: Mapping[str, Any], seed: int,
+                 operator: Operator | None = None, say: Callable[[str], None] | None = None,
+                 first_trial: int = 0) -> GatedDisplay:
+    """``display`` running blocks as trials, as ``spec.behavior`` says, with ``gaze`` (a ``[gaze]`` table)."""
+    behavior: BehaviorSpec = spec.behavior
+    check_window_fits(spec)
+    frames = getattr(display, "frames", None)
+    if frames is None:
+        raise ProtocolError(f"{spec.path}: [behavior]: the {type(display).__name__} cannot show single frames, "
+                            f"so it cannot run trials")
+    surface = frames((spec.display or DisplaySpec()).refresh_hz)
+    if hasattr(surface, "place_fixation"):
+        surface.place_fixation(behavior.fixation_point_deg)
+    gaze_source = _build("gaze", "source", gaze, str(spec.path))
+    reward = _build("reward", "kind", spec.reward or {"kind": "log"}, str(spec.path))
+    from rig.display.psychopy import dropped_frames  # the one definition of a dropped frame
+
+    extra = {"say": say} if say is not None else {}
+    runner = TrialRunner(behavior, stimulus_timing(spec), surface, gaze_source, reward,
+                         dropped_frames=dropped_frames, operator=operator, session_seed=seed,
+                         first_trial=first_trial, **extra)
+    return GatedDisplay(display, runner)
