@@ -13,9 +13,11 @@ from typing import Any, Callable, Mapping
 
 from protocols.spec import BehaviorSpec, DisplaySpec, ProtocolError, ProtocolSpec, RecordingSpec
 from rig.behavior.gated import GatedDisplay
+from rig.behavior.gaze.base import GazeError
 from rig.behavior.machine import StimulusTiming
 from rig.behavior.operator import Operator
 from rig.behavior.parts import part_registry
+from rig.behavior.reward.base import RewardError
 from rig.behavior.runner import TrialRunner
 from rig.display.base import Display
 from rig.display.monitor import MonitorGeometry
@@ -70,7 +72,7 @@ def _build(table_name: str, key: str, table: Mapping[str, Any], where: str) -> A
     options = {k: v for k, v in table.items() if k != key}
     try:
         return registry.build(table[key], options)
-    except ValueError as exc:
+    except (ValueError, RewardError, GazeError) as exc:  # bad options, or a device that is not there
         raise ProtocolError(f"{where}: [{table_name}]: {exc}") from None
 
 
@@ -95,4 +97,5 @@ def gate_display(display: Display, spec: ProtocolSpec, *, gaze: Mapping[str, Any
     runner = TrialRunner(behavior, stimulus_timing(spec), surface, gaze_source, reward,
                          dropped_frames=dropped_frames, operator=operator, session_seed=seed,
                          first_trial=first_trial, **extra)
+    runner.start()  # before provenance is taken: a simulated monkey then reports the seed it drew
     return GatedDisplay(display, runner)

@@ -40,18 +40,29 @@ class BehaviorLog:
     frame_position: list[int] = field(default_factory=list)
     gaze: list[GazeSamples] = field(default_factory=list)
     gaze_count: int = 0
-    events: list[tuple[float, str, float]] = field(default_factory=list)
+    events: list[tuple[float, str, float, int]] = field(default_factory=list)
     transitions: list[tuple[float, int, str]] = field(default_factory=list)
+    #: The frame clock's time when the showing began, and what every decision read: each ``horizon()`` value,
+    #: the gaze samples read by then (cumulative), and each ``next_flip()`` value. With the flips and the gaze
+    #: they let the trial machine run the showing again exactly (rig/behavior/check.py).
+    start: float = math.nan
+    horizons: list[float] = field(default_factory=list)
+    horizon_gaze_read: list[int] = field(default_factory=list)
+    dues: list[float] = field(default_factory=list)
+    #: How many times the operator's requests have been taken (events say at which take they came).
+    takes: int = 0
 
     def __post_init__(self) -> None:
         self.position_trial = np.full(self.positions, -1, dtype=np.int64)
         self.position_lost = np.zeros(self.positions, dtype=bool)
 
-    def add_gaze(self, samples: GazeSamples) -> None:
-        """Samples read before drawing the next frame."""
+    def add_gaze(self, samples: GazeSamples, horizon: float) -> None:
+        """Samples read up to ``horizon`` before drawing the next frame."""
         if len(samples):
             self.gaze.append(samples)
             self.gaze_count += len(samples)
+        self.horizons.append(horizon)
+        self.horizon_gaze_read.append(self.gaze_count)
 
     def add_frame(self, time: float, scene: Scene, position: int) -> None:
         """A flip at ``time`` showed ``scene`` (``position``: its stimulus's position, -1 none)."""
@@ -62,7 +73,7 @@ class BehaviorLog:
 
     def add_event(self, time: float, kind: str, value: float = math.nan) -> None:
         """Something that is not a trial: a manual reward, a pause, the monkey not working."""
-        self.events.append((time, kind, value))
+        self.events.append((time, kind, value, self.takes))
 
     def add_trial(self, number: int, record: TrialRecord, positions: list[int], shown: int, held: int) -> None:
         """A finished trial: its record, the showing positions it tried, and how many it showed and held."""
@@ -97,6 +108,11 @@ class BehaviorLog:
             "event_times": np.asarray([e[0] for e in self.events], dtype=np.float64),
             "event_kinds": TextStrings(e[1] for e in self.events),
             "event_values": np.asarray([e[2] for e in self.events], dtype=np.float64),
+            "event_takes": np.asarray([e[3] for e in self.events], dtype=np.int64),
+            "decision_start": np.asarray([self.start], dtype=np.float64),
+            "decision_horizons": np.asarray(self.horizons, dtype=np.float64),
+            "decision_gaze_read": np.asarray(self.horizon_gaze_read, dtype=np.int64),
+            "decision_dues": np.asarray(self.dues, dtype=np.float64),
             "transition_times": np.asarray([t[0] for t in self.transitions], dtype=np.float64),
             "transition_trials": np.asarray([t[1] for t in self.transitions], dtype=np.int64),
             "transition_states": TextStrings(t[2] for t in self.transitions),
@@ -113,7 +129,7 @@ def read_behavior(showing: Mapping[str, Any]) -> dict[str, np.ndarray] | None:
         return None
     out = {}
     for key, value in showing.items():
-        if key.startswith(("trial_", "gaze_", "frame_", "event_", "transition_", "position_trial",
+        if key.startswith(("trial_", "gaze_", "frame_", "event_", "transition_", "decision_", "position_trial",
                            "position_lost_to_behavior")):
             array = np.asarray(value)
             if array.dtype.kind in "OS":

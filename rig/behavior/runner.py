@@ -51,6 +51,31 @@ class ShowingResult:
     log: BehaviorLog
 
 
+class _LoggedFrames:
+    """The surface as the runner sees it during one showing: every value it answers is kept in the log."""
+
+    def __init__(self, surface: FrameSurface, log: BehaviorLog) -> None:
+        self.surface, self.log = surface, log
+        self.period, self.realtime, self.clock = surface.period, surface.realtime, surface.clock
+
+    def last_flip(self) -> float:
+        return self.surface.last_flip()
+
+    def next_flip(self) -> float:
+        due = self.surface.next_flip()
+        self.log.dues.append(due)
+        return due
+
+    def horizon(self) -> float:
+        return self.surface.horizon()
+
+    def draw(self, scene: Scene, position: int) -> None:
+        self.surface.draw(scene, position)
+
+    def flip(self) -> float:
+        return self.surface.flip()
+
+
 def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -82,7 +107,14 @@ class TrialRunner:
     def describe(self) -> dict:
         """Provenance: the behaviour parameters, the timing, and the gaze source and reward output as built."""
         return {"spec": asdict(self.spec), "timing": asdict(self.timing), "gaze": self.gaze.describe(),
-                "reward": self.reward.describe(), "clock": self.surface.clock}
+                "reward": self.reward.describe(), "clock": self.surface.clock, "period_s": self.surface.period}
+
+    def start(self) -> None:
+        """Start the gaze source (once): a tracker that does not answer fails here, before the first block."""
+        if not self._started:
+            self.gaze.start(GazeTask(self.spec.fixation_point_deg, self.spec.window_deg, self.surface.clock,
+                                     self.surface.last_flip(), self.session_seed))
+            self._started = True
 
     def close(self) -> None:
         """Stop the gaze source and release the reward device."""
@@ -93,12 +125,11 @@ class TrialRunner:
 
     def run(self, block: Block, on_onset: Callable[[int, float], None]) -> ShowingResult:
         """Show every stimulus of ``block`` once, as trials; ``on_onset(position, time)`` at each onset flip."""
-        if not self._started:
-            self.gaze.start(GazeTask(self.spec.fixation_point_deg, self.spec.window_deg, self.surface.clock,
-                                     self.surface.last_flip(), self.session_seed))
-            self._started = True
+        self.start()
         n = len(block)
         log = BehaviorLog(n)
+        log.start = self.surface.last_flip()
+        self._frames = _LoggedFrames(self.surface, log)
         onsets, offsets = np.full(n, np.nan), np.full(n, np.nan)
         dropped = np.zeros(n, dtype=np.int64)
         valid = np.zeros(n, dtype=bool)
@@ -145,7 +176,7 @@ class TrialRunner:
     # -- one trial ------------------------------------------------------------------------------------
 
     def _trial(self, positions: list[int], log: BehaviorLog, on_onset: Callable[[int, float], None]) -> TrialMachine:
-        surface = self.surface
+        surface = self._frames
         machine = TrialMachine(self.spec, self.timing, len(positions),
                                reward=lambda t, pulses: self._give(t, pulses, log),
                                monitors_gaze=self.gaze.monitors_gaze, realtime_gaze=self.gaze.realtime)
@@ -155,7 +186,7 @@ class TrialRunner:
             self._take_requests(log, machine)
             until = surface.horizon()
             samples = self.gaze.read(until)
-            log.add_gaze(samples)
+            log.add_gaze(samples, until)
             machine.on_gaze(samples, until)
             machine.on_time(surface.next_flip())
             if machine.finished:
@@ -182,7 +213,8 @@ class TrialRunner:
     # -- between trials -------------------------------------------------------------------------------
 
     def _take_requests(self, log: BehaviorLog, machine: TrialMachine | None = None) -> None:
-        now = self.surface.last_flip()
+        now = self._frames.last_flip()
+        log.takes += 1
         for command in self.operator.take():
             log.add_event(now, f"operator_{command}")
             if command == "reward":
@@ -203,11 +235,11 @@ class TrialRunner:
             self.say(f"behavior: paused by the operator before trial {self.next_trial}; waiting for resume")
             while self._paused and not self.stop_requested:
                 self._blank_frame(log)
-                if not self.surface.realtime:
+                if not self._frames.realtime:
                     time.sleep(0.02)  # a simulated clock must not race ahead while a person decides
                 self._take_requests(log)
             self.say(f"behavior: resumed at trial {self.next_trial}")
-        now = self.surface.last_flip()
+        now = self._frames.last_flip()
         if self._last_work is None:
             self._last_work = now
         idle = now - self._last_work
@@ -219,17 +251,18 @@ class TrialRunner:
                      f"recorded is lost; stop with the operator's stop if the monkey is done for the day")
             log.add_event(now, "not_working", idle)
             end = now + self.spec.not_working_pause_s
-            while self.surface.next_flip() <= end and not self.stop_requested:
+            while self._frames.next_flip() <= end and not self.stop_requested:
                 self._blank_frame(log)
                 self._take_requests(log)
-            self._last_work = self.surface.last_flip()
+            self._last_work = self._frames.last_flip()
             log.add_event(self._last_work, "offering_fixation")
 
     def _blank_frame(self, log: BehaviorLog) -> None:
         """A blank frame outside trials; gaze is still read, so every sample is kept."""
-        log.add_gaze(self.gaze.read(self.surface.horizon()))
-        self.surface.draw(BLANK, -1)
-        log.add_frame(self.surface.flip(), BLANK, -1)
+        until = self._frames.horizon()
+        log.add_gaze(self.gaze.read(until), until)
+        self._frames.draw(BLANK, -1)
+        log.add_frame(self._frames.flip(), BLANK, -1)
 
     def _working(self, acquired: float) -> None:
         if self._not_working_since is not None:

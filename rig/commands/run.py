@@ -14,6 +14,10 @@ import numpy as np
 from protocols.spec import MAX_GENERATIONS, SEED_LIMIT, ProtocolSpec, load_protocol
 from rig.analysis.outputs import write_session_outputs
 from rig.commands._options import add_trust_generator, bounded_int
+from rig.behavior.gaze import GazeError
+from rig.behavior.keyboard import TerminalKeys
+from rig.behavior.operator import Operator
+from rig.behavior.reward import RewardError
 from rig.display import DISPLAYS
 from rig.loop.assemble import Assembly, assemble, pick_device, resolve_neuron
 from rig.loop.controller import BlockReport, Controller, IncompleteBlockError
@@ -47,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pace-ms", metavar="ON,OFF", type=_pace,
                         help="headless display in real time: ON ms per stimulus, OFF ms blank "
                              "(default 100,150 with a recording)")
+    parser.add_argument("--gaze", metavar="SOURCE",
+                        help="with a [behavior] table: the gaze source to use instead of [gaze] source "
+                             "(e.g. simulated, for a dry run of a rig protocol)")
     parser.add_argument("--quiet", action="store_true", help="no per-generation progress lines")
     add_trust_generator(parser)
     parser.add_argument("--allow-remote-stream", action="store_true",
@@ -106,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
     neuron = resolve_neuron(spec, args.neuron, args.weights)
     device = pick_device(args.device)
     parts = assemble(spec, neuron, device=device, seed=args.seed, generations=args.generations,
-                     display_kind=args.display, sim_link=args.sim_link, pace=args.pace_ms)
+                     display_kind=args.display, sim_link=args.sim_link, pace=args.pace_ms, gaze=args.gaze,
+                     operator=Operator() if spec.behavior is not None else None)
     protocol = parts.protocol
     if spec.kind == "screening":
         return _run_screening(args, spec, parts)  # a fixed image set: no generator, optimizer or best image
@@ -119,6 +127,10 @@ def run(args: argparse.Namespace) -> int:
     if spec.generator["kind"] == "fourier":
         print("             (a weightless Fourier image space, used where no DeePSiM GAN weights are installed)")
     print(f"  optimizer: {spec.optimizer}")
+    if spec.behavior is not None:
+        b = spec.behavior
+        print(f"  behavior:  trials of {b.stimuli_per_trial} stimuli, fixation window {b.window_deg:g}° at "
+              f"{list(b.fixation_point_deg)}°, gaze {parts.record.gaze}, reward {spec.reward or {'kind': 'log'}}")
     print(f"  session:   {args.out}")
 
     session = SessionWriter(
@@ -139,9 +151,9 @@ def _resume(args: argparse.Namespace) -> int:
     from rig.loop.replay import resume_session
 
     if args.protocol is not None or args.out is not None or args.seed is not None or args.generations is not None \
-            or args.weights:
+            or args.weights or args.gaze:
         raise ValueError("--resume takes everything from the session file: give no protocol, --out, --seed, "
-                         "--generations or --weights with it (--neuron only to confirm the recorded one)")
+                         "--generations, --weights or --gaze with it (--neuron only to confirm the recorded one)")
     device = pick_device(args.device)
     resumed = resume_session(args.resume, device, trust_generator=args.trust_generator,
                              confirmed_neuron=args.neuron, allow_remote_stream=args.allow_remote_stream)
@@ -164,20 +176,30 @@ def _loop_and_outputs(args: argparse.Namespace, parts, session: SessionWriter) -
         best = max(s.max for s in stats)
         mean = float(np.mean([s.mean for s in stats]))
         print(f"gen {report.index + 1:4d}/{report.total}  best {best:10.4g}  mean {mean:10.4g}  "
-              f"{report.seconds:6.2f} s/gen", flush=True)
+              f"{report.seconds:6.2f} s/gen{report.trials}", flush=True)
 
     started = time.perf_counter()
+    runner = getattr(parts.display, "runner", None)
+    keys = TerminalKeys(runner.operator).start() if runner is not None else None
     try:
         Controller(protocol, parts.display, parts.source, session, progress).run()
-    except (RecordingError, IncompleteBlockError) as exc:  # e.g. the stream fell silent; earlier blocks are kept
+    except (RecordingError, IncompleteBlockError, RewardError, GazeError) as exc:
+        # e.g. the stream fell silent, the reward line was unplugged; earlier blocks are kept
         print(f"rig run: error: {exc}", file=sys.stderr)
+        print(f"rig run: every block before it is in {args.out}; continue with rig run --resume {args.out}",
+              file=sys.stderr)
         return 1
     finally:
+        if keys is not None:
+            keys.close()
         parts.display.close()
         parts.source.close()
     elapsed = time.perf_counter() - started
 
     recorded = read_session(args.out)
+    if recorded.attrs.get("status") == "stopped":
+        print(f"rig run: stopped by the operator after {len(recorded.blocks)} whole block(s); the unfinished "
+              f"block's trials are kept. Continue with: rig run --resume {args.out}")
     stem = args.out.with_suffix("")
     written = write_session_outputs(recorded, parts.generator, stem)
     for thread in range(protocol.threads):  # from the file: a resumed run's history starts mid-session

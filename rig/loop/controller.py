@@ -8,7 +8,7 @@ for the session file. Every block is written the moment its responses are in.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -49,6 +49,29 @@ class BlockReport:
     seconds: float
     timings: dict[str, float]
     repeats: int
+    #: Trial outcomes in the block by label ("completed": 9, "broke fixation": 3), when it ran as trials.
+    trial_outcomes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def trials(self) -> str:
+        """The block's trials in words for a progress line ("" without behaviour)."""
+        if not self.trial_outcomes:
+            return ""
+        total = sum(self.trial_outcomes.values())
+        return f"  trials {total}: " + ", ".join(f"{n} {label}" for label, n in self.trial_outcomes.items())
+
+
+def trial_outcomes(showings: list["Showing"]) -> dict[str, int]:
+    """How the trials of a block's showings ended, counted by outcome label."""
+    from rig.behavior.outcomes import TrialOutcome  # only sessions with behaviour have trials
+
+    counts: dict[str, int] = {}
+    for showing in showings:
+        log = showing.presentations.behavior
+        for code in ([] if log is None else log.trials["outcome"]):
+            label = TrialOutcome(code).label
+            counts[label] = counts.get(label, 0) + 1
+    return counts
 
 
 class Controller:
@@ -129,6 +152,7 @@ class Controller:
             seconds=time.perf_counter() - started,
             timings=timings,
             repeats=len(showings) - 1,
+            trial_outcomes=trial_outcomes(showings),
         )
         if self.progress is not None:
             self.progress(report)

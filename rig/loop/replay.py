@@ -83,7 +83,8 @@ class ReplayResult:
 
 
 def replay_session(path: str | Path) -> ReplayResult:
-    """Re-run a recorded evolution from the file alone and check every block's codes bit for bit."""
+    """Re-run a recorded evolution from the file alone and check every block's codes bit for bit, and, with
+    behaviour, every showing's trials through the trial machine from the recorded frames and gaze."""
     session = read_session(path, verify=False)  # altered blocks are reported, not refused, so we can say where
     rebuilt = rebuild(session)
     _contiguous(session)
@@ -98,6 +99,10 @@ def replay_session(path: str | Path) -> ReplayResult:
     except ReplayDivergence as exc:
         result.divergence = str(exc)
     result.blocks_checked = sink.blocks
+    if result.divergence is None:
+        from rig.behavior.check import check_behavior  # sessions with trials: they re-run exactly too
+
+        result.divergence = check_behavior(session)
     return result
 
 

@@ -31,6 +31,8 @@ class SimulatedResponses(ResponseSource):
         self._provenance = provenance
         self.response_model = response_model
         self._showings: dict[int, int] = {}  # block index -> times recorded (lost stimuli are shown again)
+        self._cached_block: int | None = None
+        self._cache: dict[str, np.ndarray] = {}
 
     def describe(self) -> dict:
         model = None if self.response_model is None else self.response_model.describe()
@@ -38,19 +40,29 @@ class SimulatedResponses(ResponseSource):
 
     def _record(self, block: Block, presentations: Presentations) -> Responses:
         valid = presentations.valid.copy()
-        if valid.all():
-            scores = np.asarray(self.neuron(block.images), dtype=np.float64)
-        else:
-            # Only what was seen is scored: with fixation breaks a showing may hold many unseen stimuli, and a
-            # forward pass over them would cost time and mean nothing. Unseen rows stay 0 until made NaN below,
-            # so a response model draws its noise at the same positions either way.
-            scores = np.zeros((len(block), len(self.channel_names)))
-            if valid.any():
-                seen = torch.from_numpy(np.flatnonzero(valid)).to(block.images.device)
-                scores[valid] = np.asarray(self.neuron(block.images[seen]), dtype=np.float64)
+        scores = self._activations(block)
         if self.response_model is not None:
             showing = self._showings.get(block.index, 0)
             self._showings[block.index] = showing + 1
             scores = self.response_model.respond(scores, self.response_model.rng_for(block.index, showing))
         scores[~valid] = np.nan
         return Responses(scores=scores, valid=valid, channel_names=self.channel_names)
+
+    def _activations(self, block: Block) -> np.ndarray:
+        """The unit's activations to ``block``'s images, each computed once per block.
+
+        A block's first showing holds every stimulus, so its activations come from the same forward pass, in
+        the same batch, as they would with no stimulus lost; stimuli shown again (after a fixation break or a
+        dropped frame) reuse them. A deterministic unit so answers exactly as if nothing had been lost, and
+        showing stimuli again costs no forward pass. (Batches of other sizes may round differently.)
+        """
+        if self._cached_block != block.index:
+            self._cached_block, self._cache = block.index, {}
+        missing = [i for i, sid in enumerate(block.stimulus_ids) if sid not in self._cache]
+        if missing:
+            images = block.images if len(missing) == len(block) else \
+                block.images[torch.as_tensor(missing, device=block.images.device)]
+            rows = np.asarray(self.neuron(images), dtype=np.float64)
+            for i, row in zip(missing, rows):
+                self._cache[block.stimulus_ids[i]] = row
+        return np.stack([self._cache[sid] for sid in block.stimulus_ids]).astype(np.float64, copy=True)
