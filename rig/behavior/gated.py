@@ -35,7 +35,9 @@ class GatedDisplay(Display):
 
     def describe(self) -> dict:
         """The inner display's provenance, with the behaviour's."""
-        return {**self.inner.describe(), "clock": self.runner.surface.clock, "behavior": self.runner.describe()}
+        inner = self.inner.describe()
+        return {**inner, "class": type(self).__name__, "inner_class": inner["class"],
+                "clock": self.runner.surface.clock, "behavior": self.runner.describe()}
 
     def close(self) -> None:
         try:

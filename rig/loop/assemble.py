@@ -157,7 +157,8 @@ def assemble(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torch.device |
     """
     device = torch.device(device)
     if spec.kind == "screening":
-        return assemble_screening(spec, neuron, device=device, seed=seed, display_kind=display_kind)
+        return assemble_screening(spec, neuron, device=device, seed=seed, display_kind=display_kind, gaze=gaze,
+                                  operator=operator)
     seed = spec.seed if seed is None else seed
     generations = spec.generations if generations is None else generations
     if generations < 1:
@@ -251,7 +252,8 @@ def load_natural_set(spec: ProtocolSpec, device: torch.device) -> tuple[torch.Te
 
 
 def assemble_screening(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torch.device,
-                       seed: int | None = None, display_kind: str = "headless") -> Assembly:
+                       seed: int | None = None, display_kind: str = "headless", gaze: str | None = None,
+                       operator: Any = None) -> Assembly:
     """Build a Screening protocol (no generator: ``Assembly.generator`` is None) and its response source."""
     from protocols.screening import Screening  # here, not at the top: only screening files need it
 
@@ -262,6 +264,10 @@ def assemble_screening(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torc
     simulated = SimulatedNeuron(neuron.units, weights=neuron.weights, device=device, max_batch=neuron.max_batch)
     response_model = _response_model(spec, neuron, seed)
     display = build_display(display_kind, spec.display)
+    gaze_built = None
+    if spec.behavior is not None:  # the same trials as an evolution's: screening data is gated the same way
+        gaze_built = gaze_table(spec, gaze, False)
+        display = gate_display(display, spec, gaze=gaze_built, seed=seed, operator=operator)
     source = SimulatedResponses(simulated, simulated.channel_names, simulated.describe(), response_model)
     provenance = {
         "kind": "screening",
@@ -272,5 +278,6 @@ def assemble_screening(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torc
         "device": str(device),
     }
     record = _record(spec, neuron, seed=seed, generations=protocol.generations, threads=0, device=device,
-                     display_kind=display_kind, sim_link=None, pace=None, generator={}, recording=None)
+                     display_kind=display_kind, sim_link=None, pace=None, generator={}, recording=None,
+                     gaze=gaze_built)
     return Assembly(protocol, None, display, source, device, seed, provenance, record)

@@ -68,14 +68,38 @@ def _recorded() -> Display:
     return RecordedDisplay(recorded_session())
 
 
-#: How the suite makes each display: every registered kind, by name, and the replay's (built from a session).
+def _gated(inner: Callable[[], Display]) -> Callable[[], Display]:
+    """``inner`` running blocks as trials ([behavior] with gaze "none": fixation taken as held, so every
+    stimulus is shown; tests/test_behavior_*.py cover breaks)."""
+
+    def make() -> Display:
+        from protocols.spec import parse_protocol
+        from rig.behavior.choice import gate_display
+        from helpers.protocols import tiny_protocol
+
+        spec = parse_protocol(tiny_protocol(extra='[behavior]\nstimuli_per_trial = 2\nhold_ms = 50\niti_ms = 50\n'
+                                                  '[gaze]\nsource = "none"\n'))
+        layout = DisplaySpec(**PSYCHOPY_LAYOUT, on_frames=1, off_frames=1)
+        import dataclasses
+
+        return gate_display(inner(), dataclasses.replace(spec, display=layout), gaze={"source": "none"}, seed=0,
+                            say=lambda message: None)
+
+    return make
+
+
+#: How the suite makes each display: every registered kind, by name, the replay's (built from a session), and
+#: each frame-capable kind running blocks as trials.
 MAKERS: dict[str, Callable[[], Display]] = {
     "headless": lambda: build_display("headless"),
     "psychopy": _psychopy,
     "recorded": _recorded,
+    "gated-headless": _gated(lambda: build_display("headless")),
+    "gated-psychopy": _gated(_psychopy),
 }
-#: Displays not built by name: the replay builds its display from the session it replays.
-UNREGISTERED = ("recorded",)
+#: Displays not built by name: the replay builds its display from the session it replays; a gated display wraps
+#: a registered one when the protocol has [behavior].
+UNREGISTERED = ("recorded", "gated-headless", "gated-psychopy")
 
 
 def display_kinds() -> list[str]:
