@@ -174,7 +174,7 @@ def test_the_operator_can_stop_after_the_current_trial_and_give_a_manual_reward(
     assert [r.manual for r in rewards.given] == [True]
     # The stop came before the first trial: nothing shown, nothing lost to behaviour.
     assert result.log.trial_count == 0 and not result.log.position_lost.any()
-    kinds = [kind for _, kind, _ in result.log.events]
+    kinds = [kind for _, kind, *_ in result.log.events]
     assert kinds[:2] == ["operator_reward", "manual_reward"] and "operator_stop" in kinds
 
 
@@ -190,6 +190,26 @@ def test_a_monkey_that_does_not_work_pauses_the_session_and_it_carries_on_when_h
                          dropped_frames=dropped_frames, say=said.append)
     result = runner.run(_block(4), lambda p, t: None)
     assert result.valid.all()
-    events = [kind for _, kind, _ in result.log.events]
+    events = [kind for _, kind, *_ in result.log.events]
     assert events.count("not_working") >= 2 and "offering_fixation" in events
     assert any("has not fixated" in m for m in said) and any("working again" in m for m in said)
+
+
+def test_listeners_hear_each_trial_event_in_order_and_a_failing_one_stops_nothing():
+    rewards = Rewards()
+    runner = TrialRunner(BehaviorSpec(), StimulusTiming(6, 9, 0.2), SimulatedFrames(),
+                         ScriptedEyes(latency=0.2, away=[(1.05, 9.0)]), rewards, dropped_frames=dropped_frames,
+                         say=lambda message: None)
+    heard = []
+    runner.add_listener(lambda kind, t, info: heard.append((kind, t, info)))
+    runner.add_listener(lambda kind, t, info: 1 / 0)
+    result = runner.run(_block(4), lambda position, t: None)
+    kinds = [k for k, _, _ in heard if k != "scene"]
+    assert kinds == ["trial_start", "fixation_acquired", "stimulus_onset", "stimulus_onset", "stimulus_onset",
+                     "break", "trial_end"]
+    onsets = [t for k, t, _ in heard if k == "stimulus_onset"]
+    np.testing.assert_array_equal(onsets, result.onsets[:3])
+    assert [t for k, t, _ in heard if k == "break"] == [result.log.trials["break_time"][0]]
+    assert runner.listener_failures == sum(1 for _ in heard)  # the failing listener was called every time
+    scenes = [(info["fixation"], info["stimulus"]) for k, _, info in heard if k == "scene"]
+    assert scenes[:3] == [(True, -1), (True, 0), (True, -1)]

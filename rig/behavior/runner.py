@@ -103,6 +103,29 @@ class TrialRunner:
         self._started = False
         self._last_work: float | None = None
         self._not_working_since: float | None = None
+        self._listeners: list[Callable[[str, float, dict], None]] = []
+        #: Listener calls that raised (counted; a listener never stops a trial).
+        self.listener_failures = 0
+        self.last_listener_error = ""
+
+    def add_listener(self, listener: Callable[[str, float, dict], None]) -> None:
+        """Call ``listener(kind, time, info)`` at each trial event, e.g. to mark it on the recording.
+
+        Kinds: ``trial_start`` (the fixation point's first flip; info ``trial``), ``fixation_acquired``,
+        ``stimulus_onset`` (info ``position``, ``index`` in the trial), ``break``, ``reward`` (info ``pulses``,
+        ``manual``), ``trial_end`` (info ``outcome``), and ``scene`` at every change of what is on screen (info
+        ``fixation``, ``stimulus``, ``fixation_deg``). Times are on the frame clock. A listener must return at
+        once; one that raises is counted (``listener_failures``) and the trial goes on.
+        """
+        self._listeners.append(listener)
+
+    def _emit(self, kind: str, time_: float, **info: object) -> None:
+        for listener in self._listeners:
+            try:
+                listener(kind, time_, info)
+            except Exception as exc:  # a marker line or a viewer must never stop the monkey's trial
+                self.listener_failures += 1
+                self.last_listener_error = f"{type(exc).__name__}: {exc}"
 
     def describe(self) -> dict:
         """Provenance: the behaviour parameters, the timing, and the gaze source and reward output as built."""
@@ -146,8 +169,12 @@ class TrialRunner:
                 shown = len(record.onsets)
                 held = machine.valid_stimuli() if record.outcome is not TrialOutcome.ABORTED else 0
                 log.add_trial(self.next_trial, record, positions, shown, held)
+                self._emit("trial_end", record.stop, trial=self.next_trial, outcome=int(record.outcome))
                 if not math.isnan(record.acquired):
                     self._working(record.acquired)
+                    hold_end = record.onsets[0] if record.onsets else record.break_time
+                    if math.isfinite(hold_end) and hold_end > record.acquired:
+                        self.gaze.held_fixation(record.acquired, hold_end, self.spec.fixation_point_deg)
                 if record.outcome is TrialOutcome.NO_FIXATION:
                     self.next_trial += 1
                     continue
@@ -184,12 +211,15 @@ class TrialRunner:
         last_scene: Scene | None = None
         while True:
             self._take_requests(log, machine)
+            started, acquired, broke = (math.isnan(machine.record.start), math.isnan(machine.record.acquired),
+                                        math.isnan(machine.record.break_time))
             until = surface.horizon()
             samples = self.gaze.read(until)
             log.add_gaze(samples, until)
             machine.on_gaze(samples, until)
             machine.on_time(surface.next_flip())
             if machine.finished:
+                self._emit_gaze_events(machine, acquired, broke)
                 return machine
             scene = machine.scene()
             position = positions[scene.stimulus] if scene.stimulus >= 0 else -1
@@ -200,15 +230,30 @@ class TrialRunner:
             machine.on_flip(flip)
             if scene != last_scene:
                 self.gaze.scene(flip, scene.fixation, scene.stimulus >= 0)
+                self._emit("scene", flip, fixation=scene.fixation, stimulus=position,
+                           fixation_deg=self.spec.fixation_point_deg)
                 last_scene = scene
+            if started and not math.isnan(machine.record.start):
+                self._emit("trial_start", flip, trial=self.next_trial)
             if len(machine.record.onsets) > onsets_before:
                 on_onset(position, flip)
+                self._emit("stimulus_onset", flip, position=position, index=scene.stimulus, trial=self.next_trial)
+            self._emit_gaze_events(machine, acquired, broke)
+
+    def _emit_gaze_events(self, machine: TrialMachine, acquired_before: bool, broke_before: bool) -> None:
+        """Acquisition and break happened at a sample's time, decided before this frame: say so once."""
+        record = machine.record
+        if acquired_before and not math.isnan(record.acquired):
+            self._emit("fixation_acquired", record.acquired, trial=self.next_trial)
+        if broke_before and not math.isnan(record.break_time):
+            self._emit("break", record.break_time, trial=self.next_trial)
 
     def _give(self, time_: float, pulses: int, log: BehaviorLog, manual: bool = False) -> None:
         spec = self.spec
         self.reward.deliver(RewardDelivery(time_, pulses, spec.reward_ms, spec.reward_pause_ms, manual))
         self.gaze.rewarded(time_, pulses)
         log.add_event(time_, "manual_reward" if manual else "reward", pulses)
+        self._emit("reward", time_, pulses=pulses, manual=manual)
 
     # -- between trials -------------------------------------------------------------------------------
 

@@ -132,8 +132,14 @@ class GazeSource(Configurable, abc.ABC):
             self._last_time = float(samples.times[-1])
         return samples
 
-    def scene(self, time: float, fixation_on: bool, stimulus_on: bool) -> None:
-        """What the screen shows from ``time`` on. Real eyes need no telling; a simulated monkey reacts to it."""
+    def scene(self, time: float, fixation_on: bool, stimulus_on: bool,
+              fixation_deg: tuple[float, float] | None = None) -> None:
+        """What the screen shows from ``time`` on (the fixation point at ``fixation_deg``; None: the task's).
+        Real eyes need no telling; a simulated monkey reacts to it."""
+
+    def held_fixation(self, start: float, stop: float, point: tuple[float, float]) -> None:
+        """Fixation on ``point`` was held from ``start`` to ``stop`` (a trial's baseline hold): a source with a
+        calibration may re-centre its drift here (MonkeyLogic's drift correction)."""
 
     def rewarded(self, time: float, pulses: int) -> None:
         """The monkey was given ``pulses`` of reward at ``time`` (a simulated monkey tires of working for it)."""
