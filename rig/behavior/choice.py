@@ -78,8 +78,13 @@ def _build(table_name: str, key: str, table: Mapping[str, Any], where: str) -> A
 
 def gate_display(display: Display, spec: ProtocolSpec, *, gaze: Mapping[str, Any], seed: int,
                  operator: Operator | None = None, say: Callable[[str], None] | None = None,
-                 first_trial: int = 0) -> GatedDisplay:
-    """``display`` running blocks as trials, as ``spec.behavior`` says, with ``gaze`` (a ``[gaze]`` table)."""
+                 first_trial: int = 0, recording: Any = None) -> GatedDisplay:
+    """``display`` running blocks as trials, as ``spec.behavior`` says, with ``gaze`` (a ``[gaze]`` table).
+
+    A gaze source that needs the screen (a tracker's window) gets ``display`` through ``attach_display``; one
+    that reads the recording's stream (analog eye signals) gets ``recording`` (None for a simulated neuron)
+    through ``attach_recording``; both before it starts.
+    """
     behavior: BehaviorSpec = spec.behavior
     check_window_fits(spec)
     frames = getattr(display, "frames", None)
@@ -97,5 +102,9 @@ def gate_display(display: Display, spec: ProtocolSpec, *, gaze: Mapping[str, Any
     runner = TrialRunner(behavior, stimulus_timing(spec), surface, gaze_source, reward,
                          dropped_frames=dropped_frames, operator=operator, session_seed=seed,
                          first_trial=first_trial, **extra)
+    if hasattr(gaze_source, "attach_display"):
+        gaze_source.attach_display(display)
+    if hasattr(gaze_source, "attach_recording"):
+        gaze_source.attach_recording(recording)
     runner.start()  # before provenance is taken: a simulated monkey then reports the seed it drew
     return GatedDisplay(display, runner)

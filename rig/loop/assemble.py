@@ -203,7 +203,7 @@ def assemble(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torch.device |
             pace_headless(display, pace)  # trials in real time in front of a recording, before frames are made
         gaze_built = gaze_table(spec, gaze, recorded is not None)
         display = gate_display(display, spec, gaze=gaze_built, seed=seed, operator=operator,
-                               first_trial=first_trial)
+                               first_trial=first_trial, recording=recorded)
     response_model = _response_model(spec, neuron, seed)
     attached = attach_recording(recorded, display, sim_link=sim_link, pace=pace) if recorded else None
     source = recorded or SimulatedResponses(simulated, simulated.channel_names, simulated.describe(), response_model)
