@@ -59,6 +59,9 @@ def attach(source: StreamRecording, display: Display, sim_link: str | None = Non
     if sim_link is not None:
         link = SimRigLink(sim_link, clock=type(display).__name__)
         display.add_onset_listener(link)
+        runner = getattr(display, "runner", None)  # trials: sim-rig's monkey sees what the screen shows
+        if runner is not None and hasattr(link, "on_trial_event"):
+            runner.add_listener(link.on_trial_event)
         source.sim_link = link
         provenance["sim_link"] = sim_link
     source.start()
