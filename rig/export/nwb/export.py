@@ -21,10 +21,21 @@ Layout of the NWB file (``NWB_LAYOUT`` below is the same, as a table):
 - with ``images``: ``stimulus/templates/stimulus_images`` (Images) rendered
   from the codes by the protocol's generator, plus the reference images, and
   ``stimulus/presentation/stimulus_shown`` (IndexSeries) over them.
+- sessions with a ``[behavior]`` table only (``NWB_BEHAVIOR_LAYOUT``): the
+  ``trials`` table (one row per trial, ML2 outcome codes, NaN for times that
+  did not happen), ``processing/behavior/EyeTracking/eye_position`` (degrees
+  from the screen centre, NaN in blinks) and ``events/`` (EventsTables of
+  rewards, not-working pauses and the operator's requests). A session
+  without behaviour gets none of these.
+
+Every time is on one time base: display times converted per block (``Times``),
+so trials, gaze and events line up with the presentations. In silico the
+trials' frame clock is simulated, starting at 0 in each run; its times count
+from their run's start.
 
 Each part is written by its own module: :mod:`.metadata` (identity, descriptions,
 subject), :mod:`.tables` (stimuli, presentations and their clock), :mod:`.units`
-(spikes) and :mod:`.images`; this one reads the session and puts them together.
+(spikes), :mod:`.images` and :mod:`.behavior`; this one reads the session and puts them together.
 
 Nothing is ever written into the session file: the NWB file is built beside
 ``out`` and renamed into place only when it is complete.
@@ -36,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rig.export.nwb.behavior import NWB_BEHAVIOR_LAYOUT, add_behavior
 from rig.export.nwb.images import _generator_to_render, add_images
 from rig.export.nwb.metadata import INSTALL_HINT, NwbMetadata, NwbUnavailableError, import_pynwb, new_file
 from rig.export.nwb.tables import (Times, add_presentations, add_stimuli, checked_showings, presentation_rows,
@@ -45,9 +57,10 @@ from rig.recording.replay_reader import NoRawStreamError
 from rig.recording.spike_decoding import DecodedSpikes, decode_spikes
 from rig.session import RecordedSession, SessionFileError, journal_dir, read_session
 
-__all__ = ["INSTALL_HINT", "NWB_LAYOUT", "ExportSummary", "NwbMetadata", "NwbUnavailableError", "export_nwb"]
+__all__ = ["INSTALL_HINT", "NWB_BEHAVIOR_LAYOUT", "NWB_LAYOUT", "ExportSummary", "NwbMetadata", "NwbUnavailableError", "export_nwb"]
 
-#: Where each part of a session goes in the NWB file (for docs and the README).
+#: Where each part of a session goes in the NWB file (for docs and the README); a session with behaviour
+#: also has the parts in :data:`NWB_BEHAVIOR_LAYOUT`.
 NWB_LAYOUT = """\
 | NWB path | what |
 |---|---|
@@ -81,6 +94,10 @@ class ExportSummary:
     clock_maps: list[dict[str, Any]] = field(default_factory=list)
     #: What the file lacks that an archive will ask for (e.g. no subject for a recorded session).
     warnings: list[str] = field(default_factory=list)
+    #: Trials, gaze samples and behaviour events written (all 0 for a session without behaviour).
+    trials: int = 0
+    gaze_samples: int = 0
+    behavior_events: int = 0
 
 
 def export_nwb(session_path: str | Path, out: str | Path, *, images: bool = False,
@@ -116,10 +133,12 @@ def export_nwb(session_path: str | Path, out: str | Path, *, images: bool = Fals
     add_presentations(nwb, shown, stimuli_table, times, channels, recorded_from)
     clock_maps, n_spikes, n_unconverted = add_units(nwb, spikes, times) if spikes is not None else ([], 0, 0)
     n_images = add_images(nwb, session, generator_spec, stimuli, shown, times) if images else 0
+    behavior = add_behavior(nwb, session, times)
 
     _write(pynwb, nwb, out)
     return ExportSummary(out, len(shown), len(stimuli), len(spikes.units) if spikes else 0, n_spikes,
-                         n_unconverted, n_images, clock_maps, warnings)
+                         n_unconverted, n_images, clock_maps, warnings,
+                         *((behavior.trials, behavior.gaze_samples, behavior.events) if behavior else ()))
 
 
 def _check_paths(session: Path, out: Path, overwrite: bool) -> None:

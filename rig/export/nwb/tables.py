@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from rig.session import RecordedSession, SessionFileError
-from rig.session.clock import SessionClock
+from rig.session.clock import Run, SessionClock
 
 
 @dataclass
@@ -89,12 +90,19 @@ class Times:
 
     @classmethod
     def of(cls, session: RecordedSession) -> "Times":
-        return cls(SessionClock.from_session(session),
-                   next((b.clock for b in session.blocks if b.clock), "unknown"))
+        display_clock = next((b.clock for b in session.blocks if b.clock), "unknown")
+        clock = SessionClock.from_session(session)
+        if clock is not None and display_clock == SIMULATED_CLOCK:
+            clock = _from_run_starts(session, clock)
+        return cls(clock, display_clock)
 
     @property
     def reference(self) -> str:
         """The time base, in words, for the file's descriptions."""
+        if self.clock is not None and self.display_clock == SIMULATED_CLOCK:
+            return ("s since session_start_time, in simulated seconds: in silico trials run on a simulated frame "
+                    "clock that starts at 0 when each run of the controller starts (a resume begins a run) and "
+                    "runs faster than real time, so each run's times count from that run's start")
         if self.clock is not None:
             return "s since session_start_time"
         return (f"s on the display clock {self.display_clock!r}, whose origin is arbitrary (this session was "
@@ -105,6 +113,25 @@ class Times:
         if self.clock is None:
             return np.asarray(display_times, dtype=np.float64)
         return self.clock.since_start(display_times, block)
+
+
+#: The clock of the trial machine's frames in silico (rig/behavior/frames.py ``SimulatedFrames``).
+SIMULATED_CLOCK = "simulated"
+
+
+def _from_run_starts(session: RecordedSession, clock: SessionClock) -> SessionClock:
+    """``clock`` with each run's simulated time 0 at that run's anchor.
+
+    A simulated clock is tied to no real one: the display provenance still
+    carries its inner display's ``monotonic_offset_s``, which would map its
+    times to seconds before the session began. ``clock`` was built from the
+    same attributes, so they parse.
+    """
+    resumes = json.loads(session.attrs.get("resumes", "[]"))
+    anchors = [json.loads(session.attrs["clock_anchor"])] + [r["clock_anchor"] for r in
+                                                             (resumes if isinstance(resumes, list) else [])]
+    return SessionClock(clock.start_unix_s, tuple(Run(run.first_block, float(anchor["unix_s"]))
+                                                  for run, anchor in zip(clock.runs, anchors)))
 
 
 def presentation_rows(session: RecordedSession, first_row: dict[int, int],
