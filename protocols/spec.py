@@ -10,9 +10,12 @@ import hashlib
 import tomllib
 from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from protocols.registry import OptionError, Options, close_matches, option
+
+if TYPE_CHECKING:
+    from rig.recording.openephys.control import OpenEphysOptions
 
 O = TypeVar("O", bound=Options)
 
@@ -292,6 +295,8 @@ class ProtocolSpec:
     gaze: dict[str, Any] | None = None
     #: The ``[reward]`` table as written (``kind`` plus that output's options); None: log only.
     reward: dict[str, Any] | None = None
+    #: The optional ``[openephys]`` table: markers and control of the Open Ephys GUI (``rig run --openephys``).
+    openephys: OpenEphysOptions | None = None
 
     @property
     def sha256(self) -> str:
@@ -383,7 +388,7 @@ def parse_protocol(text: str, path: str | Path = "<protocol>") -> ProtocolSpec:
     for table in ("protocol", "generator", "optimizer", "references", "evolution", "neuron", "display"):
         top.used.add(table)
     top.used.add("screening")
-    top.used.update(("recording", "behavior", "gaze", "reward"))
+    top.used.update(("recording", "behavior", "gaze", "reward", "openephys"))
     top.finish()
 
     proto = _Section(path, "protocol", doc.get("protocol", {}))
@@ -417,6 +422,7 @@ def parse_protocol(text: str, path: str | Path = "<protocol>") -> ProtocolSpec:
     display = _options(path, "display", doc["display"], DisplaySpec) if "display" in doc else None
     recording = _options(path, "recording", doc["recording"], RecordingSpec) if "recording" in doc else None
     behavior = _options(path, "behavior", doc["behavior"], BehaviorSpec) if "behavior" in doc else None
+    openephys = _openephys(path, doc["openephys"], recording) if "openephys" in doc else None
     gaze = _part(path, "gaze", "source", doc["gaze"]) if "gaze" in doc else None
     reward = _part(path, "reward", "kind", doc["reward"]) if "reward" in doc else None
     for table, value in (("gaze", gaze), ("reward", reward)):
@@ -441,7 +447,24 @@ def parse_protocol(text: str, path: str | Path = "<protocol>") -> ProtocolSpec:
         behavior=behavior,
         gaze=gaze,
         reward=reward,
+        openephys=openephys,
     )
+
+
+def _openephys(path: Path, table: Any, recording: RecordingSpec | None) -> OpenEphysOptions:
+    """The ``[openephys]`` table; its marker lines must leave the recording's onset line free."""
+    # Imported here, as _part does: the options live beside the GUI's client, which reading a protocol needs
+    # only when the protocol has this table (the module itself is standard library only).
+    from rig.recording.openephys.control import OpenEphysOptions
+
+    options = _options(path, "openephys", table, OpenEphysOptions)
+    ttl_line = (recording or RecordingSpec()).ttl_line
+    clash = options.collisions(ttl_line)
+    if options.markers and clash:
+        raise ProtocolError(f"{path}: [openephys] lines: {', '.join(clash)} would be recorded on 0-based line "
+                            f"{ttl_line}, the [recording] ttl_line that marks onsets (NetworkEvents line N is "
+                            f"recorded as N - 1): give them other lines")
+    return options
 
 
 def _part(path: Path, name: str, key: str, table: Any) -> dict[str, Any]:
