@@ -8,6 +8,11 @@ them. Natural-image scores come from a screening session recorded on the same
 channel when one is given, else from the reference images shown during the
 evolution. Figures are written as PNG files and also embedded in the HTML, so
 ``index.html`` alone can be mailed or archived.
+
+A session with behaviour (a ``[behavior]`` table) also gets a Behaviour
+section (:mod:`rig.analysis.behavior`): trial outcomes per block, breaks per
+trial, the time to acquire fixation, reward, time not working and a gaze
+density plot, with the numbers as CSV files beside the figures.
 """
 from __future__ import annotations
 
@@ -21,12 +26,15 @@ from typing import Sequence
 import numpy as np
 
 from rig.analysis import figures
+from rig.analysis.behavior import BehaviorReport, write_behavior
 from rig.analysis.convergence import Convergence, convergence
 from rig.analysis.images import best_codes_per_generation, load_natural_images, render, session_generator
 from rig.analysis.nearest import FeatureExtractor, cosine_nearest
 from rig.analysis.prototype import PrototypeComparison, prototype_vs_natural
 from rig.analysis.sources import Thread, natural_scores, session_threads, session_trajectory
 from rig.analysis.outputs import best_code, plot_trajectory
+from rig.behavior.outcomes import TrialOutcome
+from rig.behavior.tables import behavior_tables
 from rig.session import RecordedSession, read_session
 
 
@@ -80,6 +88,7 @@ def build_report(sessions: Sequence[str | Path], out: str | Path, natural: Seque
             raise ValueError(f"{s.path}: --natural needs screening sessions ([protocol] kind = \"screening\")")
     extractor = FeatureExtractor(network) if nearest else None
     summaries: list[EvolutionSummary] = []
+    behaviour: list[BehaviorReport] = []
     curves: dict[str, Convergence] = {}
     for number, session in enumerate(recorded):
         threads = session_threads(session)
@@ -93,10 +102,13 @@ def build_report(sessions: Sequence[str | Path], out: str | Path, natural: Seque
             summaries[-1].figures["trajectory"] = out / f"{stem}_trajectory.png"
             if summaries[-1].convergence is not None:
                 curves[f"{session.path.stem} t{t.thread} {t.name}"] = summaries[-1].convergence
+        tables = behavior_tables(session)
+        if tables is not None:
+            behaviour.append(write_behavior(tables, out, f"{stem}_behavior", session.path.name))
     conv_path = figures.convergence_figure(curves, out / "convergence.png", "convergence compared across sessions") \
         if curves else None
     page = out / "index.html"
-    page.write_text(_html(summaries, conv_path, recorded, screenings, extractor), encoding="utf-8")
+    page.write_text(_html(summaries, conv_path, recorded, screenings, extractor, behaviour), encoding="utf-8")
     return page
 
 
@@ -154,7 +166,8 @@ figure{display:inline-block;margin:0.5em;vertical-align:top}figcaption{font-size
 h2{border-bottom:1px solid #ccc;margin-top:2em}.note{font-size:12px;color:#555}"""
 
 
-def _html(summaries: list[EvolutionSummary], conv_path: Path | None, sessions, screenings, extractor) -> str:
+def _html(summaries: list[EvolutionSummary], conv_path: Path | None, sessions, screenings, extractor,
+          behaviour: Sequence[BehaviorReport] = ()) -> str:
     rows = []
     for s in summaries:
         c, p = s.convergence, s.comparison
@@ -190,5 +203,43 @@ def _html(summaries: list[EvolutionSummary], conv_path: Path | None, sessions, s
         parts.append(_img(s.figures["montage"], "best image per generation"))
         if "nearest" in s.figures:
             parts.append(_img(s.figures["nearest"], f"nearest natural images ({extractor.name} features)"))
+    for b in behaviour:
+        parts += _behavior_html(b)
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+_BEHAVIOR_FIGURES = {"outcomes": "trial outcomes per block", "acquire": "time to acquire fixation",
+                     "gaze": "gaze density (valid samples, log colour scale) and the fixation window"}
+
+
+def _behavior_html(report: BehaviorReport) -> list[str]:
+    """The Behaviour section of one session: outcomes per block, fixation, reward, time not working, figures."""
+    s = report.summary
+    labels = [o.label for o in TrialOutcome]
+    rows = [f"<tr><td>{block}</td><td>{s.trials[i]}</td>"
+            + "".join(f"<td>{s.counts[o][i]}</td>" for o in TrialOutcome)
+            + f"<td>{s.unfinished[i]}</td><td>{s.block_breaks_per_trial[i]:.2f}</td></tr>"
+            for i, block in enumerate(s.blocks)]
+    rows.append(f"<tr><th>all</th><th>{s.total_trials}</th>"
+                + "".join(f"<th>{int(s.counts[o].sum())}</th>" for o in TrialOutcome)
+                + f"<th>{int(s.unfinished.sum())}</th><th>{_num(s.breaks_per_trial, '.2f')}</th></tr>")
+    q25, median, q75 = s.acquire_quartiles_ms
+    facts = [f"{_num(s.breaks_per_trial, '.2f')} breaks per trial ({int(s.counts[TrialOutcome.BROKE_FIXATION].sum())} "
+             f"of {s.total_trials} trials broke fixation).",
+             f"Time to acquire fixation: median {_num(median, '.0f')} ms, IQR {_num(q25, '.0f')}&ndash;"
+             f"{_num(q75, '.0f')} ms ({len(s.acquire_ms)} trials acquired it).",
+             f"Reward: {s.total_pulses} pulses, {_num(s.total_reward_ms, '.0f')} ms of juice at {s.reward_ms:g} ms a "
+             f"pulse: {s.earned_pulses} earned by trials, {s.manual_pulses} given by the operator in "
+             f"{s.manual_rewards} manual rewards."]
+    if s.not_working_pauses:
+        facts.append(f"Not working: {s.not_working_s:.0f} s in {s.not_working_pauses} pauses (from the last "
+                     f"fixation to fixation offered again after each pause).")
+    links = ", ".join(f'<a href="{p.name}">{p.name}</a>' for p in report.tables.values())
+    return [f"<h2>Behaviour: {html.escape(report.session)}</h2>",
+            "<table><tr><th>block</th><th>trials</th>" + "".join(f"<th>{x}</th>" for x in labels)
+            + "<th>unfinished</th><th>breaks per trial</th></tr>", *rows, "</table>",
+            "<ul>" + "".join(f"<li>{fact}</li>" for fact in facts) + "</ul>",
+            f"<p class='note'>Trials of blocks the operator stopped count under their block (unfinished). "
+            f"Tables as CSV: {links}.</p>",
+            *(_img(path, _BEHAVIOR_FIGURES[key]) for key, path in report.figures.items())]
