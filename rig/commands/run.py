@@ -19,10 +19,12 @@ from rig.behavior.keyboard import TerminalKeys
 from rig.behavior.operator import Operator
 from rig.behavior.reward import RewardError
 from rig.display import DISPLAYS
+from rig.recording.openephys.session import GuiSession
 from rig.loop.assemble import Assembly, assemble, pick_device, resolve_neuron
 from rig.loop.controller import BlockReport, Controller, IncompleteBlockError
 from rig.recording.source import RecordingError
 from rig.session import SessionWriter, read_session
+from rig.session.writer import annotate
 
 
 HELP = "run a protocol file into a new session file"
@@ -51,6 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pace-ms", metavar="ON,OFF", type=_pace,
                         help="headless display in real time: ON ms per stimulus, OFF ms blank "
                              "(default 100,150 with a recording)")
+    parser.add_argument("--openephys", metavar="http://HOST:37497",
+                        help="drive the Open Ephys GUI over its HTTP API: name and start its recording before the "
+                             "first stimulus, a message per block, trial markers through NetworkEvents "
+                             "([openephys] table), stop at the end")
     parser.add_argument("--gaze", metavar="SOURCE",
                         help="with a [behavior] table: the gaze source to use instead of [gaze] source "
                              "(e.g. simulated, for a dry run of a rig protocol)")
@@ -112,9 +118,19 @@ def run(args: argparse.Namespace) -> int:
     spec = load_protocol(args.protocol)
     neuron = resolve_neuron(spec, args.neuron, args.weights)
     device = pick_device(args.device)
-    parts = assemble(spec, neuron, device=device, seed=args.seed, generations=args.generations,
-                     display_kind=args.display, sim_link=args.sim_link, pace=args.pace_ms, gaze=args.gaze,
-                     operator=Operator() if spec.behavior is not None else None)
+    gui = _start_gui(args, spec)
+    try:
+        parts = assemble(spec, neuron, device=device, seed=args.seed, generations=args.generations,
+                         display_kind=args.display, sim_link=args.sim_link, pace=args.pace_ms, gaze=args.gaze,
+                         operator=Operator() if spec.behavior is not None else None)
+    except BaseException:
+        if gui is not None:
+            gui.close()
+        raise
+    if gui is not None:
+        gui.listen_to(parts.display)
+        parts.provenance["openephys"] = gui.describe()
+        args.gui = gui
     protocol = parts.protocol
     if spec.kind == "screening":
         return _run_screening(args, spec, parts)  # a fixed image set: no generator, optimizer or best image
@@ -146,17 +162,42 @@ def run(args: argparse.Namespace) -> int:
     return _loop_and_outputs(args, parts, session)
 
 
+def _start_gui(args: argparse.Namespace, spec: ProtocolSpec) -> GuiSession | None:
+    """With ``--openephys``: check the GUI and start its recording, named after the session, before anything is
+    built (starting acquisition restarts the stream the recording then connects to)."""
+    if getattr(args, "openephys", None) is None:
+        return None
+    gui = GuiSession(args.openephys, spec.openephys)
+    name = (args.out or args.resume).with_suffix("").name
+    try:
+        gui.start(name)
+    except BaseException:
+        gui.close()
+        raise
+    print(f"rig run: Open Ephys GUI at {gui.control.url} recording as {gui.control.base_text!r}")
+    return gui
+
+
 def _resume(args: argparse.Namespace) -> int:
     """``--resume``: rebuild the session's parts from its file, catch up on its recorded blocks, carry on."""
-    from rig.loop.replay import resume_session
+    from rig.loop.replay import recorded_spec, resume_session
 
     if args.protocol is not None or args.out is not None or args.seed is not None or args.generations is not None \
             or args.weights or args.gaze:
         raise ValueError("--resume takes everything from the session file: give no protocol, --out, --seed, "
                          "--generations, --weights or --gaze with it (--neuron only to confirm the recorded one)")
     device = pick_device(args.device)
-    resumed = resume_session(args.resume, device, trust_generator=args.trust_generator,
-                             confirmed_neuron=args.neuron, allow_remote_stream=args.allow_remote_stream)
+    gui = _start_gui(args, recorded_spec(read_session(args.resume))) if getattr(args, "openephys", None) else None
+    try:
+        resumed = resume_session(args.resume, device, trust_generator=args.trust_generator,
+                                 confirmed_neuron=args.neuron, allow_remote_stream=args.allow_remote_stream)
+    except BaseException:
+        if gui is not None:
+            gui.close()
+        raise
+    if gui is not None:
+        gui.listen_to(resumed.parts.display)
+        args.gui = gui
     args.out = args.resume
     restored = "the start" if resumed.restored_after is None else f"the checkpoint after block {resumed.restored_after}"
     print(f"rig run: resuming {args.resume} ({resumed.spec.name}): {resumed.blocks_done} of "
@@ -178,11 +219,18 @@ def _loop_and_outputs(args: argparse.Namespace, parts, session: SessionWriter) -
         print(f"gen {report.index + 1:4d}/{report.total}  best {best:10.4g}  mean {mean:10.4g}  "
               f"{report.seconds:6.2f} s/gen{report.trials}", flush=True)
 
+    gui = getattr(args, "gui", None)
+
+    def block_done(report: BlockReport) -> None:
+        if gui is not None:
+            gui.block(report.index, report.total)
+        progress(report)
+
     started = time.perf_counter()
     runner = getattr(parts.display, "runner", None)
     keys = TerminalKeys(runner.operator).start() if runner is not None else None
     try:
-        Controller(protocol, parts.display, parts.source, session, progress).run()
+        Controller(protocol, parts.display, parts.source, session, block_done).run()
     except (RecordingError, IncompleteBlockError, RewardError, GazeError) as exc:
         # e.g. the stream fell silent, the reward line was unplugged; earlier blocks are kept
         print(f"rig run: error: {exc}", file=sys.stderr)
@@ -194,6 +242,9 @@ def _loop_and_outputs(args: argparse.Namespace, parts, session: SessionWriter) -
             keys.close()
         parts.display.close()
         parts.source.close()
+        if gui is not None:
+            gui.close()
+            annotate(args.out, "openephys", gui.describe())  # the GUI's recording as it ended, to join them
     elapsed = time.perf_counter() - started
 
     recorded = read_session(args.out)

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import socket
 import uuid
 from pathlib import Path
@@ -381,6 +382,22 @@ class SessionWriter(SessionSink):
                 folder.rmdir()
             except OSError:
                 pass  # something else was put there; leave it
+
+
+def annotate(path: str | Path, key: str, value: Any) -> None:
+    """Add ``key`` (JSON of ``value``) to the root attributes of a finished session's master file.
+
+    For what is only known once a session has ended (e.g. the acquisition GUI's recording as it stopped).
+    A session whose journal was not merged (still running, or killed) is left as it is: its blocks matter more.
+    """
+    path = Path(path)
+    if journal_files(journal_dir(path)):
+        return
+    try:
+        with h5py.File(path, "a") as f:
+            f.attrs[key] = json.dumps(value, default=str)
+    except OSError as exc:
+        print(f"rig: warning: could not add {key!r} to {path}: {exc}", file=sys.stderr)
 
 
 def _write_block(g: h5py.Group, block: Block, presentations: Presentations, responses: Responses,
