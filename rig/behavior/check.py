@@ -123,6 +123,8 @@ def rerun_showing(behavior: Mapping[str, np.ndarray], spec: BehaviorSpec, timing
                          dropped_frames=dropped_frames, operator=RecordedOperator(behavior),
                          say=lambda message: None, first_trial=first_trial)
     runner._started = True  # the recorded gaze needs no start
+    if "decision_carry" in behavior:
+        runner.carry_on(tuple(behavior["decision_carry"]))
     block = Block(0, [str(i) for i in range(n)], ["generated"] * n, np.zeros(n), np.arange(n),
                   _NoImages(n), np.zeros((n, 1)))
     try:

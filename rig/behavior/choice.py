@@ -78,7 +78,7 @@ def _build(table_name: str, key: str, table: Mapping[str, Any], where: str) -> A
 
 def gate_display(display: Display, spec: ProtocolSpec, *, gaze: Mapping[str, Any], seed: int,
                  operator: Operator | None = None, say: Callable[[str], None] | None = None,
-                 first_trial: int = 0, recording: Any = None) -> GatedDisplay:
+                 first_trial: int = 0, recording: Any = None, clock_start: float = 0.0) -> GatedDisplay:
     """``display`` running blocks as trials, as ``spec.behavior`` says, with ``gaze`` (a ``[gaze]`` table).
 
     A gaze source that needs the screen (a tracker's window) gets ``display`` through ``attach_display``; one
@@ -91,7 +91,9 @@ def gate_display(display: Display, spec: ProtocolSpec, *, gaze: Mapping[str, Any
     if frames is None:
         raise ProtocolError(f"{spec.path}: [behavior]: the {type(display).__name__} cannot show single frames, "
                             f"so it cannot run trials")
-    surface = frames((spec.display or DisplaySpec()).refresh_hz)
+    refresh_hz = (spec.display or DisplaySpec()).refresh_hz
+    # A simulated clock carries on from a resumed session's last flip, so its times never run backwards.
+    surface = frames(refresh_hz, clock_start) if clock_start else frames(refresh_hz)
     if hasattr(surface, "place_fixation"):
         surface.place_fixation(behavior.fixation_point_deg)
     gaze_source = _build("gaze", "source", gaze, str(spec.path))

@@ -36,8 +36,12 @@ class GatedDisplay(Display):
     def describe(self) -> dict:
         """The inner display's provenance, with the behaviour's."""
         inner = self.inner.describe()
-        return {**inner, "class": type(self).__name__, "inner_class": inner["class"],
-                "clock": self.runner.surface.clock, "behavior": self.runner.describe()}
+        described = {**inner, "class": type(self).__name__, "inner_class": inner["class"],
+                     "clock": self.runner.surface.clock, "behavior": self.runner.describe()}
+        if not self.runner.surface.realtime:
+            # A simulated frame clock is not time.monotonic: no offset ties it to the wall clock.
+            described.pop("monotonic_offset_s", None)
+        return described
 
     def close(self) -> None:
         try:

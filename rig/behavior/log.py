@@ -46,6 +46,9 @@ class BehaviorLog:
     #: the gaze samples read by then (cumulative), and each ``next_flip()`` value. With the flips and the gaze
     #: they let the trial machine run the showing again exactly (rig/behavior/check.py).
     start: float = math.nan
+    #: The runner's state carried in from earlier showings: when the monkey last fixated, since when he has
+    #: not been working, and whether the operator had paused (NaN: none).
+    carry: tuple[float, float, float] = (math.nan, math.nan, math.nan)
     horizons: list[float] = field(default_factory=list)
     horizon_gaze_read: list[int] = field(default_factory=list)
     dues: list[float] = field(default_factory=list)
@@ -110,6 +113,7 @@ class BehaviorLog:
             "event_values": np.asarray([e[2] for e in self.events], dtype=np.float64),
             "event_takes": np.asarray([e[3] for e in self.events], dtype=np.int64),
             "decision_start": np.asarray([self.start], dtype=np.float64),
+            "decision_carry": np.asarray(self.carry, dtype=np.float64),
             "decision_horizons": np.asarray(self.horizons, dtype=np.float64),
             "decision_gaze_read": np.asarray(self.horizon_gaze_read, dtype=np.int64),
             "decision_dues": np.asarray(self.dues, dtype=np.float64),

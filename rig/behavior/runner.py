@@ -132,6 +132,13 @@ class TrialRunner:
         return {"spec": asdict(self.spec), "timing": asdict(self.timing), "gaze": self.gaze.describe(),
                 "reward": self.reward.describe(), "clock": self.surface.clock, "period_s": self.surface.period}
 
+    def carry_on(self, carry: tuple[float, float, float]) -> None:
+        """Take up the state a recorded showing began with (:attr:`BehaviorLog.carry`), to re-run it exactly."""
+        last_work, since, paused = (float(v) for v in carry)
+        self._last_work = None if math.isnan(last_work) else last_work
+        self._not_working_since = None if math.isnan(since) else since
+        self._paused = bool(paused) if not math.isnan(paused) else False
+
     def start(self) -> None:
         """Start the gaze source (once): a tracker that does not answer fails here, before the first block."""
         if not self._started:
@@ -152,6 +159,8 @@ class TrialRunner:
         n = len(block)
         log = BehaviorLog(n)
         log.start = self.surface.last_flip()
+        log.carry = tuple(math.nan if v is None else float(v)
+                          for v in (self._last_work, self._not_working_since, self._paused))
         self._frames = _LoggedFrames(self.surface, log)
         onsets, offsets = np.full(n, np.nan), np.full(n, np.nan)
         dropped = np.zeros(n, dtype=np.int64)

@@ -59,6 +59,9 @@ def run(args: argparse.Namespace) -> int:
               else "no spikes (in silico: none were recorded)")
     print(f"rig export-nwb: wrote {summary.out}: {summary.presentations} presentations of {summary.stimuli} "
           f"stimuli, {spikes}, {summary.images} images")
+    if summary.trials:
+        print(f"rig export-nwb: behaviour: {summary.trials} trials, {summary.gaze_samples} gaze samples, "
+              f"{summary.behavior_events} events")
     if summary.spikes_without_display_time:
         print(f"rig export-nwb: {summary.spikes_without_display_time} spikes have no display-clock time (no "
               f"onset-TTL pairs on their recording clock); they are kept as samples in units.spike_samples")

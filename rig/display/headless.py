@@ -30,11 +30,14 @@ class HeadlessDisplay(Display):
         return {**super().describe(), "pace_s": list(self.pace) if self.pace else None,
                 "clock": "time.monotonic", "monotonic_offset_s": 0.0}
 
-    def frames(self, refresh_hz: float):
-        """Single frames for a trial machine: a simulated clock in silico, real time when paced."""
+    def frames(self, refresh_hz: float, start: float = 0.0):
+        """Single frames for a trial machine: a simulated clock in silico (from ``start``: a resumed session
+        carries on from its last flip), real time when paced."""
         from rig.behavior.frames import PacedFrames, SimulatedFrames
 
-        return PacedFrames(refresh_hz) if getattr(self, "pace", None) is not None else SimulatedFrames(refresh_hz)
+        if getattr(self, "pace", None) is not None:
+            return PacedFrames(refresh_hz)
+        return SimulatedFrames(refresh_hz, start)
 
     def _show_paced(self, block: Block, on_s: float, off_s: float) -> Presentations:
         n = len(block)
@@ -68,8 +71,6 @@ class HeadlessDisplay(Display):
 
 def _wait_until(deadline: float) -> None:
     """Sleep until ``deadline`` (time.monotonic), spinning the last millisecond for accuracy."""
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return
-        time.sleep(left - 0.001 if left > 0.002 else 0)
+    from rig.behavior.frames import wait_until  # the one definition
+
+    wait_until(deadline)

@@ -145,7 +145,7 @@ def _response_model(spec: ProtocolSpec, neuron: NeuronChoice, seed: int):
 def assemble(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torch.device | str, seed: int | None = None,
              generations: int | None = None, display_kind: str = "headless", sim_link: str | None = None,
              pace: tuple[float, float] | None = None, gaze: str | None = None, operator: Any = None,
-             first_trial: int = 0) -> Assembly:
+             first_trial: int = 0, clock_start: float = 0.0) -> Assembly:
     """Build generator, optimizers, references, display and response source for ``spec``.
 
     ``display_kind`` is ``headless`` or ``psychopy`` (laid out by the protocol's ``[display]`` table).
@@ -153,7 +153,8 @@ def assemble(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torch.device |
     ``rig sim-rig``'s side channel, and ``pace`` (on_s, off_s) paces a headless display.
     With a ``[behavior]`` table the display runs blocks as trials (rig/behavior/choice.py): ``gaze``
     (``--gaze KIND``) replaces the ``[gaze]`` source, ``operator`` takes the experimenter's requests, and
-    ``first_trial`` numbers the trials on from a resumed session's.
+    ``first_trial`` numbers the trials on from a resumed session's, and its simulated frame clock carries on
+    from ``clock_start``.
     """
     device = torch.device(device)
     if spec.kind == "screening":
@@ -203,7 +204,7 @@ def assemble(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torch.device |
             pace_headless(display, pace)  # trials in real time in front of a recording, before frames are made
         gaze_built = gaze_table(spec, gaze, recorded is not None)
         display = gate_display(display, spec, gaze=gaze_built, seed=seed, operator=operator,
-                               first_trial=first_trial, recording=recorded)
+                               first_trial=first_trial, recording=recorded, clock_start=clock_start)
     response_model = _response_model(spec, neuron, seed)
     attached = attach_recording(recorded, display, sim_link=sim_link, pace=pace) if recorded else None
     source = recorded or SimulatedResponses(simulated, simulated.channel_names, simulated.describe(), response_model)

@@ -254,7 +254,8 @@ class Rebuilt:
         neuron = resolve_neuron(self.spec, record.units, record.weights)
         parts = assemble(self.spec, neuron, device=device, seed=record.seed, generations=record.generations,
                          display_kind=record.display, sim_link=record.sim_link, pace=record.pace_s,
-                         gaze=record.gaze["source"] if record.gaze else None, first_trial=self.trials_done())
+                         gaze=record.gaze["source"] if record.gaze else None, first_trial=self.trials_done(),
+                         clock_start=self.last_flip())
         if list(parts.protocol.reference_ids) != list(self.session.reference_ids):
             raise SessionFileError(f"{self.path}: the reference images found now differ from the recorded ones "
                                    f"({parts.protocol.reference_ids[:3]}... vs {self.session.reference_ids[:3]}...)")
@@ -263,6 +264,17 @@ class Rebuilt:
                                    f"recorded ones")
         return parts
 
+
+    def last_flip(self) -> float:
+        """The latest frame time of the session's trials on a simulated clock (0 without, or on a real clock)."""
+        from rig.behavior.log import read_behavior
+
+        if self.session.provenance.get("display", {}).get("clock") != "simulated":
+            return 0.0
+
+        times = [float(b["frame_times"].max()) for block in self.session.blocks for showing in block.showings
+                 if (b := read_behavior(showing)) is not None and len(b["frame_times"])]
+        return max(times, default=0.0)
 
     def trials_done(self) -> int:
         """How many trials the session's blocks ran (a resumed session numbers its trials on from there)."""
