@@ -175,11 +175,11 @@ def _stub_session(clock: str) -> SimpleNamespace:
                            provenance={"display": {"clock": clock, "monotonic_offset_s": 0.0}})
 
 
-def test_a_simulated_clock_counts_from_the_start_of_each_run():
-    # A simulated frame clock starts at 0 in every run: its times count from that run's start, not from a
-    # time.monotonic reading they never came from.
+def test_a_simulated_clock_counts_from_the_session_start_across_resumes():
+    # A simulated frame clock starts at 0 with the session and a resume carries it on (rig/behavior/choice.py
+    # clock_start): its seconds are the file's, for every run, and no time.monotonic offset applies to them.
     times = Times.of(_stub_session("simulated"))
-    assert times.convert(2.5, 0) == 2.5 and times.convert(2.5, 3) == 502.5
+    assert times.convert(2.5, 0) == 2.5 and times.convert(502.5, 3) == 502.5
     assert "simulated" in times.reference
     monotonic = Times.of(_stub_session("time.monotonic"))  # unchanged: display time + offset of its run
     assert monotonic.convert(60.0, 0) == 10.0 and monotonic.convert(80.0, 2) == 510.0

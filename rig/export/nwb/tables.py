@@ -91,18 +91,20 @@ class Times:
     @classmethod
     def of(cls, session: RecordedSession) -> "Times":
         display_clock = next((b.clock for b in session.blocks if b.clock), "unknown")
-        clock = SessionClock.from_session(session)
-        if clock is not None and display_clock == SIMULATED_CLOCK:
-            clock = _from_run_starts(session, clock)
-        return cls(clock, display_clock)
+        if display_clock == SIMULATED_CLOCK and "clock_anchor" in session.attrs:
+            # In silico trials run on a simulated frame clock from 0 at the session's start, carried on by each
+            # resume: it is tied to no real clock, so its seconds are the file's seconds since the start.
+            start = float(json.loads(session.attrs["clock_anchor"])["unix_s"])
+            return cls(SessionClock(start, (Run(0, start),)), display_clock)
+        return cls(SessionClock.from_session(session), display_clock)
 
     @property
     def reference(self) -> str:
         """The time base, in words, for the file's descriptions."""
         if self.clock is not None and self.display_clock == SIMULATED_CLOCK:
             return ("s since session_start_time, in simulated seconds: in silico trials run on a simulated frame "
-                    "clock that starts at 0 when each run of the controller starts (a resume begins a run) and "
-                    "runs faster than real time, so each run's times count from that run's start")
+                    "clock that starts at 0 with the session, is carried on by each resume, and runs faster than "
+                    "real time")
         if self.clock is not None:
             return "s since session_start_time"
         return (f"s on the display clock {self.display_clock!r}, whose origin is arbitrary (this session was "
@@ -117,21 +119,6 @@ class Times:
 
 #: The clock of the trial machine's frames in silico (rig/behavior/frames.py ``SimulatedFrames``).
 SIMULATED_CLOCK = "simulated"
-
-
-def _from_run_starts(session: RecordedSession, clock: SessionClock) -> SessionClock:
-    """``clock`` with each run's simulated time 0 at that run's anchor.
-
-    A simulated clock is tied to no real one: the display provenance still
-    carries its inner display's ``monotonic_offset_s``, which would map its
-    times to seconds before the session began. ``clock`` was built from the
-    same attributes, so they parse.
-    """
-    resumes = json.loads(session.attrs.get("resumes", "[]"))
-    anchors = [json.loads(session.attrs["clock_anchor"])] + [r["clock_anchor"] for r in
-                                                             (resumes if isinstance(resumes, list) else [])]
-    return SessionClock(clock.start_unix_s, tuple(Run(run.first_block, float(anchor["unix_s"]))
-                                                  for run, anchor in zip(clock.runs, anchors)))
 
 
 def presentation_rows(session: RecordedSession, first_row: dict[int, int],
