@@ -9,6 +9,7 @@ a real one named), ``[reward]`` the reward output (default: log only).
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from protocols.spec import BehaviorSpec, DisplaySpec, ProtocolError, ProtocolSpec, RecordingSpec
@@ -27,20 +28,31 @@ __all__ = ["gate_display", "gaze_table", "check_window_fits"]
 SIMULATED_MONKEY = "simulated"
 
 
-def gaze_table(spec: ProtocolSpec, gaze: str | None, recorded_neuron: bool) -> dict[str, Any]:
-    """The ``[gaze]`` table to build: the protocol's, with ``gaze`` (``--gaze KIND``) replacing its source.
+def gaze_table(spec: ProtocolSpec, gaze: str | Mapping[str, Any] | None, recorded_neuron: bool,
+               calibration: str | None = None) -> dict[str, Any]:
+    """The ``[gaze]`` table to build: the protocol's, with ``gaze`` (``--gaze KIND``) replacing its source and
+    ``calibration`` (``--calibration CAL.toml``) its calibration file.
 
-    A different kind than the protocol's drops the protocol's options (they belong to that kind).
+    A different kind than the protocol's drops the protocol's options (they belong to that kind). A table
+    (a resumed session's recorded one) is taken as it is. A calibration path in the protocol is relative to
+    the protocol file, as weights are; every path is made absolute, so the session records the file it used.
     """
+    if isinstance(gaze, Mapping):
+        return dict(gaze)
     table = dict(spec.gaze) if spec.gaze is not None else None
     if gaze is not None:
-        return table if table is not None and table["source"] == gaze else {"source": gaze}
-    if table is not None:
-        return table
-    if recorded_neuron:
-        raise ProtocolError(f"{spec.path}: [behavior] with a recorded neuron needs a [gaze] table naming the eye "
-                            f"tracker (source = ...), or --gaze; the simulated monkey stands in only for dry runs")
-    return {"source": SIMULATED_MONKEY}
+        table = table if table is not None and table["source"] == gaze else {"source": gaze}
+    elif table is None:
+        if recorded_neuron:
+            raise ProtocolError(f"{spec.path}: [behavior] with a recorded neuron needs a [gaze] table naming the "
+                                f"eye tracker (source = ...), or --gaze; the simulated monkey stands in only for "
+                                f"dry runs")
+        table = {"source": SIMULATED_MONKEY}
+    if calibration is not None:
+        table["calibration"] = str(Path(calibration).expanduser().resolve())
+    elif isinstance(table.get("calibration"), str) and table["calibration"] != "identity":
+        table["calibration"] = str((spec.path.parent / table["calibration"]).expanduser().resolve())
+    return table
 
 
 def check_window_fits(spec: ProtocolSpec) -> None:

@@ -60,6 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gaze", metavar="SOURCE",
                         help="with a [behavior] table: the gaze source to use instead of [gaze] source "
                              "(e.g. simulated, for a dry run of a rig protocol)")
+    parser.add_argument("--calibration", metavar="CAL.toml", type=Path,
+                        help="with a raw gaze source (analog eye signals): the calibration written by rig calibrate, "
+                             "instead of [gaze] calibration")
     parser.add_argument("--quiet", action="store_true", help="no per-generation progress lines")
     add_trust_generator(parser)
     parser.add_argument("--allow-remote-stream", action="store_true",
@@ -122,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         parts = assemble(spec, neuron, device=device, seed=args.seed, generations=args.generations,
                          display_kind=args.display, sim_link=args.sim_link, pace=args.pace_ms, gaze=args.gaze,
-                         operator=Operator() if spec.behavior is not None else None)
+                         operator=Operator() if spec.behavior is not None else None,
+                         calibration=str(args.calibration) if args.calibration is not None else None)
     except BaseException:
         if gui is not None:
             gui.close()
@@ -183,9 +187,9 @@ def _resume(args: argparse.Namespace) -> int:
     from rig.loop.replay import recorded_spec, resume_session
 
     if args.protocol is not None or args.out is not None or args.seed is not None or args.generations is not None \
-            or args.weights or args.gaze:
+            or args.weights or args.gaze or args.calibration is not None:
         raise ValueError("--resume takes everything from the session file: give no protocol, --out, --seed, "
-                         "--generations, --weights or --gaze with it (--neuron only to confirm the recorded one)")
+                         "--generations, --weights, --gaze or --calibration with it (--neuron only to confirm the recorded one)")
     device = pick_device(args.device)
     gui = _start_gui(args, recorded_spec(read_session(args.resume))) if getattr(args, "openephys", None) else None
     try:

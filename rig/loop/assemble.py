@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -144,15 +144,17 @@ def _response_model(spec: ProtocolSpec, neuron: NeuronChoice, seed: int):
 
 def assemble(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torch.device | str, seed: int | None = None,
              generations: int | None = None, display_kind: str = "headless", sim_link: str | None = None,
-             pace: tuple[float, float] | None = None, gaze: str | None = None, operator: Any = None,
-             first_trial: int = 0, clock_start: float = 0.0) -> Assembly:
+             pace: tuple[float, float] | None = None, gaze: str | Mapping[str, Any] | None = None,
+             operator: Any = None, first_trial: int = 0, clock_start: float = 0.0,
+             calibration: str | None = None) -> Assembly:
     """Build generator, optimizers, references, display and response source for ``spec``.
 
     ``display_kind`` is ``headless`` or ``psychopy`` (laid out by the protocol's ``[display]`` table).
     A neuron ``zmq://HOST:PORT`` is a recording (rig/recording/choice.py): ``sim_link`` then names
     ``rig sim-rig``'s side channel, and ``pace`` (on_s, off_s) paces a headless display.
     With a ``[behavior]`` table the display runs blocks as trials (rig/behavior/choice.py): ``gaze``
-    (``--gaze KIND``) replaces the ``[gaze]`` source, ``operator`` takes the experimenter's requests, and
+    (``--gaze KIND``, or a resumed session's recorded table) replaces the ``[gaze]`` source, ``calibration``
+    (``--calibration CAL.toml``) its calibration, ``operator`` takes the experimenter's requests, and
     ``first_trial`` numbers the trials on from a resumed session's, and its simulated frame clock carries on
     from ``clock_start``.
     """
@@ -202,7 +204,7 @@ def assemble(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torch.device |
     if spec.behavior is not None:
         if recorded:
             pace_headless(display, pace)  # trials in real time in front of a recording, before frames are made
-        gaze_built = gaze_table(spec, gaze, recorded is not None)
+        gaze_built = gaze_table(spec, gaze, recorded is not None, calibration)
         display = gate_display(display, spec, gaze=gaze_built, seed=seed, operator=operator,
                                first_trial=first_trial, recording=recorded, clock_start=clock_start)
     response_model = _response_model(spec, neuron, seed)
