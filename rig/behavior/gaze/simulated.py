@@ -15,6 +15,17 @@ the drift carries over exactly from the last sample, so the samples depend on
 the seed, the options, ``task.now`` and the :meth:`scene`/:meth:`rewarded`
 calls only, never on how reads are split. An event at time ``e`` shapes the
 samples at and after ``e``; a scene change or reward at ``t`` those after ``t``.
+
+Its eye signal can be raw, as analog outputs of a tracker are: with
+``raw_map`` (degrees to raw units, affine or second-order) it delivers
+``u, v`` instead of degrees, plus ``raw_noise`` (its own stream, one pair of
+normals per sample in order) and a slow linear ``raw_drift_per_s``. It is then
+a raw source (:mod:`rig.behavior.gaze.raw`): it needs ``calibration`` (``rig
+calibrate`` with this monkey recovers the inverse map), and may use drift
+correction. Without ``raw_map`` its signal is degrees and it needs no
+calibration (one may still be named). One kind with options, rather than a
+second kind: the monkey behaves the same either way, and a session's replay and
+resume rebuild it from its kind and options as before.
 """
 from __future__ import annotations
 
@@ -25,8 +36,10 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 
-from protocols.registry import Options, option
-from rig.behavior.gaze.base import GAZE_SOURCES, GazeError, GazeSamples, GazeSource, GazeTask
+from protocols.registry import option
+from rig.behavior.calibration import polynomial_terms
+from rig.behavior.gaze.base import GAZE_SOURCES, GazeError, GazeSamples, GazeTask
+from rig.behavior.gaze.raw import RawGazeSource, RawOptions
 
 __all__ = ["EVENT_KINDS", "MonkeyOptions", "SimulatedMonkey"]
 
@@ -55,13 +68,19 @@ def _deg(default: float, high: float = 90.0) -> Any:
     return option(default, low=0.0, high=high, valid=f"degrees in [0, {high:g}]")
 
 
+_RAW_MAP = "6 numbers (affine: u = a + b x + c y, v = d + e x + f y) or 12 (second order), or none"
+
+
 def _range(default: tuple[float, float], low: float, high: float, unit: str) -> Any:
     return option(default, low=low, high=high, valid=f"[low, high] in {unit}, each in [{low:g}, {high:g}], low <= high")
 
 
 @dataclass(frozen=True)
-class MonkeyOptions(Options):
-    """``[gaze] source = "simulated"``: how the simulated monkey behaves. Hazards of 0 make a perfect monkey."""
+class MonkeyOptions(RawOptions):
+    """``[gaze] source = "simulated"``: how the simulated monkey behaves. Hazards of 0 make a perfect monkey.
+
+    ``calibration`` and ``drift_correction`` are every raw source's (:class:`~rig.behavior.gaze.raw.RawOptions`).
+    """
 
     #: Seed of its random draws; none: derived from the session's seed (describe() reports the one used).
     seed: int | None = option(None, low=0, high=2**32 - 1, valid="an int in [0, 2**32) or none")
@@ -105,12 +124,22 @@ class MonkeyOptions(Options):
     rest_hazard_per_reward_hz: float = _rate(1e-5, high=10.0)
     #: Mean duration of a rest (exponential).
     rest_mean_s: float = option(120.0, low=0.0, low_open=True, high=86_400.0, valid="seconds in (0, 86400]")
+    #: Degrees to a raw signal (u, v): 6 numbers [a, b, c, d, e, f] for u = a + b x + c y, v = d + e x + f y, or
+    #: 12 for second order (u = a + b x + c y + d xy + e x^2 + f y^2, then the same 6 for v); none: degrees.
+    raw_map: tuple[float, ...] | None = option(None, low=-1e6, high=1e6, valid=_RAW_MAP)
+    #: SD of noise added to u and v (raw units), apart from the eye's own noise_deg.
+    raw_noise: float = option(0.0, low=0.0, high=1e6, valid="raw units >= 0")
+    #: A slow drift of the raw signal, [du, dv] raw units per second from the start (degrees without raw_map).
+    raw_drift_per_s: tuple[float, float] = option((0.0, 0.0), low=-1e3, high=1e3,
+                                                  valid="[du, dv] in raw units per second, each in [-1000, 1000]")
 
     def check(self) -> None:
         for name in ("microsaccade_deg", "long_blink_ms", "break_distance_deg", "look_interval_s"):
             low, high = getattr(self, name)
             if low > high:
                 self.invalid(name, f"[low, high] with low <= high, got low {low:g} > high {high:g}")
+        if self.raw_map is not None and len(self.raw_map) not in (6, 12):
+            self.invalid("raw_map", f"{_RAW_MAP}; got {len(self.raw_map)} numbers")
 
 
 def _miss_distance(start: tuple[float, float], end: tuple[float, float], point: tuple[float, float]) -> float:
@@ -174,8 +203,26 @@ class _SampleDraws:
         self._start = keep_from
 
 
+class _Normals:
+    """Pairs of standard normals in sample order, drawn ahead in fixed blocks: the k-th pair is the same however
+    many are asked for at a time."""
+
+    BLOCK = 4096
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self._rng = rng
+        self._held = np.zeros((0, 2))
+
+    def take(self, n: int) -> np.ndarray:
+        """The next ``n`` pairs, (n, 2)."""
+        while len(self._held) < n:
+            self._held = np.concatenate((self._held, self._rng.standard_normal((self.BLOCK, 2))))
+        taken, self._held = self._held[:n], self._held[n:]
+        return taken
+
+
 @GAZE_SOURCES.register("simulated", MonkeyOptions)
-class SimulatedMonkey(GazeSource):
+class SimulatedMonkey(RawGazeSource):
     """A simulated monkey's gaze, made on demand (``realtime = False``).
 
     Ground truth for tests: :attr:`events` lists ``(time, kind)`` in time
@@ -183,13 +230,14 @@ class SimulatedMonkey(GazeSource):
     trial table can be checked against its breaks.
 
     Args:
+        raw: Deliver the raw signal uncalibrated (``rig calibrate``; see :class:`RawGazeSource`).
         **options: :class:`MonkeyOptions`.
     """
 
     realtime: ClassVar[bool] = False
 
-    def __init__(self, **options: Any) -> None:
-        self.configure(options)
+    def __init__(self, raw: bool = False, **options: Any) -> None:
+        super().__init__(raw=raw, **options)
         #: What the monkey did, ``(time, kind)`` in time order (see :data:`EVENT_KINDS`); reset by :meth:`start`.
         self.events: list[tuple[float, str]] = []
         self._started = False
@@ -201,8 +249,10 @@ class SimulatedMonkey(GazeSource):
         if o.seed is None:
             seed = int(np.random.SeedSequence(task.session_seed, spawn_key=(_SEED_KEY,)).generate_state(1)[0])
             self.options = o = dataclasses.replace(o, seed=seed)
-        events_seed, samples_seed = np.random.SeedSequence(o.seed).spawn(2)
+        # Children 0 and 1 are what they were before the raw signal's child 2 was added: the same seed, the same eye.
+        events_seed, samples_seed, raw_seed = np.random.SeedSequence(o.seed).spawn(3)
         self._rng = np.random.default_rng(events_seed)  # event times, durations, targets
+        self._raw_noise = _Normals(np.random.default_rng(raw_seed))
         self._t0, self._rate = float(task.now), o.rate_hz
         self._grid = _SampleDraws(np.random.default_rng(samples_seed), self._t0, o.rate_hz,
                                   o.drift_deg_per_sqrt_s / math.sqrt(o.rate_hz), o.noise_deg)
@@ -230,7 +280,12 @@ class SimulatedMonkey(GazeSource):
 
     # -- the interface --------------------------------------------------------------------------------------------
 
-    def _read(self, until: float) -> GazeSamples:
+    def raw_is_degrees(self) -> bool:
+        """Without ``raw_map`` the monkey's signal is degrees."""
+        return self.options.raw_map is None
+
+    def _eye(self, until: float) -> GazeSamples:
+        """Where the eye is, in degrees, for every sample not read yet up to ``until``."""
         self._settle(until)
         made, self._made = self._made, []
         if len(made) == 1:
@@ -239,13 +294,43 @@ class SimulatedMonkey(GazeSource):
             return GazeSamples.empty()
         return GazeSamples(*(np.concatenate(column) for column in zip(*made)))
 
-    def scene(self, time: float, fixation_on: bool, stimulus_on: bool) -> None:
-        """The screen from ``time`` on: the point's appearance starts an acquiring saccade (after a latency)."""
+    def _read_raw(self, until: float) -> GazeSamples:
+        eye = self._eye(until)
+        o = self.options
+        if not len(eye) or (o.raw_map is None and o.raw_noise == 0 and o.raw_drift_per_s == (0.0, 0.0)):
+            return eye  # degrees, exactly as made
+        u, v = eye.x, eye.y
+        if o.raw_map is not None:
+            raw_map = np.asarray(o.raw_map).reshape(2, -1)  # rows u, v over the terms of polynomial_terms
+            raw = polynomial_terms("affine" if raw_map.shape[1] == 3 else "poly2", u, v) @ raw_map.T
+            u, v = raw[:, 0], raw[:, 1]
+        if o.raw_noise > 0:
+            noise = self._raw_noise.take(len(eye)) * o.raw_noise
+            u, v = u + noise[:, 0], v + noise[:, 1]
+        if o.raw_drift_per_s != (0.0, 0.0):
+            elapsed = eye.times - self._t0
+            u, v = u + o.raw_drift_per_s[0] * elapsed, v + o.raw_drift_per_s[1] * elapsed
+        return GazeSamples(eye.times, u, v, eye.valid)
+
+    def scene(self, time: float, fixation_on: bool, stimulus_on: bool,
+              fixation_deg: tuple[float, float] | None = None) -> None:
+        """The screen from ``time`` on: the point's appearance starts an acquiring saccade (after a latency).
+
+        ``fixation_deg`` moves the point (None: the task's): the monkey looks for it there from now on, and a
+        point that moves while on is acquired again where it went, as a point that appears is."""
         t = self._settle(time)
+        point = self.task.fixation_deg if fixation_deg is None else fixation_deg
+        point = (float(point[0]), float(point[1]))
+        moved, self._point = point != self._point, point
         task_was_on = self._fixation_on or self._stimulus_on
-        appears, disappears = fixation_on and not self._fixation_on, self._fixation_on and not fixation_on
+        appears = fixation_on and (not self._fixation_on or moved)
+        disappears = self._fixation_on and not fixation_on
         self._fixation_on, self._stimulus_on = bool(fixation_on), bool(stimulus_on)
         task_on = self._fixation_on or self._stimulus_on
+        if moved and self._mode != "roam":  # what it was fixating is gone: not a break, it looks again
+            self._stop_fixating()
+            if self._saccade is None:
+                self._next["look"] = t + self._rng.uniform(*self.options.look_interval_s)
         if disappears:
             self._next["acquire"] = _INF
         if appears:
