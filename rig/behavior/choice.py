@@ -55,6 +55,17 @@ def gaze_table(spec: ProtocolSpec, gaze: str | Mapping[str, Any] | None, recorde
     return table
 
 
+def reward_table(spec: ProtocolSpec, reward: str | Mapping[str, Any] | None) -> dict[str, Any]:
+    """The ``[reward]`` table to build: the protocol's (default: log only), ``reward`` (``--reward KIND``)
+    replacing its kind (its options go with a different kind), or a resumed session's recorded table."""
+    if isinstance(reward, Mapping):
+        return dict(reward)
+    table = dict(spec.reward) if spec.reward is not None else {"kind": "log"}
+    if reward is not None and table["kind"] != reward:
+        table = {"kind": reward}
+    return table
+
+
 def check_window_fits(spec: ProtocolSpec) -> None:
     """Refuse a fixation window that does not lie on the screen: no gaze could ever satisfy it honestly."""
     behavior = spec.behavior
@@ -90,7 +101,8 @@ def _build(table_name: str, key: str, table: Mapping[str, Any], where: str) -> A
 
 def gate_display(display: Display, spec: ProtocolSpec, *, gaze: Mapping[str, Any], seed: int,
                  operator: Operator | None = None, say: Callable[[str], None] | None = None,
-                 first_trial: int = 0, recording: Any = None, clock_start: float = 0.0) -> GatedDisplay:
+                 first_trial: int = 0, recording: Any = None, clock_start: float = 0.0,
+                 reward: Mapping[str, Any] | None = None) -> GatedDisplay:
     """``display`` running blocks as trials, as ``spec.behavior`` says, with ``gaze`` (a ``[gaze]`` table).
 
     A gaze source that needs the screen (a tracker's window) gets ``display`` through ``attach_display``; one
@@ -109,11 +121,12 @@ def gate_display(display: Display, spec: ProtocolSpec, *, gaze: Mapping[str, Any
     if hasattr(surface, "place_fixation"):
         surface.place_fixation(behavior.fixation_point_deg)
     gaze_source = _build("gaze", "source", gaze, str(spec.path))
-    reward = _build("reward", "kind", spec.reward or {"kind": "log"}, str(spec.path))
+    reward_output = _build("reward", "kind", reward if reward is not None else reward_table(spec, None),
+                           str(spec.path))
     from rig.display.psychopy import dropped_frames  # the one definition of a dropped frame
 
     extra = {"say": say} if say is not None else {}
-    runner = TrialRunner(behavior, stimulus_timing(spec), surface, gaze_source, reward,
+    runner = TrialRunner(behavior, stimulus_timing(spec), surface, gaze_source, reward_output,
                          dropped_frames=dropped_frames, operator=operator, session_seed=seed,
                          first_trial=first_trial, **extra)
     if hasattr(gaze_source, "attach_display"):

@@ -70,9 +70,9 @@ class FixationMonitor:
 
     def inside(self, samples: GazeSamples) -> np.ndarray:
         """Per sample: valid and within the window."""
-        with np.errstate(invalid="ignore"):
-            distance = np.hypot(samples.x - self.centre[0], samples.y - self.centre[1])
-            return samples.valid & (distance <= self.radius)
+        # Invalid samples are NaN: NaN <= radius is False, without a warning (no np.errstate: it costs per frame).
+        dx, dy = samples.x - self.centre[0], samples.y - self.centre[1]
+        return samples.valid & (dx * dx + dy * dy <= self.radius * self.radius)
 
     def first_inside(self, samples: GazeSamples, start: int, not_before: float) -> int | None:
         """Index of the first sample from ``start`` inside the window at or after ``not_before``."""
@@ -171,6 +171,12 @@ class TrialMachine:
     def monitoring(self) -> bool:
         """Fixation must be held now: from acquisition to the end of the last response window."""
         return self.monitors and self.state in ("hold", "stimulus", "blank", "hold_to_window")
+
+    @property
+    def watching(self) -> bool:
+        """Gaze matters now: fixation is awaited or must hold. Between trials (reward, timeout, interval) it does
+        not, so the runner need not read it every frame; the samples wait for the next read."""
+        return self.state in ("wait_fixation", "hold", "stimulus", "blank", "hold_to_window")
 
     def scene(self) -> Scene:
         """What the next frame shows."""

@@ -222,10 +222,11 @@ class TrialRunner:
             self._take_requests(log, machine)
             started, acquired, broke = (math.isnan(machine.record.start), math.isnan(machine.record.acquired),
                                         math.isnan(machine.record.break_time))
-            until = surface.horizon()
-            samples = self.gaze.read(until)
-            log.add_gaze(samples, until)
-            machine.on_gaze(samples, until)
+            if machine.watching or not self.gaze.monitors_gaze:
+                until = surface.horizon()
+                samples = self.gaze.read(until)
+                log.add_gaze(samples, until)
+                machine.on_gaze(samples, until)
             machine.on_time(surface.next_flip())
             if machine.finished:
                 self._emit_gaze_events(machine, acquired, broke)

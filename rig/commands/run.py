@@ -60,6 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gaze", metavar="SOURCE",
                         help="with a [behavior] table: the gaze source to use instead of [gaze] source "
                              "(e.g. simulated, for a dry run of a rig protocol)")
+    parser.add_argument("--reward", metavar="KIND",
+                        help="with a [behavior] table: the reward output instead of [reward] kind (e.g. log, for a "
+                             "dry run of a rig protocol)")
     parser.add_argument("--calibration", metavar="CAL.toml", type=Path,
                         help="with a raw gaze source (analog eye signals): the calibration written by rig calibrate, "
                              "instead of [gaze] calibration")
@@ -126,7 +129,8 @@ def run(args: argparse.Namespace) -> int:
         parts = assemble(spec, neuron, device=device, seed=args.seed, generations=args.generations,
                          display_kind=args.display, sim_link=args.sim_link, pace=args.pace_ms, gaze=args.gaze,
                          operator=Operator() if spec.behavior is not None else None,
-                         calibration=str(args.calibration) if args.calibration is not None else None)
+                         calibration=str(args.calibration) if args.calibration is not None else None,
+                         reward=args.reward)
     except BaseException:
         if gui is not None:
             gui.close()
@@ -150,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
     if spec.behavior is not None:
         b = spec.behavior
         print(f"  behavior:  trials of {b.stimuli_per_trial} stimuli, fixation window {b.window_deg:g}° at "
-              f"{list(b.fixation_point_deg)}°, gaze {parts.record.gaze}, reward {spec.reward or {'kind': 'log'}}")
+              f"{list(b.fixation_point_deg)}°, gaze {parts.record.gaze}, reward {parts.record.reward}")
     print(f"  session:   {args.out}")
 
     session = SessionWriter(
@@ -187,9 +191,9 @@ def _resume(args: argparse.Namespace) -> int:
     from rig.loop.replay import recorded_spec, resume_session
 
     if args.protocol is not None or args.out is not None or args.seed is not None or args.generations is not None \
-            or args.weights or args.gaze or args.calibration is not None:
+            or args.weights or args.gaze or args.reward or args.calibration is not None:
         raise ValueError("--resume takes everything from the session file: give no protocol, --out, --seed, "
-                         "--generations, --weights, --gaze or --calibration with it (--neuron only to confirm the recorded one)")
+                         "--generations, --weights, --gaze, --reward or --calibration with it (--neuron only to confirm the recorded one)")
     device = pick_device(args.device)
     gui = _start_gui(args, recorded_spec(read_session(args.resume))) if getattr(args, "openephys", None) else None
     try:

@@ -20,7 +20,7 @@ from protocols.spec import ProtocolError, ProtocolSpec
 from rig.display import Display, build_display
 from rig.loop.memory import check_block_fits, estimate_block
 from rig.loop.run_record import RunRecord, resolved_generator
-from rig.behavior.choice import gate_display, gaze_table
+from rig.behavior.choice import gate_display, gaze_table, reward_table
 from rig.recording.choice import attach as attach_recording
 from rig.recording.choice import pace_headless, recording_source
 from rig.sources import ResponseSource
@@ -146,7 +146,7 @@ def assemble(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torch.device |
              generations: int | None = None, display_kind: str = "headless", sim_link: str | None = None,
              pace: tuple[float, float] | None = None, gaze: str | Mapping[str, Any] | None = None,
              operator: Any = None, first_trial: int = 0, clock_start: float = 0.0,
-             calibration: str | None = None) -> Assembly:
+             calibration: str | None = None, reward: str | Mapping[str, Any] | None = None) -> Assembly:
     """Build generator, optimizers, references, display and response source for ``spec``.
 
     ``display_kind`` is ``headless`` or ``psychopy`` (laid out by the protocol's ``[display]`` table).
@@ -154,14 +154,14 @@ def assemble(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torch.device |
     ``rig sim-rig``'s side channel, and ``pace`` (on_s, off_s) paces a headless display.
     With a ``[behavior]`` table the display runs blocks as trials (rig/behavior/choice.py): ``gaze``
     (``--gaze KIND``, or a resumed session's recorded table) replaces the ``[gaze]`` source, ``calibration``
-    (``--calibration CAL.toml``) its calibration, ``operator`` takes the experimenter's requests, and
+    (``--calibration CAL.toml``) its calibration, ``reward`` (``--reward KIND``) the ``[reward]`` kind, ``operator`` takes the experimenter's requests, and
     ``first_trial`` numbers the trials on from a resumed session's, and its simulated frame clock carries on
     from ``clock_start``.
     """
     device = torch.device(device)
     if spec.kind == "screening":
         return assemble_screening(spec, neuron, device=device, seed=seed, display_kind=display_kind, gaze=gaze,
-                                  operator=operator)
+                                  operator=operator, reward=reward)
     seed = spec.seed if seed is None else seed
     generations = spec.generations if generations is None else generations
     if generations < 1:
@@ -200,13 +200,15 @@ def assemble(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torch.device |
         name=spec.name,
     )
     display = build_display(display_kind, spec.display)
-    gaze_built = None
+    gaze_built = reward_built = None
     if spec.behavior is not None:
+        reward_built = reward_table(spec, reward)
         if recorded:
             pace_headless(display, pace)  # trials in real time in front of a recording, before frames are made
         gaze_built = gaze_table(spec, gaze, recorded is not None, calibration)
         display = gate_display(display, spec, gaze=gaze_built, seed=seed, operator=operator,
-                               first_trial=first_trial, recording=recorded, clock_start=clock_start)
+                               first_trial=first_trial, recording=recorded, clock_start=clock_start,
+                               reward=reward_built)
     response_model = _response_model(spec, neuron, seed)
     attached = attach_recording(recorded, display, sim_link=sim_link, pace=pace) if recorded else None
     source = recorded or SimulatedResponses(simulated, simulated.channel_names, simulated.describe(), response_model)
@@ -225,7 +227,7 @@ def assemble(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torch.device |
         provenance["recording"] = attached
     record = _record(spec, neuron, seed=seed, generations=generations, threads=spec.threads, device=device,
                      display_kind=display_kind, sim_link=sim_link, pace=pace, generator=generator_options,
-                     recording=attached, gaze=gaze_built)
+                     recording=attached, gaze=gaze_built, reward=reward_built)
     return Assembly(protocol, generator, display, source, device, seed, provenance, record)
 
 
@@ -256,7 +258,7 @@ def load_natural_set(spec: ProtocolSpec, device: torch.device) -> tuple[torch.Te
 
 def assemble_screening(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torch.device,
                        seed: int | None = None, display_kind: str = "headless", gaze: str | None = None,
-                       operator: Any = None) -> Assembly:
+                       operator: Any = None, reward: str | None = None) -> Assembly:
     """Build a Screening protocol (no generator: ``Assembly.generator`` is None) and its response source."""
     from protocols.screening import Screening  # here, not at the top: only screening files need it
 
@@ -267,10 +269,10 @@ def assemble_screening(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torc
     simulated = SimulatedNeuron(neuron.units, weights=neuron.weights, device=device, max_batch=neuron.max_batch)
     response_model = _response_model(spec, neuron, seed)
     display = build_display(display_kind, spec.display)
-    gaze_built = None
+    gaze_built = reward_built = None
     if spec.behavior is not None:  # the same trials as an evolution's: screening data is gated the same way
-        gaze_built = gaze_table(spec, gaze, False)
-        display = gate_display(display, spec, gaze=gaze_built, seed=seed, operator=operator)
+        gaze_built, reward_built = gaze_table(spec, gaze, False), reward_table(spec, reward)
+        display = gate_display(display, spec, gaze=gaze_built, seed=seed, operator=operator, reward=reward_built)
     source = SimulatedResponses(simulated, simulated.channel_names, simulated.describe(), response_model)
     provenance = {
         "kind": "screening",
@@ -282,5 +284,5 @@ def assemble_screening(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torc
     }
     record = _record(spec, neuron, seed=seed, generations=protocol.generations, threads=0, device=device,
                      display_kind=display_kind, sim_link=None, pace=None, generator={}, recording=None,
-                     gaze=gaze_built)
+                     gaze=gaze_built, reward=reward_built)
     return Assembly(protocol, None, display, source, device, seed, provenance, record)

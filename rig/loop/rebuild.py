@@ -255,6 +255,7 @@ class Rebuilt:
         parts = assemble(self.spec, neuron, device=device, seed=record.seed, generations=record.generations,
                          display_kind=record.display, sim_link=record.sim_link, pace=record.pace_s,
                          gaze=dict(record.gaze) if record.gaze else None, first_trial=self.trials_done(),
+                         reward=dict(record.reward) if record.reward else None,
                          clock_start=self.last_flip())
         if list(parts.protocol.reference_ids) != list(self.session.reference_ids):
             raise SessionFileError(f"{self.path}: the reference images found now differ from the recorded ones "

@@ -73,8 +73,10 @@ class RunRecord:
     recording: Mapping[str, Any] | None = None
     #: The sweep job this session is (model, seed, torch threads), when ``rig sweep`` ran it.
     sweep: Mapping[str, Any] | None = None
-    #: The ``[gaze]`` table built (``--gaze`` applied), when the protocol has ``[behavior]``.
+    #: The ``[gaze]`` table built (``--gaze`` and ``--calibration`` applied), when the protocol has ``[behavior]``.
     gaze: Mapping[str, Any] | None = None
+    #: The ``[reward]`` table built (``--reward`` applied), when the protocol has ``[behavior]``.
+    reward: Mapping[str, Any] | None = None
     version: int = VERSION
 
     def to_json(self) -> str:
@@ -126,7 +128,7 @@ class RunRecord:
                 isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
                 for v in pace)):
             raise bad("pace_s", "two positive numbers (on_s, off_s) or null")
-        for name in ("response", "recording", "sweep", "gaze"):
+        for name in ("response", "recording", "sweep", "gaze", "reward"):
             if data.get(name) is not None and not isinstance(data[name], dict):
                 raise bad(name, "a JSON object or null")
         if not isinstance(data.get("generator", {}), dict):

@@ -113,24 +113,41 @@ class GazeSource(Configurable, abc.ABC):
         a later read); a simulated source makes exactly the samples up to ``until``.
         """
         samples = self._read(float(until))
-        who = f"{type(self).__name__}.read(until={until:.6f})"
         if not isinstance(samples, GazeSamples):
-            raise GazeError(f"{who} returned {type(samples).__name__}, not GazeSamples")
-        if len(samples):
-            if np.any(np.diff(samples.times) < 0) or samples.times[0] <= self._last_time:
-                raise GazeError(f"{who}: samples out of time order (first {samples.times[0]:.6f}, "
-                                f"last delivered {self._last_time:.6f})")
-            if samples.times[-1] > until + 1e-9:
-                raise GazeError(f"{who}: a sample at {samples.times[-1]:.6f}, after the time asked for")
-            if not np.all(np.isfinite(samples.times)):
-                raise GazeError(f"{who}: a sample without a finite time")
-            shown = samples.valid
-            if not (np.all(np.isfinite(samples.x[shown])) and np.all(np.isfinite(samples.y[shown]))):
-                raise GazeError(f"{who}: a valid sample without a finite position")
-            samples.x[~shown] = np.nan
-            samples.y[~shown] = np.nan
-            self._last_time = float(samples.times[-1])
+            raise GazeError(f"{type(self).__name__}.read(until={until:.6f}) returned {type(samples).__name__}, "
+                            f"not GazeSamples")
+        times = samples.times
+        if len(times):
+            # Called before every frame: few numpy calls. Times in order (a NaN fails the comparison too), after
+            # the last delivered and not after `until`, so all of them are finite.
+            first, last = float(times[0]), float(times[-1])
+            if not (first > self._last_time and last <= until + 1e-9) or (len(times) > 1 and not
+                                                                           (times[1:] >= times[:-1]).all()):
+                self._refuse(samples, until)
+            valid = samples.valid
+            if not valid.all():
+                shown = np.isfinite(samples.x) & np.isfinite(samples.y)
+                if (valid & ~shown).any():
+                    self._refuse(samples, until)
+                samples.x[~valid] = np.nan
+                samples.y[~valid] = np.nan
+            elif not (np.isfinite(samples.x).all() and np.isfinite(samples.y).all()):
+                self._refuse(samples, until)
+            self._last_time = last
         return samples
+
+    def _refuse(self, samples: GazeSamples, until: float) -> None:
+        """Say exactly what is wrong with samples :meth:`read` refused."""
+        who = f"{type(self).__name__}.read(until={until:.6f})"
+        times = samples.times
+        if not np.all(np.isfinite(times)):
+            raise GazeError(f"{who}: a sample without a finite time")
+        if np.any(np.diff(times) < 0) or times[0] <= self._last_time:
+            raise GazeError(f"{who}: samples out of time order (first {times[0]:.6f}, "
+                            f"last delivered {self._last_time:.6f})")
+        if times[-1] > until + 1e-9:
+            raise GazeError(f"{who}: a sample at {times[-1]:.6f}, after the time asked for")
+        raise GazeError(f"{who}: a valid sample without a finite position")
 
     def scene(self, time: float, fixation_on: bool, stimulus_on: bool,
               fixation_deg: tuple[float, float] | None = None) -> None:
