@@ -375,6 +375,10 @@ def test_drift_correction_keeps_gaze_on_the_point_and_every_correction_is_in_the
         offsets = np.cumsum(np.array(again), axis=0)
         np.testing.assert_allclose([c["offset"] for c in corrections], offsets, rtol=0, atol=1e-12)
         assert offsets[-1, 0] < -1.0  # it took most of the drift out
+        # The session file keeps them too, as events of the showings' trials, and a replay takes them up again.
+        logged = [(t, kind, v) for log in kept.logs for t, kind, v, _ in log.events if kind.startswith("drift")]
+        assert [v for _, kind, v in logged if kind == "drift_correction_x"] == [dx for dx, _ in again]
+        assert [v for _, kind, v in logged if kind == "drift_correction_y"] == [dy for _, dy in again]
     # Corrected, the holds stay within a few tenths of a degree of the point; uncorrected, they follow the drift.
     assert late[0.5] < 0.5 < 1.0 < late[0.0]
 

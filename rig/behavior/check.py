@@ -10,6 +10,7 @@ table, in which stimuli were shown, held or lost, and in the events.
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any, Mapping
 
 import numpy as np
@@ -77,6 +78,18 @@ class RecordedGaze(GazeSource):
                                     behavior["gaze_valid"])
         self._ends = iter(behavior["decision_gaze_read"].tolist())
         self._at = 0
+        kinds, times, values = behavior["event_kinds"], behavior["event_times"], behavior["event_values"]
+        xs = [(t, v) for k, t, v in zip(kinds, times, values) if str(k) == "drift_correction_x"]
+        ys = [v for k, v in zip(kinds, values) if str(k) == "drift_correction_y"]
+        self._drift = [(float(t), float(dx), float(dy)) for (t, dx), dy in zip(xs, ys)]
+        self.corrections: list[SimpleNamespace] = []
+
+    def held_fixation(self, start: float, stop: float, point: tuple[float, float]) -> None:
+        """The recorded source corrected its drift at the hold's end: take up those corrections again."""
+        while self._drift and self._drift[0][0] <= stop:
+            self.corrections.append(SimpleNamespace(time=self._drift[0][0], dx=self._drift[0][1],
+                                                    dy=self._drift[0][2]))
+            self._drift.pop(0)
 
     def _read(self, until: float) -> GazeSamples:
         end = RecordedFrames._next(self._ends, "gaze reads")
@@ -128,11 +141,17 @@ def rerun_showing(behavior: Mapping[str, np.ndarray], spec: BehaviorSpec, timing
     block = Block(0, [str(i) for i in range(n)], ["generated"] * n, np.zeros(n), np.arange(n),
                   _NoImages(n), np.zeros((n, 1)))
     try:
-        result = runner.run(block, lambda position, onset: None)
+        again = runner.run(block, lambda position, onset: None).log.datasets()
+        differences = []
     except _Exhausted as exc:
-        return [str(exc)]
-    again = result.log.datasets()
-    differences = []
+        # It took another path and ran out of recorded input: say where its trials parted from the record.
+        again = runner._frames.log.datasets()
+        count = len(again["trial_number"])
+        recorded = {name: behavior[f"trial_{name}"][:count] for name in TRIAL_FIELDS}
+        differences = [f"trial_{name}: recorded {_short(recorded[name])}, re-run {_short(again[f'trial_{name}'])}"
+                       for name in TRIAL_FIELDS
+                       if not np.array_equal(np.asarray(again[f"trial_{name}"]), recorded[name], equal_nan=True)]
+        return differences + [f"{exc} (the trials took another path)"]
     for name in [f"trial_{f}" for f in TRIAL_FIELDS] + ["position_trial", "position_lost_to_behavior",
                                                        "frame_times", "frame_position", "event_takes", "event_times"]:
         if not np.array_equal(np.asarray(again[name]), np.asarray(behavior[name]), equal_nan=True):

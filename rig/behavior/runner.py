@@ -104,6 +104,7 @@ class TrialRunner:
         self._last_work: float | None = None
         self._not_working_since: float | None = None
         self._listeners: list[Callable[[str, float, dict], None]] = []
+        self._corrections_logged = 0
         #: Listener calls that raised (counted; a listener never stops a trial).
         self.listener_failures = 0
         self.last_listener_error = ""
@@ -184,6 +185,7 @@ class TrialRunner:
                     hold_end = record.onsets[0] if record.onsets else record.break_time
                     if math.isfinite(hold_end) and hold_end > record.acquired:
                         self.gaze.held_fixation(record.acquired, hold_end, self.spec.fixation_point_deg)
+                        self._log_corrections(log)
                 if record.outcome is TrialOutcome.NO_FIXATION:
                     self.next_trial += 1
                     continue
@@ -249,6 +251,14 @@ class TrialRunner:
                 on_onset(position, flip)
                 self._emit("stimulus_onset", flip, position=position, index=scene.stimulus, trial=self.next_trial)
             self._emit_gaze_events(machine, acquired, broke)
+
+    def _log_corrections(self, log: BehaviorLog) -> None:
+        """A calibrated source's new drift corrections, as events (their x and y shifts in degrees)."""
+        corrections = getattr(self.gaze, "corrections", ())
+        for correction in corrections[self._corrections_logged:]:
+            log.add_event(correction.time, "drift_correction_x", correction.dx)
+            log.add_event(correction.time, "drift_correction_y", correction.dy)
+        self._corrections_logged = len(corrections)
 
     def _emit_gaze_events(self, machine: TrialMachine, acquired_before: bool, broke_before: bool) -> None:
         """Acquisition and break happened at a sample's time, decided before this frame: say so once."""
