@@ -7,6 +7,12 @@ Run it in its own terminal (or process), then point ``rig run`` at it::
 
 or over Lab Streaming Layer (``--transport lsl --lsl-name rig1``, then ``--neuron lsl://rig1``).
 
+With ``--gaze-adc ADC1,ADC2`` a simulated monkey watches what the display
+shows (``scene`` messages on the side channel, from the trial runner) and its
+eye tracker's analog X and Y go out as two more continuous channels, in volts
+(``--gaze-map``, ``--gaze-noise``), for ``[gaze] source = "recording"``; over
+LSL as the stream NAME-analog. ``--buffer-size`` sets the GUI's callback size.
+
 The simulated units, their weights and response model come from the protocol
 file's ``[neuron]`` table unless ``--neuron``/``--weights``/``--gain``... say
 otherwise. See :mod:`rig.recording.simrig` for the stream and the faults.
@@ -15,23 +21,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import signal
 import sys
 from dataclasses import asdict, replace
 from pathlib import Path
 
-import torch
-
 from protocols.spec import load_protocol
 from rig.recording.openephys.server import HEADER_STYLES
-from rig.recording.simrig import CALLBACK_MS, PHOTODIODES, SimRig, SimRigConfig, parse_fault_option
-from simulators.neuron import SimulatedNeuron
+from rig.recording.simrig import (ADC_RANGE_V, CALLBACK_MS, DEFAULT_GAZE_MAP, DEFAULT_TRACKER_HZ, PHOTODIODES, SimRig,
+                                  SimRigConfig, gaze_calibration, parse_fault_option)
 from simulators.response_model import ResponseModel, ResponseModelConfig
 
 HELP = "simulated recording system: a simulated neuron published in the Open Ephys ZMQ format or over LSL"
 
 #: Without a [neuron.response] table: a rate of 10 spikes/s per unit of activation above -2 (efficientnet-scale units).
 DEFAULT_GAIN, DEFAULT_OFFSET = 10.0, 20.0
+#: The GUI's audio clock: its buffer size counts samples of this rate.
+AUDIO_HZ = 44100.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,9 +55,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heartbeat-port", type=int, help="REP port for heartbeats (default data port + 1)")
     parser.add_argument("--side-port", type=int, help="PULL port for the display's side channel (default data port + 2)")
     parser.add_argument("--sample-rate", type=float, default=30000.0, help="samples per second (default 30000)")
-    parser.add_argument("--block-ms", type=float, default=CALLBACK_MS,
+    parser.add_argument("--block-ms", type=float,
                         help=f"processing callback length (default {CALLBACK_MS:.2f} ms: the GUI's 1024 samples "
                              "at 44.1 kHz, 696-697 samples at 30 kHz)")
+    parser.add_argument("--buffer-size", type=int, metavar="SAMPLES",
+                        help="the GUI's audio buffer size instead of --block-ms: callbacks of SAMPLES at 44.1 kHz "
+                             "(256: 5.8 ms, 512: 11.6 ms, 1024: 23.2 ms, the default)")
     parser.add_argument("--channels", type=int, default=1, metavar="N",
                         help="selected continuous channels CH1..CHN: one DATA message each per callback (default 1)")
     parser.add_argument("--send-queue", type=int, default=1000, metavar="N",
@@ -81,6 +91,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fault", action="append", default=[], metavar="KIND@ONSET[:VALUE]",
                         help="inject a fault at the N-th onset: drop, restart, missing-ttl, jitter[:ms], silent[:s]")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random draw")
+    gaze = parser.add_argument_group("eye signals (a simulated monkey watching the display's scenes)")
+    gaze.add_argument("--gaze-adc", metavar="X,Y",
+                      help="publish the monkey's gaze as two analog channels named X,Y (e.g. ADC1,ADC2), after "
+                           "CH1..CHN in every callback; over LSL as the stream NAME-analog")
+    gaze.add_argument("--gaze-map", metavar="a,b,c,d,e,f", default=",".join(f"{v:g}" for v in DEFAULT_GAZE_MAP),
+                      help="volts from degrees: X = a*x + b*y + c, Y = d*x + e*y + f (default "
+                           f"{','.join(f'{v:g}' for v in DEFAULT_GAZE_MAP)}); clipped to ±{ADC_RANGE_V:g} V")
+    gaze.add_argument("--gaze-noise", type=float, default=0.0, metavar="V",
+                      help="SD of Gaussian noise added to each channel's every sample (volts; default 0)")
+    gaze.add_argument("--gaze-seed", type=int, default=0, help="the monkey's seed (default 0)")
+    gaze.add_argument("--gaze-blink-volts", type=float, default=-ADC_RANGE_V,
+                      help=f"both channels' level while the monkey blinks (default {-ADC_RANGE_V:g}, the rail)")
+    gaze.add_argument("--gaze-window-deg", type=float, default=1.5,
+                      help="the fixation window's radius the monkey knows (default 1.5, [behavior]'s)")
+    gaze.add_argument("--gaze-fixation-deg", metavar="X,Y", default="0,0",
+                      help="where the fixation point is before the first scene says (default 0,0)")
+    gaze.add_argument("--gaze-monkey", metavar="JSON", default="{}",
+                      help=f"the monkey's options as JSON (rig/behavior/gaze/simulated.py), e.g. "
+                           f"'{{\"break_hazard_hz\": 1.0}}'; rate_hz defaults to {DEFAULT_TRACKER_HZ:g}")
+    gaze.add_argument("--gaze-calibration", type=Path, metavar="FILE",
+                      help="write the calibration that undoes --gaze-map here (for [gaze] calibration in a dry run)")
+    gaze.add_argument("--truth-gaze", action="store_true",
+                      help="also write the monkey's samples to --truth-file (one line per callback)")
     parser.add_argument("--device", default="cpu", help="torch device of the simulated neuron")
     parser.add_argument("--duration", type=float, help="stop after this many seconds (default: run until stopped)")
     parser.add_argument("--ready-file", type=Path, help="write the bound endpoints here as JSON once listening")
@@ -95,8 +128,56 @@ def _response_model(args: argparse.Namespace, table: dict | None) -> ResponseMod
     return ResponseModel(replace(base, seed=args.seed, noise="poisson", **changes))
 
 
+def _numbers(option: str, text: str, count: int) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != count or not all(math.isfinite(v) for v in values):
+        raise ValueError(f"{option} {text!r}: expected {count} comma-separated finite numbers")
+    return values
+
+
+def _gaze_config(args: argparse.Namespace) -> dict:
+    """SimRigConfig's gaze fields from the command line (nothing without --gaze-adc)."""
+    if not args.gaze_adc:
+        return {}
+    names = tuple(n.strip() for n in args.gaze_adc.split(","))
+    if len(names) != 2:
+        raise ValueError(f"--gaze-adc {args.gaze_adc!r}: expected two channel names X,Y, e.g. ADC1,ADC2")
+    try:
+        monkey = json.loads(args.gaze_monkey)
+    except ValueError as exc:
+        raise ValueError(f"--gaze-monkey: not JSON: {exc}") from None
+    if not isinstance(monkey, dict):
+        raise ValueError(f"--gaze-monkey: expected a JSON object of the monkey's options, got {args.gaze_monkey!r}")
+    from rig.behavior.gaze.simulated import MonkeyOptions
+
+    # Checked before anything binds.
+    MonkeyOptions.from_table({"rate_hz": DEFAULT_TRACKER_HZ, **monkey}, "--gaze-monkey")
+    return {"gaze_adc": names, "gaze_map": _numbers("--gaze-map", args.gaze_map, 6), "gaze_noise_v": args.gaze_noise,
+            "gaze_seed": args.gaze_seed, "gaze_blink_v": args.gaze_blink_volts,
+            "gaze_window_deg": args.gaze_window_deg,
+            "gaze_fixation_deg": _numbers("--gaze-fixation-deg", args.gaze_fixation_deg, 2), "gaze_monkey": monkey,
+            "truth_gaze": args.truth_gaze}
+
+
+def _block_ms(args: argparse.Namespace) -> float:
+    if args.buffer_size is not None:
+        if args.block_ms is not None:
+            raise ValueError("rig sim-rig: give --block-ms or --buffer-size, not both")
+        if not 1 <= args.buffer_size <= 1 << 16:
+            raise ValueError(f"--buffer-size {args.buffer_size}: expected 1..65536 samples at 44.1 kHz")
+        return 1000.0 * args.buffer_size / AUDIO_HZ
+    return CALLBACK_MS if args.block_ms is None else args.block_ms
+
+
 def run(args: argparse.Namespace) -> int:
     """Build the neuron, bind the sockets, publish until stopped."""
+    import torch  # the models load only when sim-rig runs (its options parse without them)
+
+    from simulators.neuron import SimulatedNeuron
+
     units, weights, table = args.neuron, args.weights, None
     if args.protocol is not None:
         spec = load_protocol(args.protocol)
@@ -110,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
     neuron(torch.zeros(1, 3, neuron.cfg.input_size, neuron.cfg.input_size))  # warm up before the first onset
     model = _response_model(args, table)
     config = SimRigConfig(host=args.host, data_port=args.data_port, heartbeat_port=args.heartbeat_port,
-                          side_port=args.side_port, sample_rate=args.sample_rate, block_ms=args.block_ms,
+                          side_port=args.side_port, sample_rate=args.sample_rate, block_ms=_block_ms(args),
                           lag_ms=args.lag_ms, ttl_line=args.ttl_line, ttl_jitter_ms=args.ttl_jitter_ms,
                           spontaneous_hz=args.spontaneous_hz, unsorted_hz=args.unsorted_hz, seed=args.seed,
                           faults=[parse_fault_option(f) for f in args.fault], data_channels=args.channels,
@@ -119,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
                           display_latency_ms=args.display_latency_ms, sync_line=args.sync_line,
                           sync_hz=args.sync_hz, header_style=args.header_style,
                           truth_file=str(args.truth_file) if args.truth_file is not None else None,
-                          transport=args.transport, lsl_name=args.lsl_name)
+                          transport=args.transport, lsl_name=args.lsl_name, **_gaze_config(args))
     rig = SimRig(neuron, len(neuron.channel_names), model, config)
     endpoints = rig.describe()
     print(f"sim-rig: {', '.join(neuron.channel_names)} -> electrodes "
@@ -134,6 +215,14 @@ def run(args: argparse.Namespace) -> int:
           flush=True)
     if config.faults:
         print(f"sim-rig: faults {[asdict(f) for f in config.faults]}", flush=True)
+    if rig.eyes is not None and args.gaze_calibration is not None:
+        args.gaze_calibration.write_text(gaze_calibration(config.gaze_map).to_toml())
+        print(f"sim-rig: wrote the calibration undoing the map to {args.gaze_calibration}", flush=True)
+    if rig.eyes is not None:
+        where = f"stream {config.lsl_name}-analog" if config.transport == "lsl" else "continuous channels"
+        print(f"sim-rig: eye signals X,Y on {where} {','.join(config.gaze_adc)}: volts = map "
+              f"{list(config.gaze_map)} of degrees + noise {config.gaze_noise_v:g} V, blinks at "
+              f"{config.gaze_blink_v:g} V; monkey {rig.eyes.monkey.describe()['options']}", flush=True)
     neuron_url = endpoints["data"] if config.transport == "lsl" else f"zmq://{args.host}:{rig.data_port}"
     print(f"sim-rig: connect with: rig run PROTOCOL --out SESSION.h5 --neuron {neuron_url} "
           f"--sim-link {endpoints['side']}", flush=True)
@@ -149,6 +238,7 @@ def run(args: argparse.Namespace) -> int:
         rig.close()
     print(f"sim-rig: {rig.onsets_seen} onsets, {rig.publisher.sent} messages sent, "
           f"faults applied {rig.faults_applied}, late onsets {rig.late_onsets}, "
-          f"bad side-channel messages {rig.bad_messages}", flush=True)
+          f"bad side-channel messages {rig.bad_messages}"
+          + (f", scenes {rig.eyes.scenes} ({rig.eyes.late_scenes} late)" if rig.eyes is not None else ""), flush=True)
     sys.stdout.flush()
     return 0

@@ -13,10 +13,30 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from rig.recording.records import Record
 from rig.recording.stream_log import StreamLog
+
+
+class ChannelTap(Protocol):
+    """Decodes a few continuous channels in a live reader's thread (e.g. an eye tracker's analog outputs on ADC
+    inputs; :mod:`rig.behavior.gaze.recording`), while every other channel stays a watermark.
+
+    The reader calls it from its thread, under its lock, for each message as it comes off the transport: it must
+    return at once (copy what it needs, hand it on through a lock of its own, never wait for the caller). What it
+    raises is counted in the parser's ``tap_errors`` and never stops the reader.
+    """
+
+    #: The channel names (``channel_name`` of a DATA header, e.g. ``"ADC1"``) whose payloads it wants.
+    channels: frozenset[str]
+
+    def data(self, stream: str, channel: str, sample_num: int, rate: float, payload: bytes,
+             receive_time: float) -> None:
+        """A well-formed DATA message of a tapped channel: ``payload`` is its little-endian float32 samples."""
+
+    def watermark(self, stream: str, end_sample: int, rate: float, receive_time: float) -> None:
+        """The first DATA message of a callback (of any channel) arrived at ``receive_time`` (time.monotonic)."""
 
 
 class ReaderFailedError(RuntimeError):
@@ -75,6 +95,14 @@ class LiveReader:
     def stats(self):
         """The parser's counters (read them between calls; the thread updates them)."""
         return self.parser.stats
+
+    def add_tap(self, tap: ChannelTap) -> None:
+        """Hand ``tap`` the payloads of its channels from now on (before or after the reader is entered)."""
+        add = getattr(self.parser, "add_tap", None)
+        if add is None:
+            raise ValueError(f"{type(self).__name__} ({self.endpoint}) carries no continuous channels to tap")
+        with self._lock:
+            add(tap)
 
     # ------------------------------------------------------------------ the caller's side
 

@@ -22,6 +22,18 @@ by default on 127.0.0.1, data port + 2, i.e. 5558). Messages are multipart:
   clock, so display and recording clocks differ exactly as on a rig: by an
   offset the controller has to find from the TTLs.
 
+``scene`` (trials: what the screen shows, for the monkey ``--gaze-adc`` simulates; from a trial runner's
+listener, :meth:`SimRigLink.on_trial_event`)::
+
+    b"scene"
+    JSON {"time": display clock, "clock", "monotonic": time.monotonic of the same instant,
+          "fixation": bool, "stimulus": bool, "fixation_deg": [x, y] or null}
+
+  Sim-rig's monkey sees the change at ``monotonic`` (its samples are on that
+  clock, like the sample clock). ``monotonic`` is the flip time plus the
+  display's ``monotonic_offset`` when the link knows it, else stamped when the
+  listener is called (right after the flip).
+
 ``fault`` (tests and demos inject failures on demand)::
 
     b"fault"
@@ -50,6 +62,7 @@ import zmq
 
 ONSET = b"onset"
 FAULT = b"fault"
+SCENE = b"scene"
 FAULT_KINDS = ("drop", "restart", "missing-ttl", "jitter", "silent")
 
 
@@ -66,6 +79,20 @@ class OnsetNotice:
     image: np.ndarray  # (3, H, W) float32 in [0, 1]
 
 
+@dataclass
+class SceneNotice:
+    """What the screen shows from ``monotonic`` on (a trial runner's ``scene`` event)."""
+
+    time: float
+    clock: str
+    monotonic: float
+    fixation: bool
+    stimulus: bool
+    fixation_deg: tuple[float, float] | None = None
+
+
+#: Largest |fixation_deg| accepted (degrees).
+MAX_DEG = 180.0
 #: Largest image side sim-rig accepts (pixels): a declared shape is checked before any buffer is read.
 MAX_IMAGE_SIDE = 2048
 #: Largest side-channel frame sim-rig reads (bytes); larger messages are refused by ZeroMQ itself.
@@ -147,6 +174,13 @@ def _field(body: dict, key: str, what: str, check, expected: str, default=...):
     return value
 
 
+def _check_frames(frames, envelope: bytes, count: int, what: str) -> None:
+    """ValueError unless ``frames`` is ``count`` frames starting with ``envelope``."""
+    if not isinstance(frames, (list, tuple)) or len(frames) != count or frames[0] != envelope:
+        got = len(frames) if isinstance(frames, (list, tuple)) else type(frames).__name__
+        raise ValueError(f"{what}: expected {count} frames starting with {envelope!r}, got {got} frames")
+
+
 def _finite(value) -> bool:
     return _is_number(value) and math.isfinite(value)
 
@@ -170,9 +204,7 @@ def parse_onset(frames: list[bytes]) -> OnsetNotice:
     than the frames already hold.
     """
     what = "onset message"
-    if not isinstance(frames, (list, tuple)) or len(frames) != 3 or frames[0] != ONSET:
-        count = len(frames) if isinstance(frames, (list, tuple)) else type(frames).__name__
-        raise ValueError(f"{what}: expected 3 frames starting with {ONSET!r}, got {count} frames")
+    _check_frames(frames, ONSET, 3, what)
     body = _json_body(frames[1], what)
     stimulus_id = _field(body, "stimulus_id", what, lambda v: isinstance(v, str) and len(v) <= 1000,
                          "a string (at most 1000 characters)")
@@ -199,6 +231,32 @@ def parse_onset(frames: list[bytes]) -> OnsetNotice:
     return OnsetNotice(stimulus_id, int(block), int(position), float(onset_time), clock, float(monotonic), image)
 
 
+def format_scene(notice: SceneNotice) -> list[bytes]:
+    """Frames of a scene notice."""
+    point = None if notice.fixation_deg is None else [float(notice.fixation_deg[0]), float(notice.fixation_deg[1])]
+    return [SCENE, json.dumps({"time": float(notice.time), "clock": notice.clock, "monotonic": float(notice.monotonic),
+                               "fixation": bool(notice.fixation), "stimulus": bool(notice.stimulus),
+                               "fixation_deg": point}).encode()]
+
+
+def parse_scene(frames: list[bytes]) -> SceneNotice:
+    """A scene notice from its frames; ValueError names the field that is wrong."""
+    what = "scene message"
+    _check_frames(frames, SCENE, 2, what)
+    body = _json_body(frames[1], what)
+    time_ = _field(body, "time", what, _finite, "a finite number")
+    clock = _field(body, "clock", what, lambda v: isinstance(v, str) and len(v) <= 1000, "a string", default="")
+    monotonic = _field(body, "monotonic", what, _finite, "a finite number")
+    fixation = _field(body, "fixation", what, lambda v: isinstance(v, bool), "true or false")
+    stimulus = _field(body, "stimulus", what, lambda v: isinstance(v, bool), "true or false")
+    point = _field(body, "fixation_deg", what,
+                   lambda v: v is None or (isinstance(v, list) and len(v) == 2
+                                           and all(_finite(a) and abs(a) <= MAX_DEG for a in v)),
+                   f"[x, y] in degrees (each within ±{MAX_DEG:g}) or null", default=None)
+    return SceneNotice(float(time_), clock, float(monotonic), fixation, stimulus,
+                       None if point is None else (float(point[0]), float(point[1])))
+
+
 def format_fault(fault: FaultRequest) -> list[bytes]:
     """Frames of a fault request."""
     return [FAULT, json.dumps({"kind": fault.kind, "at_onset": fault.at_onset, "value": fault.value}).encode()]
@@ -207,9 +265,7 @@ def format_fault(fault: FaultRequest) -> list[bytes]:
 def parse_fault(frames: list[bytes]) -> FaultRequest:
     """A fault request from its frames; ValueError names the field that is wrong."""
     what = "fault message"
-    if not isinstance(frames, (list, tuple)) or len(frames) != 2 or frames[0] != FAULT:
-        count = len(frames) if isinstance(frames, (list, tuple)) else type(frames).__name__
-        raise ValueError(f"{what}: expected 2 frames starting with {FAULT!r}, got {count} frames")
+    _check_frames(frames, FAULT, 2, what)
     body = _json_body(frames[1], what)
     kind = _field(body, "kind", what, lambda v: isinstance(v, str), "a string")
     try:
@@ -219,11 +275,17 @@ def parse_fault(frames: list[bytes]) -> FaultRequest:
 
 
 class SimRigLink:
-    """Display-side end of the side channel; register it with ``display.add_onset_listener(link)``."""
+    """Display-side end of the side channel; register it with ``display.add_onset_listener(link)``, and, for
+    trials, ``runner.add_listener(link.on_trial_event)`` (what the screen shows, for sim-rig's monkey).
 
-    def __init__(self, endpoint: str, clock: str = "") -> None:
+    ``monotonic_offset``: display time + offset = time.monotonic (the PsychoPy display's ``monotonic_offset``;
+    0 for a display on time.monotonic); None: scene times are stamped with time.monotonic() when heard.
+    """
+
+    def __init__(self, endpoint: str, clock: str = "", monotonic_offset: float | None = None) -> None:
         self.endpoint = endpoint
         self.clock = clock
+        self.monotonic_offset = monotonic_offset
         self._context = zmq.Context.instance()
         self._socket = self._context.socket(zmq.PUSH)
         self._socket.setsockopt(zmq.LINGER, 1000)
@@ -238,6 +300,19 @@ class SimRigLink:
             image = image.detach().float().cpu().numpy()
         self._send(format_onset(OnsetNotice(block.stimulus_ids[position], block.index, position, onset_time,
                                             self.clock, now, image)))
+
+    def on_trial_event(self, kind: str, time_: float, info: dict) -> None:
+        """A trial runner's listener (``runner.add_listener(link.on_trial_event)``): tell sim-rig each scene change
+        (fixation point on/off, a stimulus on/off); every other kind of event is not its business."""
+        if kind != "scene":
+            return
+        now = time.monotonic() if self.monotonic_offset is None else time_ + self.monotonic_offset
+        stimulus = info.get("stimulus", -1)
+        point = info.get("fixation_deg")
+        self._send(format_scene(SceneNotice(
+            float(time_), self.clock, now, bool(info.get("fixation", False)),
+            bool(stimulus) if isinstance(stimulus, bool) else stimulus is not None and stimulus >= 0,
+            None if point is None else (float(point[0]), float(point[1])))))
 
     def send_fault(self, fault: FaultRequest) -> None:
         """Ask sim-rig to inject ``fault``."""

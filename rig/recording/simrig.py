@@ -83,6 +83,42 @@ samples count from 0 in each epoch.
 - ``{"type": "clock", "epoch": E, "lsl_origin_sample": int}`` (``transport = "lsl"``): sample 0 of the
   epoch was sent with LSL timestamp ``lsl_origin_sample / sample_rate``.
 
+**Eye signals** (``gaze_adc = ("ADC1", "ADC2")``, ``--gaze-adc ADC1,ADC2``): a
+simulated monkey (:class:`~rig.behavior.gaze.simulated.SimulatedMonkey`,
+seeded by ``gaze_seed``, its options from ``gaze_monkey``, sampled at
+:data:`DEFAULT_TRACKER_HZ` unless they say otherwise) looks at what the display
+shows: ``scene`` side-channel messages (fixation point on/off and where, a
+stimulus on/off), sent by the display's trial runner through
+:meth:`~rig.recording.sidechannel.SimRigLink.on_trial_event`, at their
+``time.monotonic`` stamps, the clock sim-rig's samples are on. Its eye
+tracker's analog outputs are two more continuous channels, named by
+``gaze_adc``, after CH1..CHN (``channel_num`` N and N+1), in the same DATA
+callbacks as the others: sample ``s`` (at ``t0 + s / sample_rate``) holds the
+tracker's latest sample at or before it (an analog output holds each sample
+until the next), mapped to volts by ``gaze_map = (a, b, c, d, e, f)``::
+
+    X volts = a * x_deg + b * y_deg + c        Y volts = d * x_deg + e * y_deg + f
+
+plus Gaussian noise of SD ``gaze_noise_v`` per sample and channel, clipped to
+the board's ±:data:`ADC_RANGE_V` (a calibration is then the inverse map:
+``rig/behavior/calibration.py``). While the monkey blinks (no gaze) both
+channels sit at ``gaze_blink_v`` (default -5 V, the rail), without noise. A
+scene that reaches sim-rig after the monkey's samples have been made past its
+time (the side channel took longer than ``lag_ms``) is applied as soon as it
+comes, and counted (``late_scenes``). Over LSL the two channels are the regular
+stream ``lsl_name``-analog (float32, channel labels from ``gaze_adc``, unit V),
+sample ``s`` stamped like the clock stream. Truth lines (``truth_file``):
+
+- ``{"type": "gaze_event", "kind": str, "time": float}``: what the monkey did
+  (:data:`~rig.behavior.gaze.simulated.EVENT_KINDS`: ``break``, ``blink_start``,
+  ...) on time.monotonic, written once its samples are made.
+- ``{"type": "scene", "time": float, "applied": float, "fixation": bool,
+  "stimulus": bool, "fixation_deg": [x, y] | null}``: a scene as the monkey
+  got it (``applied`` later than ``time`` for a late one).
+- ``{"type": "gaze", "times": [...], "x": [...], "y": [...]}`` (``truth_gaze``
+  only: the monkey's samples, degrees, null while it blinks), one line per
+  callback.
+
 With ``transport = "lsl"`` the same events go out as LSL samples
 (:mod:`rig.recording.lsl.outlets`: ``lsl_name``-clock, -spikes, -ttl), sample
 ``s`` stamped ``t0 + s / sample_rate`` on ``time.monotonic`` (LSL's clock);
@@ -92,19 +128,23 @@ styles and the restart fault have no LSL meaning.
 from __future__ import annotations
 
 import heapq
+import inspect
 import json
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, TextIO
+from pathlib import Path
+from typing import Any, Callable, TextIO
 
 import numpy as np
 import torch
 import zmq
 
+from rig.behavior.calibration import Calibration
+from rig.behavior.gaze.base import GazeSamples, GazeTask
 from rig.recording.openephys.wire import SpikeMessage, TtlMessage
-from rig.recording.sidechannel import (FAULT, MAX_FRAME_BYTES, ONSET, FaultRequest, OnsetNotice, parse_fault,
-                                       parse_onset)
+from rig.recording.sidechannel import (FAULT, MAX_FRAME_BYTES, ONSET, SCENE, FaultRequest, OnsetNotice,
+                                       SceneNotice, parse_fault, parse_onset, parse_scene)
 from rig.recording.openephys.server import HEADER_STYLES, OpenEphysPublisher
 from simulators.response_model import ResponseModel
 
@@ -126,6 +166,12 @@ TRANSPORTS = ("zmq", "lsl")
 #: TTL lines a word can hold.
 TTL_LINES = 64
 _NOISE_BANK = 1 << 16
+#: The simulated eye tracker's sample rate unless ``gaze_monkey`` sets ``rate_hz`` (an EyeLink 1000's).
+DEFAULT_TRACKER_HZ = 1000.0
+#: Volts of the acquisition board's analog inputs (±; an Open Ephys acquisition board's ADCs).
+ADC_RANGE_V = 5.0
+#: volts = (a x + b y + c, d x + e y + f): 0.2 V per degree, centred (±25° within the ADC range).
+DEFAULT_GAZE_MAP = (0.2, 0.0, 0.0, 0.0, 0.2, 0.0)
 
 
 @dataclass
@@ -168,6 +214,22 @@ class SimRigConfig:
     #: "zmq" (the Open Ephys ZMQ Interface) or "lsl" (streams lsl_name-clock/-spikes/-ttl, rig/recording/lsl).
     transport: str = "zmq"
     lsl_name: str = "sim-rig"
+    #: Eye signals: the monkey's gaze on two analog channels [X, Y] (e.g. ("ADC1", "ADC2")); None: no monkey.
+    gaze_adc: tuple[str, str] | None = None
+    #: (a, b, c, d, e, f): X volts = a x + b y + c, Y volts = d x + e y + f, for gaze (x, y) in degrees.
+    gaze_map: tuple[float, ...] = DEFAULT_GAZE_MAP
+    #: SD of the noise added to each channel's every sample (volts).
+    gaze_noise_v: float = 0.0
+    gaze_seed: int = 0
+    #: Both channels' level while there is no gaze (a blink): the rail.
+    gaze_blink_v: float = -ADC_RANGE_V
+    #: The monkey's fixation window (it keeps out of twice this when looking around) and first fixation point.
+    gaze_window_deg: float = 1.5
+    gaze_fixation_deg: tuple[float, float] = (0.0, 0.0)
+    #: The monkey's options (rig/behavior/gaze/simulated.py MonkeyOptions), e.g. {"break_hazard_hz": 1.0}.
+    gaze_monkey: dict = field(default_factory=dict)
+    #: Write the monkey's samples to the truth file too (one line per callback).
+    truth_gaze: bool = False
 
     def __post_init__(self) -> None:
         for name in ("sample_rate", "block_ms", "ttl_pulse_ms", "sync_hz"):
@@ -199,6 +261,38 @@ class SimRigConfig:
             raise ValueError("the restart fault needs transport zmq: LSL time never starts again")
         if not self.ttl_jitter_ms <= 1000:
             raise ValueError(f"ttl_jitter_ms must be <= 1000, got {self.ttl_jitter_ms!r}")
+        if self.gaze_adc is not None:
+            self._check_gaze()
+
+    def _check_gaze(self) -> None:
+        names = tuple(self.gaze_adc)
+        data = {f"CH{i + 1}" for i in range(self.data_channels)}
+        if len(names) != 2 or not all(isinstance(n, str) and n for n in names) or names[0] == names[1] \
+                or set(names) & data:
+            raise ValueError(f"gaze_adc must name two different channels [X, Y] other than CH1..CH{self.data_channels},"
+                             f" e.g. ADC1,ADC2; got {list(names)!r}")
+        self.gaze_adc = names
+        if len(self.gaze_map) != 6 or not all(_finite(v) for v in self.gaze_map):
+            raise ValueError(f"gaze_map must be 6 finite numbers a,b,c,d,e,f (X volts = a x + b y + c, Y volts = "
+                             f"d x + e y + f), got {list(self.gaze_map)!r}")
+        a, b, _, d, e, _ = self.gaze_map
+        if abs(a * e - b * d) < 1e-12:
+            raise ValueError(f"gaze_map {list(self.gaze_map)}: X and Y volts must tell x and y apart "
+                             f"(a*e - b*d != 0), or no calibration can undo it")
+        for name in ("gaze_noise_v", "gaze_window_deg"):
+            if not _finite(getattr(self, name)) or getattr(self, name) < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {getattr(self, name)!r}")
+        if not _finite(self.gaze_blink_v) or abs(self.gaze_blink_v) > ADC_RANGE_V:
+            raise ValueError(f"gaze_blink_v must be within ±{ADC_RANGE_V:g} V, got {self.gaze_blink_v!r}")
+        if len(self.gaze_fixation_deg) != 2 or not all(_finite(v) for v in self.gaze_fixation_deg):
+            raise ValueError(f"gaze_fixation_deg must be [x, y] degrees, got {self.gaze_fixation_deg!r}")
+        if not isinstance(self.gaze_monkey, dict):
+            raise ValueError(f"gaze_monkey must be a table of the monkey's options, got {self.gaze_monkey!r}")
+        reserved = sorted(set(self.gaze_monkey) & {"seed", "raw_map", "raw_noise", "raw_drift_per_s", "calibration",
+                                                   "drift_correction"})
+        if reserved:
+            raise ValueError(f"gaze_monkey: {reserved} are sim-rig's to set (gaze_seed, gaze_map, gaze_noise_v): the "
+                             f"monkey's eye is in degrees, the tracker's outputs are volts")
 
 
 def _finite(value) -> bool:
@@ -235,6 +329,152 @@ class TruthLog:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def gaze_calibration(gaze_map: tuple[float, ...]) -> Calibration:
+    """The affine calibration (volts -> degrees) that undoes ``gaze_map``: what ``rig calibrate`` would fit, noise
+    aside, and what ``[gaze] calibration`` takes in a dry run against sim-rig (``--gaze-calibration FILE``)."""
+    a, b, c, d, e, f = gaze_map
+    inverse = np.linalg.inv(np.array([[a, b], [d, e]], dtype=np.float64))
+    return Calibration("affine", np.column_stack([-inverse @ np.array([c, f]), inverse]))  # rows x, y over [1, u, v]
+
+
+def read_truth(path: str | Path) -> tuple[GazeSamples, list[dict]]:
+    """A truth file: the monkey's samples (``truth_gaze`` lines, degrees on time.monotonic; invalid, NaN, while it
+    blinks) and every other record, in file order."""
+    times: list[float] = []
+    xs: list[float] = []
+    ys: list[float] = []
+    records = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        if record["type"] == "gaze":
+            times += record["times"]
+            xs += [math.nan if v is None else v for v in record["x"]]
+            ys += [math.nan if v is None else v for v in record["y"]]
+        else:
+            records.append(record)
+    x, y = np.array(xs, dtype=np.float64), np.array(ys, dtype=np.float64)
+    return GazeSamples(np.array(times, dtype=np.float64), x, y, np.isfinite(x) & np.isfinite(y)), records
+
+
+class _ZeroNeuron:
+    """A neuron that answers every stimulus with 0 (sim-rig for its eye signals, TTLs and spontaneous spikes)."""
+
+    def __call__(self, images: torch.Tensor) -> np.ndarray:
+        return np.zeros((len(images), 1))
+
+
+def serve(config: SimRigConfig, pipe, neuron: Callable[[torch.Tensor], np.ndarray] | None = None,
+          channels: int = 1, response_model: ResponseModel | None = None) -> None:
+    """Run a sim-rig in this process until SIGTERM: the body of a ``multiprocessing`` child (tests, benches).
+
+    Sends ``{"data_port", "side_port"}`` on ``pipe`` once bound, and its counters when it stops. Without
+    ``neuron``, one that answers every stimulus with 0.
+    """
+    import signal
+
+    rig = SimRig(neuron or _ZeroNeuron(), channels, response_model or ResponseModel(gain=1.0, offset=1.0, seed=3),
+                 config)
+    signal.signal(signal.SIGTERM, lambda *_: rig.stop())
+    pipe.send({"data_port": rig.data_port, "side_port": rig.side_port})
+    try:
+        rig.run()
+    finally:
+        rig.close()
+        pipe.send({"onsets": rig.onsets_seen, "bad_messages": rig.bad_messages,
+                   **({"eyes": rig.eyes.describe()} if rig.eyes is not None else {})})
+
+
+class EyeSignals:
+    """Sim-rig's monkey and its eye tracker's analog outputs (see the module docstring, "Eye signals")."""
+
+    def __init__(self, config: SimRigConfig, start: float, truth: "TruthLog") -> None:
+        from rig.behavior.gaze.simulated import SimulatedMonkey
+
+        self.monkey = SimulatedMonkey(**{"rate_hz": DEFAULT_TRACKER_HZ, **config.gaze_monkey,
+                                         "seed": config.gaze_seed})
+        self.monkey.start(GazeTask(tuple(config.gaze_fixation_deg), config.gaze_window_deg, "time.monotonic",
+                                   start, config.gaze_seed))
+        self._takes_point = "fixation_deg" in inspect.signature(self.monkey.scene).parameters
+        self.point = tuple(config.gaze_fixation_deg)
+        self.map = np.asarray(config.gaze_map, dtype=np.float64).reshape(2, 3)
+        self.noise_v, self.blink_v = config.gaze_noise_v, config.gaze_blink_v
+        self.rng = np.random.default_rng([config.gaze_seed, 2])
+        self.truth, self.truth_gaze = truth, config.truth_gaze
+        self.settled = start  # the monkey's samples are made up to here
+        self._held: tuple[np.ndarray, ...] | None = None  # the last sample made (times, x, y, valid), held
+        self._events_written = 0
+        self._pending: list[SceneNotice] = []
+        self.scenes = self.late_scenes = self.points_ignored = 0
+
+    def scene(self, notice: SceneNotice) -> None:
+        """What the screen shows from ``notice.monotonic`` on: told to the monkey when its samples reach that time
+        (:meth:`volts`), or at once, late, when they are past it already (counted)."""
+        self.scenes += 1
+        if notice.monotonic > self.settled:
+            self._pending.append(notice)  # scenes come in time order: the display sends them as it flips
+            return
+        self.late_scenes += 1
+        self._tell(notice, self.settled)
+
+    def _tell(self, notice: SceneNotice, applied: float) -> None:
+        point = notice.fixation_deg
+        if self._takes_point:
+            self.monkey.scene(applied, notice.fixation, notice.stimulus, fixation_deg=point)
+        else:
+            if point is not None and tuple(point) != self.point:
+                self.points_ignored += 1  # this monkey looks for the point where it started
+            self.monkey.scene(applied, notice.fixation, notice.stimulus)
+        self.truth.write({"type": "scene", "time": notice.monotonic, "applied": applied, "fixation": notice.fixation,
+                          "stimulus": notice.stimulus, "fixation_deg": None if point is None else list(point)})
+
+    def volts(self, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """X and Y volts at ``times`` (time.monotonic, increasing, after every earlier call's)."""
+        until = float(times[-1])
+        parts = []
+        while self._pending and self._pending[0].monotonic <= until:  # the monkey hears a scene at its time
+            notice = self._pending.pop(0)
+            parts.append(self.monkey.read(notice.monotonic))
+            self.settled = notice.monotonic
+            self._tell(notice, notice.monotonic)
+        parts.append(self.monkey.read(until))
+        self.settled = max(self.settled, until)
+        new = GazeSamples.concat(parts)
+        self._write_truth(new)
+        held = self._held
+        if held is not None:
+            t, x, y, ok = (np.concatenate((a[-1:], b)) for a, b in zip(held, (new.times, new.x, new.y, new.valid)))
+        else:
+            t, x, y, ok = new.times, new.x, new.y, new.valid
+        if not len(t):  # nothing made yet (before the monkey's first sample): no gaze
+            return (np.full(len(times), self.blink_v, dtype="<f4"),) * 2
+        self._held = (t[-1:], x[-1:], y[-1:], ok[-1:])
+        index = np.clip(np.searchsorted(t, times, side="right") - 1, 0, len(t) - 1)
+        gx, gy, valid = x[index], y[index], ok[index]
+        (a, b, c), (d, e, f) = self.map
+        vx, vy = a * gx + b * gy + c, d * gx + e * gy + f
+        if self.noise_v:
+            vx = vx + self.rng.normal(0.0, self.noise_v, len(times))
+            vy = vy + self.rng.normal(0.0, self.noise_v, len(times))
+        vx = np.where(valid, np.clip(vx, -ADC_RANGE_V, ADC_RANGE_V), self.blink_v).astype("<f4")
+        vy = np.where(valid, np.clip(vy, -ADC_RANGE_V, ADC_RANGE_V), self.blink_v).astype("<f4")
+        return vx, vy
+
+    def _write_truth(self, new) -> None:
+        events = self.monkey.events
+        for time_, kind in events[self._events_written:]:
+            self.truth.write({"type": "gaze_event", "kind": kind, "time": time_})
+        self._events_written = len(events)
+        if self.truth_gaze and len(new):
+            def listed(a: np.ndarray) -> list:
+                return [None if not math.isfinite(v) else round(v, 6) for v in a.tolist()]
+
+            self.truth.write({"type": "gaze", "times": new.times.tolist(), "x": listed(new.x), "y": listed(new.y)})
+
+    def describe(self) -> dict[str, Any]:
+        return {"monkey": self.monkey.describe(), "scenes": self.scenes, "late_scenes": self.late_scenes,
+                "points_ignored": self.points_ignored}
 
 
 class SimRig:
@@ -282,8 +522,12 @@ class SimRig:
         longest = int(math.ceil(self.samples_per_callback)) + 1
         self._noise = np.random.default_rng([c.seed, 1]).normal(0.0, 10.0, max(_NOISE_BANK, 4 * longest)).astype("<f4")
         self._noise_at = 0
-        self._selected = self.publisher.continuous(c.stream, [(i, f"CH{i + 1}") for i in range(c.data_channels)],
-                                                   c.sample_rate)
+        channels = [(i, f"CH{i + 1}") for i in range(c.data_channels)]
+        if c.gaze_adc is not None and c.transport == "zmq":  # the eye signals, after the recording's channels
+            channels += [(c.data_channels + i, name) for i, name in enumerate(c.gaze_adc)]
+        self._selected = self.publisher.continuous(c.stream, channels, c.sample_rate)
+        if c.gaze_adc is not None and c.transport == "lsl":
+            self.publisher.analog(c.gaze_adc)
         self._waveform = (-40.0 * np.exp(-0.5 * ((np.arange(40) - 12) / 3.0) ** 2)).astype(np.float32)[None]
         self.scheduled: dict[int, list[FaultRequest]] = {}
         self.next_faults: list[FaultRequest] = []
@@ -305,6 +549,8 @@ class SimRig:
         self._levels = 0  # every line's level as last published (the TTL word)
         self._sync_origin = time.monotonic()
         self._start_clock(self._sync_origin)
+        self.eyes = EyeSignals(c, self._sync_origin - 0.001, self.truth) if c.gaze_adc is not None else None
+        self.scenes_ignored = 0  # scene messages without a monkey to show them to
         self._stop = False
 
     # ------------------------------------------------------------------ endpoints
@@ -322,7 +568,8 @@ class SimRig:
         host = self.config.host
         if self.config.transport == "lsl":
             name = self.config.lsl_name
-            return {"data": f"lsl://{name}", "streams": [f"{name}-clock", f"{name}-spikes", f"{name}-ttl"],
+            streams = [f"{name}-clock", f"{name}-spikes", f"{name}-ttl"]
+            return {"data": f"lsl://{name}", "streams": streams + ([f"{name}-analog"] if self.config.gaze_adc else []),
                     "side": f"tcp://{host}:{self.side_port}"}
         return {"data": f"tcp://{host}:{self.data_port}", "heartbeat": f"tcp://{host}:{self.heartbeat_port}",
                 "side": f"tcp://{host}:{self.side_port}"}
@@ -441,8 +688,14 @@ class SimRig:
                     self.handle_onset(parse_onset(frames))
                 elif frames[0] == FAULT:
                     self.add_fault(parse_fault(frames))
+                elif frames[0] == SCENE:
+                    notice = parse_scene(frames)
+                    if self.eyes is not None:
+                        self.eyes.scene(notice)
+                    else:
+                        self.scenes_ignored += 1
                 else:
-                    raise ValueError(f"unknown message {frames[0][:20]!r}; valid: {ONSET!r}, {FAULT!r}")
+                    raise ValueError(f"unknown message {frames[0][:20]!r}; valid: {ONSET!r}, {FAULT!r}, {SCENE!r}")
             except Exception as exc:  # noqa: BLE001 - a bad message, or a stimulus the neuron refuses
                 self._bad_message(exc)  # ... never ends sim-rig
 
@@ -518,6 +771,12 @@ class SimRig:
             at = self._noise_at % span
             payloads.append(self._noise[at:at + n])
             self._noise_at += 7919
+        if self.eyes is not None and n > 0:  # made even when the callback is lost: the monkey goes on
+            eye_volts = self.eyes.volts(self.t0 + np.arange(start, stop) / rate)
+            if c.transport == "zmq":
+                payloads += eye_volts
+            else:
+                self.publisher.send_analog(start, n, eye_volts, send=send)
         self.publisher.send_continuous(self._selected, start, n, payloads, send=send)
         self.truth.flush()
         self.published = stop

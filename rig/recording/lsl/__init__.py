@@ -19,6 +19,11 @@ stream name             rate, format, channels       what rig reads
                                                      unit 0 = unsorted
 ``NAME-ttl``            irregular, int32, 2          ``[line, state]`` per TTL edge (line 0-based,
                                                      state 1 = high), e.g. the photodiode
+``NAME-analog``         regular, float32, >= 2       optional: analog inputs in volts, channels
+                        (channel labels in desc)     labelled (e.g. ``ADC1``, ``ADC2``): an eye
+                                                     tracker's analog X and Y, read only by
+                                                     ``[gaze] source = "recording"``
+                                                     (rig/behavior/gaze/recording.py)
 ======================  ===========================  =============================================
 
 All three must come from one acquisition computer (one sender clock).

@@ -30,7 +30,27 @@ class LslOutlets:
         self.clock = outlet("clock", 1, clock_rate, pylsl.cf_float32)
         self.spikes = outlet("spikes", 2, pylsl.IRREGULAR_RATE, pylsl.cf_int32)
         self.ttl = outlet("ttl", 2, pylsl.IRREGULAR_RATE, pylsl.cf_int32)
+        self.analog: pylsl.StreamOutlet | None = None
         self.sent = 0
+        self._source = source
+
+    def add_analog(self, labels: Sequence[str]) -> None:
+        """``NAME-analog``: the acquisition's analog inputs (volts) at the clock's rate, channels labelled ``labels``
+        (e.g. an eye tracker's X and Y on ADC1 and ADC2; read by rig/behavior/gaze/recording.py and lsl.py)."""
+        info = pylsl.StreamInfo(f"{self.name}-analog", "rig-analog", len(labels), self.clock_rate, pylsl.cf_float32,
+                                f"{self._source}-{self.name}-analog")
+        channels = info.desc().append_child("channels")
+        for label in labels:
+            channel = channels.append_child("channel")
+            channel.append_child_value("label", str(label))
+            channel.append_child_value("unit", "V")
+            channel.append_child_value("type", "analog")
+        self.analog = pylsl.StreamOutlet(info)
+
+    def push_analog(self, values: np.ndarray, last_time: float) -> None:
+        """A run of analog samples (n x channels) whose last one was acquired at ``last_time``."""
+        self.analog.push_chunk(np.ascontiguousarray(values, dtype=np.float32), float(last_time))
+        self.sent += 1
 
     def push_clock(self, values: np.ndarray, last_time: float) -> None:
         """A run of clock samples whose last one was acquired at ``last_time`` (the others one period apart)."""
@@ -47,7 +67,7 @@ class LslOutlets:
 
     def close(self) -> None:
         """Withdraw the streams."""
-        self.clock = self.spikes = self.ttl = None
+        self.clock = self.spikes = self.ttl = self.analog = None
 
 
 class LslPublisher:
@@ -72,6 +92,15 @@ class LslPublisher:
     def send_continuous(self, selected, start: int, n: int, payloads: Sequence[np.ndarray], send: bool = True) -> None:
         if send and n > 0:
             self.outlets.push_clock(payloads[0][:n], self.time_of(start + n - 1))
+
+    def analog(self, labels: Sequence[str]) -> None:
+        """Publish analog channels ``labels`` too (``NAME-analog``)."""
+        self.outlets.add_analog(labels)
+
+    def send_analog(self, start: int, n: int, payloads: Sequence[np.ndarray], send: bool = True) -> None:
+        """Samples ``start`` to ``start + n`` of each analog channel (``payloads`` in ``labels`` order)."""
+        if send and n > 0:
+            self.outlets.push_analog(np.column_stack([p[:n] for p in payloads]), self.time_of(start + n - 1))
 
     def send(self, msg) -> None:
         if isinstance(msg, SpikeMessage):

@@ -18,6 +18,10 @@ The thread
   become :class:`~rig.recording.openephys.wire.Discontinuity` records), and a
   compact log (:mod:`rig.recording.stream_log`): events and spikes as
   received, continuous data as one watermark run per callback;
+- hands the payloads of a few named channels to taps
+  (:class:`~rig.recording.live.ChannelTap`, e.g. eye signals on ADC inputs,
+  :mod:`rig.behavior.gaze.recording`): only those are decoded; every other
+  channel costs a set lookup more than before;
 - never raises on a bad message: it is counted, described (bounded) and
   treated as lost, so the next good one shows up as a gap;
 - holds at most ``max_pending`` records for the caller; past that it waits
@@ -98,6 +102,9 @@ class StreamStats:
     messages: int = 0
     malformed: int = 0
     malformed_errors: list[str] = field(default_factory=list)
+    #: Calls of a channel tap that raised (the message still counted and logged as usual), and the first errors.
+    tap_errors: int = 0
+    tap_error_messages: list[str] = field(default_factory=list)
     gaps: int = 0
     lost_messages: int = 0
     restarts: int = 0
@@ -128,6 +135,27 @@ class StreamParser:
         self._last_sample = 0
         self._seq = 0
         self._run: DataRun | None = None  # the callback being received: a message continuing it adds no record
+        self.taps: tuple = ()  # ChannelTap objects (replaced whole, never mutated: the thread iterates it)
+        self._tapped: frozenset[str] = frozenset()
+
+    def add_tap(self, tap) -> None:
+        """Hand ``tap`` (a :class:`~rig.recording.live.ChannelTap`) its channels' payloads from the next message on."""
+        self.taps = (*self.taps, tap)
+        self._tapped = frozenset().union(*(t.channels for t in self.taps))
+
+    def _tap(self, new_run: bool, stream: str, name: str, sample: int, end: int, rate: float, frames: list[bytes],
+             receive_time: float) -> None:
+        for tap in self.taps:
+            try:
+                if new_run:
+                    tap.watermark(stream, end, rate, receive_time)
+                if name in tap.channels:
+                    tap.data(stream, name, sample, rate, frames[2], receive_time)
+            except Exception as exc:  # noqa: BLE001 - a tap (gaze) must never stop the recording's reader
+                stats = self.stats
+                stats.tap_errors += 1
+                if len(stats.tap_error_messages) < self.KEEP_ERRORS:
+                    stats.tap_error_messages.append(f"{type(tap).__name__}: {type(exc).__name__}: {exc}"[:300])
 
     def handle(self, frames: list[bytes], receive_time: float) -> list[Record]:
         """Parse, count and log one message as received; its records (none for a malformed one)."""
@@ -136,7 +164,7 @@ class StreamParser:
         self._arrived(receive_time)
         if len(frames) >= 2 and frames[0] == DATA_ENVELOPE:
             try:
-                num, stream, sample, num_samples, rate, _ = parse_data_watermark(frames)
+                num, stream, sample, num_samples, rate, _, name = parse_data_watermark(frames)
             except WireError as exc:
                 return self._malformed(seq, frames, receive_time, exc)
             if self.keep_data_payloads:
@@ -146,10 +174,14 @@ class StreamParser:
                 run.messages += 1
                 run.last_receive_time = receive_time
                 self._expected = num + 1
+                if name in self._tapped:
+                    self._tap(False, stream, name, sample, sample + num_samples, rate, frames, receive_time)
                 return []
             self._run = DataRun(seq, num, 1, sample, num_samples, rate, stream, receive_time, receive_time)
             if not self.keep_data_payloads:
                 self.log.runs.append(self._run)
+            if self.taps:
+                self._tap(True, stream, name, sample, sample + num_samples, rate, frames, receive_time)
             return self._counted(num, stream, sample, sample + num_samples,
                                  Watermark(stream, sample + num_samples, rate, receive_time), receive_time)
         try:

@@ -295,10 +295,11 @@ def _sample_rate(content: dict, where: str) -> float:
     return rate
 
 
-def parse_data_watermark(frames: list[bytes]) -> tuple[int, str, int, int, float, int]:
+def parse_data_watermark(frames: list[bytes]) -> tuple[int, str, int, int, float, int, str]:
     """The fields of a continuous-data message the scorer needs, without copying its samples.
 
-    Returns ``(message_num, stream, sample_num, num_samples, sample_rate, channel_num)``; checks
+    Returns ``(message_num, stream, sample_num, num_samples, sample_rate, channel_num, channel_name)``
+    (``channel_name`` "" when absent or not a string, as :func:`parse_data` reads it); checks
     exactly what :func:`parse_data` checks (the payload's length included). A Neuropixels probe sends
     16.6k of these a second, so a well-formed message takes a short path (one ``json.loads``, exact
     type checks); anything else goes through the field-by-field checks that name what is wrong.
@@ -317,13 +318,14 @@ def parse_data_watermark(frames: list[bytes]) -> tuple[int, str, int, int, float
                     and -_INT_LIMIT < channel < _INT_LIMIT
                     and type(rate) in (int, float) and SAMPLE_RATE_RANGE[0] <= rate <= SAMPLE_RATE_RANGE[1]
                     and (stamp is None or (type(stamp) in (int, float) and -1e300 < stamp < 1e300))):
-                return num, stream, sample, count, float(rate), channel
+                name = content.get("channel_name", "")
+                return num, stream, sample, count, float(rate), channel, name if type(name) is str else ""
     except Exception:  # noqa: BLE001 - the checked path below names what is wrong
         pass
     return _checked_data_watermark(frames)
 
 
-def _checked_data_watermark(frames: list[bytes]) -> tuple[int, str, int, int, float, int]:
+def _checked_data_watermark(frames: list[bytes]) -> tuple[int, str, int, int, float, int, str]:
     header = _typed_header(frames, "data")
     content = _field(header, "content", dict, "data header")
     where = "data content"
@@ -336,7 +338,9 @@ def _checked_data_watermark(frames: list[bytes]) -> tuple[int, str, int, int, fl
     sample = _field(content, "sample_num", int, where)
     if "timestamp" in header:
         _timestamp(header)
-    return header["message_num"], stream, sample, num_samples, _sample_rate(content, where), channel
+    name = content.get("channel_name", "")
+    return (header["message_num"], stream, sample, num_samples, _sample_rate(content, where), channel,
+            name if isinstance(name, str) else "")
 
 
 def parse_ttl(frames: list[bytes]) -> TtlMessage:
