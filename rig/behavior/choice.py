@@ -129,9 +129,13 @@ def gate_display(display: Display, spec: ProtocolSpec, *, gaze: Mapping[str, Any
     runner = TrialRunner(behavior, stimulus_timing(spec), surface, gaze_source, reward_output,
                          dropped_frames=dropped_frames, operator=operator, session_seed=seed,
                          first_trial=first_trial, **extra)
-    if hasattr(gaze_source, "attach_display"):
-        gaze_source.attach_display(display)
-    if hasattr(gaze_source, "attach_recording"):
-        gaze_source.attach_recording(recording)
-    runner.start()  # before provenance is taken: a simulated monkey then reports the seed it drew
+    try:
+        if hasattr(gaze_source, "attach_display"):  # a tracker reporting screen positions maps them on its window
+            gaze_source.attach_display(display)
+        if hasattr(gaze_source, "attach_recording"):  # analog eye signals on the recording's stream
+            gaze_source.attach_recording(recording)
+        runner.start()  # before provenance is taken: a simulated monkey then reports the seed it drew
+    except GazeError as exc:  # no window, no stream, a tracker that does not start: before the first stimulus
+        runner.close()
+        raise ProtocolError(f"{spec.path}: [gaze] source = {gaze['source']!r}: {exc}") from None
     return GatedDisplay(display, runner)

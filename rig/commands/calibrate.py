@@ -62,6 +62,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, metavar="CAL.toml",
                         help="calibration file to write (replaced only when the new calibration is accepted)")
     parser.add_argument("--gaze", metavar="SOURCE", help="the gaze source to calibrate instead of [gaze] source")
+    parser.add_argument("--neuron", metavar="zmq://HOST:PORT",
+                        help="the recording stream, for a gaze source that reads it ([gaze] source = \"recording\": "
+                             "the eye tracker's analog outputs on the acquisition board's ADC channels)")
+    parser.add_argument("--sim-link", metavar="tcp://HOST:PORT",
+                        help="rig sim-rig's side channel: its simulated monkey sees the targets")
     parser.add_argument("--points", type=int, choices=(5, 9), default=9,
                         help="targets: 5 (centre and a cross) or 9 (a 3 x 3 square); default 9")
     parser.add_argument("--kind", choices=tuple(CALIBRATION_KINDS), default="affine",
@@ -117,8 +122,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"rig calibrate: error: {spec.path}: [reward]: {exc}", file=sys.stderr)
         return 1
     display = build_display(args.display, spec.display)
+    stream = None
     try:
-        calibration = _calibrate(args, spec, table, gaze, reward, display, targets, seed)
+        stream, link = _attach_rig(args, spec, gaze, display)
+        calibration = _calibrate(args, spec, table, gaze if link is None else _SceneTee(gaze, link), reward, display,
+                                 targets, seed)
     except (CalibrationError, GazeError, RewardError) as exc:
         print(f"rig calibrate: error: {exc}; nothing was written to {args.out}", file=sys.stderr)
         return 1
@@ -126,12 +134,53 @@ def run(args: argparse.Namespace) -> int:
         try:
             gaze.close()
             reward.close()
+            if stream is not None:
+                stream.close()
         finally:
             display.close()
     _write(args.out, calibration.to_toml())
     print(f"rig calibrate: wrote {args.out}: {calibration.kind}, {len(calibration.targets)} targets, largest "
           f"residual {calibration.max_residual_deg:.3f}°. Use it with [gaze] calibration = \"{args.out}\"")
     return 0
+
+
+def _attach_rig(args: argparse.Namespace, spec: ProtocolSpec, gaze: RawGazeSource, display: Any) -> tuple[Any, Any]:
+    """With ``--neuron``: connect the recording stream and give it to the gaze source (analog eye signals); with
+    ``--sim-link``: tell sim-rig's monkey the targets. Both in real time. Returns (stream, link), None for neither.
+    """
+    from rig.recording.choice import pace_headless, recording_source
+    from rig.recording.sidechannel import SimRigLink
+
+    offset = getattr(display, "monotonic_offset", 0.0 if args.display == "headless" else None)
+    stream = link = None
+    if args.neuron is not None or args.sim_link is not None:
+        pace_headless(display, None)  # a rig runs in real time: the headless display's frames then do too
+    if args.neuron is not None:
+        stream = recording_source(spec, [args.neuron])
+        if stream is None:
+            raise ValueError(f"--neuron {args.neuron!r} is not a recording stream (zmq://HOST:PORT or lsl://NAME)")
+        stream.start()
+    if hasattr(gaze, "attach_recording"):
+        gaze.attach_recording(stream, monotonic_offset=offset)
+    if args.sim_link is not None:
+        link = SimRigLink(args.sim_link, clock=type(display).__name__, monotonic_offset=offset)
+    return stream, link
+
+
+class _SceneTee:
+    """The gaze source, with each scene change also told to sim-rig's monkey (as a trial runner's listener is)."""
+
+    def __init__(self, gaze: RawGazeSource, link: Any) -> None:
+        self._gaze, self._link = gaze, link
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._gaze, name)
+
+    def scene(self, time: float, fixation_on: bool, stimulus_on: bool,
+              fixation_deg: tuple[float, float] | None = None) -> None:
+        self._gaze.scene(time, fixation_on, stimulus_on, fixation_deg)
+        self._link.on_trial_event("scene", time, {"fixation": fixation_on, "stimulus": 0 if stimulus_on else -1,
+                                                  "fixation_deg": fixation_deg})
 
 
 def _check_targets(layout: DisplaySpec, targets: list[tuple[float, float]], display: str, spec: ProtocolSpec) -> None:

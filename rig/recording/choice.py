@@ -57,7 +57,9 @@ def attach(source: StreamRecording, display: Display, sim_link: str | None = Non
     display.add_onset_listener(source.on_onset)
     provenance: dict = {"recording": dataclasses.asdict(source.spec)}
     if sim_link is not None:
-        link = SimRigLink(sim_link, clock=type(display).__name__)
+        inner = getattr(display, "inner", display)  # a display running trials wraps the one that has the clock
+        offset = getattr(inner, "monotonic_offset", 0.0 if isinstance(inner, HeadlessDisplay) else None)
+        link = SimRigLink(sim_link, clock=type(display).__name__, monotonic_offset=offset)
         display.add_onset_listener(link)
         runner = getattr(display, "runner", None)  # trials: sim-rig's monkey sees what the screen shows
         if runner is not None and hasattr(link, "on_trial_event"):
