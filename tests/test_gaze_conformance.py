@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import os
 import pkgutil
+from pathlib import Path
 
 import pytest
 from helpers.gaze_conformance import TASK, GazeConformance
@@ -80,7 +81,10 @@ class TestIoHubGaze(GazeConformance):
 def test_every_gaze_source_kind_is_under_the_suite():
     for module in pkgutil.iter_modules(rig.behavior.gaze.__path__):
         importlib.import_module(f"rig.behavior.gaze.{module.name}")  # each registers its kinds
+    # A source's suite may live beside its own tests (test_gaze_*.py, e.g. with the rig it needs): load them.
+    for path in sorted(Path(__file__).parent.glob("test_gaze_*.py")):
+        importlib.import_module(path.stem)
     covered = {suite.kind for suite in GazeConformance.__subclasses__()}
     assert {"none", "simulated"} <= set(GAZE_SOURCES.kinds())
     missing = set(GAZE_SOURCES.kinds()) - covered
-    assert not missing, f"gaze source kinds without a GazeConformance subclass in {__name__}: {sorted(missing)}"
+    assert not missing, f"gaze source kinds without a GazeConformance subclass in tests/test_gaze_*.py: {sorted(missing)}"
