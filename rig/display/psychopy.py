@@ -307,8 +307,12 @@ class PsychoPyFrames:
     """A PsychoPy window as the trial machine's frame surface (:class:`rig.behavior.frames.FrameSurface`).
 
     Gaze is read :data:`~rig.behavior.frames.DRAW_MARGIN_S` before the next flip is due, so a break seen then
-    takes the stimulus off at that flip. The photodiode patch changes at each stimulus onset, as in a rapid
-    series; the fixation point sits where ``[behavior] fixation_point_deg`` puts it.
+    takes the stimulus off at that flip. On a paced window (``[display] pace``, no vsync) the next flip is the
+    next tick of the display's pace grid, never "last flip + period": ``win.flip()`` returns a few ms after its
+    tick (Xvfb copies the frame), and a horizon that much later lands past the tick, so every frame would wait
+    for the one after (a dropped frame at every flip). The photodiode patch changes at each stimulus onset, as in
+    a rapid series; the fixation point sits where ``[behavior] fixation_point_deg`` puts it. The drawing thread
+    runs at raised priority through a whole showing (horizons, gaze reads and draws, not just flips).
     """
 
     clock = CLOCK
@@ -321,7 +325,9 @@ class PsychoPyFrames:
         self._textures: np.ndarray | None = None
         self._loaded = -1
         self._previous = -1
+        self._last_shown = -1
         self._flips: list[float] = []
+        self._rush = contextlib.ExitStack()
 
     def place_fixation(self, position_deg: tuple[float, float]) -> None:
         """Put the fixation point at ``position_deg`` (degrees from the screen centre)."""
@@ -330,11 +336,14 @@ class PsychoPyFrames:
 
     def begin(self, block: Block) -> None:
         self._textures = images_to_textures(block.images)
-        self._loaded = self._previous = -1
+        self._loaded = self._previous = self._last_shown = -1
         self._flips = []
+        self._load(0)  # before the first frame: the first onset then uploads nothing
         self.display.window.recordFrameIntervals = True
+        self._rush.enter_context(self.display._rushed())
 
     def end(self) -> None:
+        self._rush.close()
         self.display.window.recordFrameIntervals = False
         self.display.frame_intervals = np.diff(self._flips)
 
@@ -342,7 +351,14 @@ class PsychoPyFrames:
         return self._last
 
     def next_flip(self) -> float:
-        return self._last + self.period
+        display, period = self.display, self.period
+        now = display._clock.getTime()
+        origin = display._pace_origin if display.spec.pace else None
+        if origin is None:  # vsync: a period after the last flip, or the first refresh from now after a pause
+            return self._last + period * max(1, math.ceil((now - self._last) / period))
+        # The tick the last flip waited for (win.flip() returns after it), then the first one not yet passed.
+        last_tick = math.floor((self._last - origin) / period + 1e-6)
+        return origin + period * max(last_tick + 1, math.ceil((now - origin) / period))
 
     def horizon(self) -> float:
         from rig.behavior.frames import DRAW_MARGIN_S
@@ -350,7 +366,7 @@ class PsychoPyFrames:
         clock = self.display._clock
         due = self.next_flip() - DRAW_MARGIN_S
         left = due - clock.getTime()
-        if left > 0.002:
+        if left > 0.002:  # sleep most of the way, then spin: sleep alone overshoots by a millisecond or more
             time.sleep(left - 0.0015)
         while clock.getTime() < due:
             pass
@@ -358,9 +374,9 @@ class PsychoPyFrames:
 
     def draw(self, scene: Any, position: int) -> None:
         display = self.display
-        if position >= 0 and position != self._loaded:
-            display._set_image(self._textures[position])
-            self._loaded = position
+        if position >= 0:
+            self._load(position)  # normally loaded already, in a blank (see flip)
+            self._last_shown = max(self._last_shown, position)
         if position >= 0 and position != self._previous and display._photodiode is not None:
             display._photodiode_white = not display._photodiode_white
             display._photodiode.fillColor = (1, 1, 1) if display._photodiode_white else (0, 0, 0)
@@ -373,10 +389,19 @@ class PsychoPyFrames:
             display._photodiode.draw()
 
     def flip(self) -> float:
-        with self.display._rushed():
-            self._last = self.display._flip()
+        self._last = self.display._flip()
         self._flips.append(self._last)
+        if self._previous < 0:
+            # A blank is on screen: upload the stimulus most likely next (a showing goes through its positions in
+            # order), as the rapid series does, so an onset's frame does not carry the upload. After a break
+            # the guess may miss; that onset then uploads its own texture in its draw.
+            self._load(self._last_shown + 1)
         return self._last
+
+    def _load(self, position: int) -> None:
+        if position != self._loaded and self._textures is not None and position < len(self._textures):
+            self.display._set_image(self._textures[position])
+            self._loaded = position
 
 
 @DISPLAYS.register("psychopy", DisplaySpec)
