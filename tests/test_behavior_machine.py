@@ -213,3 +213,13 @@ def test_listeners_hear_each_trial_event_in_order_and_a_failing_one_stops_nothin
     assert runner.listener_failures == sum(1 for _ in heard)  # the failing listener was called every time
     scenes = [(info["fixation"], info["stimulus"]) for k, _, info in heard if k == "scene"]
     assert scenes[:3] == [(True, -1), (True, 0), (True, -1)]
+
+
+def test_gaze_leaving_just_after_the_last_window_ends_is_not_a_break():
+    # The last stimulus's window (onset + 0.2 s) ends between two frames; gaze leaves 4 ms after it. The samples
+    # read for the next frame include that exit, but fixation had to hold only to the window's end.
+    first, _, _ = _run(ScriptedEyes(latency=0.2))
+    window_end = first.onsets[-1] + 0.2
+    result, rewards, _ = _run(ScriptedEyes(latency=0.2, away=[(window_end + 0.004, 9.0)]))
+    assert result.log.trials["outcome"] == [TrialOutcome.COMPLETED]
+    assert result.valid.all() and len(rewards.given) == 1

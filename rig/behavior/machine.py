@@ -79,10 +79,10 @@ class FixationMonitor:
         hits = np.flatnonzero(self.inside(samples)[start:] & (samples.times[start:] >= not_before))
         return None if len(hits) == 0 else start + int(hits[0])
 
-    def first_loss(self, samples: GazeSamples, start: int) -> float | None:
-        """The time fixation was lost among samples from ``start`` (None: held throughout); keeps blink state."""
+    def first_loss(self, samples: GazeSamples, start: int, stop: int | None = None) -> float | None:
+        """The time fixation was lost among samples ``start:stop`` (None: held throughout); keeps blink state."""
         inside = self.inside(samples)
-        for i in range(start, len(samples)):
+        for i in range(start, len(samples) if stop is None else stop):
             t = float(samples.times[i])
             if samples.valid[i]:
                 if not inside[i]:
@@ -202,7 +202,13 @@ class TrialMachine:
                 self.handlers[self.state]("acquired", float(samples.times[hit]))
                 i = hit + 1
             elif self.monitoring:
-                lost = self.monitor.first_loss(samples, i)
+                # Fixation must hold only to the end of the last response window: gaze read beyond it (up to a
+                # frame's worth) belongs to the reward that follows, not to the trial.
+                stop = len(samples)
+                if len(self.record.onsets) == self.n:  # the last stimulus is shown: its window ends the watch
+                    watch_end = self.record.onsets[-1] + self.timing.window_end_s
+                    stop = int(np.searchsorted(samples.times, watch_end, side="left"))
+                lost = self.monitor.first_loss(samples, i, stop)
                 if lost is None:
                     break
                 self.handlers[self.state]("lost", lost)

@@ -36,7 +36,9 @@ def start_sim_rig(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, dict]:
     process = subprocess.Popen(
         [sys.executable, "-m", "rig.cli", "sim-rig", "--data-port", "0", "--side-port", "0",
          "--ready-file", str(ready), *extra],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        # One torch thread: sim-rig scores every onset, and on two cores its model would starve the display.
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"})
     deadline = time.monotonic() + 60
     while not ready.exists():
         if process.poll() is not None or time.monotonic() > deadline:
