@@ -123,3 +123,45 @@ def test_calibrate_then_a_session_on_the_rig(tmp_path, capsys):
     assert state.base_text == "monkey-1" and len(state.messages) == 2
     starts = [c for c in events.ttl if c.line == 2 and c.state == 1]
     assert len(starts) == len(trials["number"])
+
+
+def _pointer_to_screen_centre() -> None:
+    """Where the (centred) window's fixation point is: MouseGaze reads the pointer as the eye."""
+    from Xlib import X, display
+    from Xlib.ext import xtest
+
+    screen = display.Display()
+    root = screen.screen()
+    xtest.fake_input(screen, X.MotionNotify, x=root.width_in_pixels // 2, y=root.height_in_pixels // 2)
+    screen.sync()
+    screen.close()
+
+
+@pytest.mark.timeout(400)
+def test_the_same_session_with_mousegaze(tmp_path, capsys):
+    """The desk test: PsychoPy's ioHub MouseGaze (the mouse as the eye) in place of the analog eye signals."""
+    juice = JuiceLine()
+    state = GuiState(tmp_path)
+    with GuiDouble(state) as gui, NetworkEventsDouble(state) as events:
+        protocol = _protocol(tmp_path, juice, events.port)
+        process, ports = start_sim_rig(tmp_path, "--protocol", str(protocol))
+        try:
+            _pointer_to_screen_centre()
+            out = tmp_path / "desk.h5"
+            status = main(["run", str(protocol), "--neuron", ports["neuron"], "--sim-link", ports["side"],
+                           "--display", "psychopy", "--gaze", "iohub", "--openephys", gui.url, "--out", str(out),
+                           "--quiet"])
+        finally:
+            stop_sim_rig(process)
+            juice.close()
+    assert status == 0, capsys.readouterr().err
+    session = read_session(out)
+    tables = behavior_tables(session)
+    gaze = session.provenance["display"]["behavior"]["gaze"]
+    assert gaze["kind"] == "iohub" and gaze["options"]["device"] == "mouse"
+    assert (tables.trials["outcome"] == TrialOutcome.COMPLETED).all()  # the pointer never left the point
+    valid = tables.gaze["valid"]
+    assert valid.all() and np.abs(tables.gaze["x"]).max() < 1.0 and np.abs(tables.gaze["y"]).max() < 1.0
+    assert all(block.valid.all() for block in session.blocks)
+    assert len(state.messages) == 2 and len([c for c in events.ttl if c.line == 2 and c.state == 1]) == \
+        len(tables.trials["number"])
