@@ -1,4 +1,4 @@
-"""The README's ``[display]`` and ``[recording]`` examples are the options dataclasses, field for field.
+"""The README's ``[display]``, ``[recording]`` and ``[behavior]`` examples are the options dataclasses, field for field.
 
 A field is spelled once, in its :class:`~protocols.registry.Options` dataclass
 (protocols/spec.py); the README shows the table with every field at its
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from protocols.spec import DisplaySpec, RecordingSpec
+from protocols.spec import BehaviorSpec, DisplaySpec, RecordingSpec
 
 README = Path(__file__).parents[1] / "README.md"
 
@@ -28,7 +28,8 @@ def toml_block(table: str) -> str:
     return found[0]
 
 
-@pytest.mark.parametrize("table, spec", [("display", DisplaySpec), ("recording", RecordingSpec)])
+@pytest.mark.parametrize("table, spec", [("display", DisplaySpec), ("recording", RecordingSpec),
+                                         ("behavior", BehaviorSpec)])
 def test_readme_table_lists_every_field_at_its_default(table, spec):
     block = toml_block(table)
     written = tomllib.loads(block)[table]
