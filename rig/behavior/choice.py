@@ -138,4 +138,6 @@ def gate_display(display: Display, spec: ProtocolSpec, *, gaze: Mapping[str, Any
     except GazeError as exc:  # no window, no stream, a tracker that does not start: before the first stimulus
         runner.close()
         raise ProtocolError(f"{spec.path}: [gaze] source = {gaze['source']!r}: {exc}") from None
+    if hasattr(surface, "keys_to"):  # the stimulus window takes the operator's keys too
+        surface.keys_to(runner.operator)
     return GatedDisplay(display, runner)

@@ -14,10 +14,7 @@ from typing import TextIO
 
 from rig.behavior.operator import Operator
 
-__all__ = ["KEYS", "TerminalKeys"]
-
-#: Key → operator request (p toggles pause and resume).
-KEYS = {"r": "reward", "p": "pause", "s": "stop", "a": "abort"}
+__all__ = ["TerminalKeys"]
 
 
 class TerminalKeys:
@@ -29,7 +26,6 @@ class TerminalKeys:
         self._stop = threading.Event()
         self._saved = None
         self._thread: threading.Thread | None = None
-        self._paused = False
 
     @property
     def active(self) -> bool:
@@ -60,13 +56,7 @@ class TerminalKeys:
             ready, _, _ = select.select([fd], [], [], 0.1)
             if not ready:
                 continue
-            key = os.read(fd, 1).decode(errors="replace").lower()
-            command = KEYS.get(key)
-            if command == "pause":
-                command = "resume" if self._paused else "pause"
-                self._paused = not self._paused
-            if command is not None:
-                self.operator.request(command)
+            self.operator.press(os.read(fd, 1).decode(errors="replace"))
 
     def close(self) -> None:
         """Stop reading and give the terminal back as it was."""

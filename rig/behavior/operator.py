@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import threading
 
-__all__ = ["OPERATOR_COMMANDS", "Operator"]
+__all__ = ["KEYS", "OPERATOR_COMMANDS", "Operator"]
 
 #: What the operator can ask for.
 OPERATOR_COMMANDS = ("reward", "pause", "resume", "stop", "abort")
+#: Keys (in the terminal or the PsychoPy window) → requests; p pauses, and resumes when pressed again.
+KEYS = {"r": "reward", "p": "pause", "s": "stop", "a": "abort"}
 
 
 class Operator:
@@ -20,6 +22,17 @@ class Operator:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pending: list[str] = []
+        self._paused_by_key = False
+
+    def press(self, key: str) -> None:
+        """A key pressed by the operator (:data:`KEYS`); other keys are ignored."""
+        command = KEYS.get(key.lower())
+        if command == "pause":
+            with self._lock:
+                command = "resume" if self._paused_by_key else "pause"
+                self._paused_by_key = not self._paused_by_key
+        if command is not None:
+            self.request(command)
 
     def request(self, command: str) -> None:
         """Post ``command`` (one of :data:`OPERATOR_COMMANDS`)."""

@@ -30,6 +30,7 @@ from protocols.base import Block
 from protocols.images import check_image_batch
 from protocols.spec import DisplaySpec
 from rig.display.base import DISPLAYS, Display, Presentations
+from rig.behavior.operator import KEYS as OPERATOR_KEYS
 from rig.display.monitor import MonitorGeometry
 
 #: Called after a frame is drawn and before it is flipped: ``hook(position, frame, phase)``, phase "on" or "off",
@@ -40,6 +41,9 @@ FrameHook = Callable[[int, int, str], None]
 DROP_THRESHOLD = 1.2
 
 CLOCK = "psychopy.core.monotonicClock"
+
+#: How often (in frames) a trial surface looks for the operator's keys: 100 ms at 60 Hz, never on every frame.
+KEY_POLL_FRAMES = 6
 
 #: Scheduler niceness of the drawing thread while a block is shown (like PsychoPy's ``core.rush``, one thread only).
 RUSH_NICE = -10
@@ -388,9 +392,20 @@ class PsychoPyFrames:
         if display._photodiode is not None:
             display._photodiode.draw()
 
+    def keys_to(self, operator: Any) -> None:
+        """Post the operator's key presses in this window (r reward, p pause/resume, s stop, a abort) to
+        ``operator``: at a rig the fullscreen stimulus window usually has the keyboard, not the terminal."""
+        self._operator = operator
+
     def flip(self) -> float:
         self._last = self.display._flip()
         self._flips.append(self._last)
+        operator = getattr(self, "_operator", None)
+        if operator is not None and len(self._flips) % KEY_POLL_FRAMES == 0:
+            from psychopy import event  # imported with the window already
+
+            for key in event.getKeys(keyList=list(OPERATOR_KEYS)):  # r, p, s, a
+                operator.press(key)
         if self._previous < 0:
             # A blank is on screen: upload the stimulus most likely next (a showing goes through its positions in
             # order), as the rapid series does, so an onset's frame does not carry the upload. After a break
