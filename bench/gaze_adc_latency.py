@@ -48,6 +48,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -77,7 +78,13 @@ def block(n: int, index: int) -> Block:
                  torch.rand(n, 3, 32, 32), np.zeros((n, 2)))
 
 
-def measure(display, buffer_size: int, seconds: float, lag_ms: float, sample_rate: float, tmp: Path) -> dict:
+def measure(display, buffer_size: int, seconds: float, lag_ms: float, sample_rate: float, tmp: Path, *,
+            timing: StimulusTiming | None = None, stop: Callable[[list], bool] | None = None) -> dict:
+    """Trials on ``display`` for ``seconds`` with sim-rig's monkey as the eye, ``buffer_size`` samples a callback.
+
+    ``timing``: the stimuli's (default 3 frames on, 3 off); ``stop(logs)``, asked after each block: end sooner.
+    The result keeps the blocks' logs (``logs``), for other measures of the same breaks (bench/behavior.py).
+    """
     from rig.display.psychopy import CLOCK, dropped_frames
 
     block_ms = 1000.0 * buffer_size / AUDIO_HZ
@@ -103,7 +110,7 @@ def measure(display, buffer_size: int, seconds: float, lag_ms: float, sample_rat
     link = SimRigLink(f"tcp://127.0.0.1:{ports['side_port']}", clock=CLOCK, monotonic_offset=offset)
     spec = BehaviorSpec(stimuli_per_trial=4, hold_ms=100, iti_ms=100, timeout_ms=100, acquire_ms=1000,
                         window_deg=WINDOW_DEG, not_working_s=600)
-    runner = TrialRunner(spec, StimulusTiming(3, 3, 0.1), display.frames(60.0), gaze,
+    runner = TrialRunner(spec, timing or StimulusTiming(3, 3, 0.1), display.frames(60.0), gaze,
                          part_registry("reward").build("log", {}), dropped_frames=dropped_frames,
                          say=lambda message: None)
     runner.add_listener(link.on_trial_event)
@@ -118,14 +125,16 @@ def measure(display, buffer_size: int, seconds: float, lag_ms: float, sample_rat
     gaze.read = reading
     recording.start()
     logs = []
-    end = time.monotonic() + seconds
+    started = time.monotonic()
+    end = started + seconds
     try:
         index = 0
-        while time.monotonic() < end:
+        while time.monotonic() < end and not (stop is not None and stop(logs)):
             logs.append(runner.run(block(8, index), lambda position, t: None).log)
             recording.reader.read_next()  # the scorer's share, as between showings
             index += 1
         health = gaze.health()
+        elapsed = time.monotonic() - started
     finally:
         runner.close()
         recording.close()
@@ -172,7 +181,7 @@ def measure(display, buffer_size: int, seconds: float, lag_ms: float, sample_rat
             "stamp_errors": np.array(stamp_errors), "waits": np.array(waits).reshape(-1, 2), "health": health,
             "sim_rig": summary,
             "trials": sum(len(log.trials["outcome"]) for log in logs), "unmatched": unmatched,
-            "stale": (untils - newest)[np.isfinite(newest)]}
+            "stale": (untils - newest)[np.isfinite(newest)], "logs": logs, "seconds": elapsed}
 
 
 def line(values: np.ndarray, period: float) -> str:
