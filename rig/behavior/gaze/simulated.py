@@ -337,6 +337,9 @@ class SimulatedMonkey(RawGazeSource):
             self._broke = False  # a break lasts until the point reappears
             if self._working:
                 self._next["acquire"] = t + self._latency()
+                # A working monkey goes for the point: a look planned while the screen was blank is dropped
+                # (it would take the eye out of the window after the machine saw it arrive, an unlogged break).
+                self._next["look"] = _INF
         if not task_on and self._mode != "roam":
             self._stop_fixating()
             if self._saccade is None:  # a saccade in flight schedules the next look when it lands
