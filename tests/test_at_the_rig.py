@@ -85,23 +85,26 @@ def _protocol(folder: Path, juice: JuiceLine, events_port: int) -> Path:
 
 @pytest.mark.timeout(400)
 def test_calibrate_then_a_session_on_the_rig(tmp_path, capsys):
+    """`rig sim-rig` plays the whole acquisition PC: the stream, the eyes on ADC channels, the GUI's HTTP API and
+    NetworkEvents (what they were asked goes to its truth file)."""
     juice = JuiceLine()
-    state = GuiState(tmp_path)
-    with GuiDouble(state) as gui, NetworkEventsDouble(state) as events:
-        protocol = _protocol(tmp_path, juice, events.port)
-        process, ports = start_sim_rig(tmp_path, "--protocol", str(protocol), "--gaze-adc", "ADC1,ADC2",
-                                       "--gaze-noise", "0.002", "--gaze-monkey", json.dumps(MONKEY),
-                                       "--truth-file", str(tmp_path / "truth.jsonl"))
-        try:
-            rig = ["--neuron", ports["neuron"], "--sim-link", ports["side"], "--display", "psychopy"]
-            assert main(["calibrate", str(protocol), *rig, "--points", "9", "--refits", "4",
-                         "--out", str(tmp_path / "monkey-calibration.toml")]) == 0
-            calibration_rewards = juice.received.decode().split()
-            out = tmp_path / "monkey-1.h5"
-            status = main(["run", str(protocol), *rig, "--openephys", gui.url, "--out", str(out), "--quiet"])
-        finally:
-            stop_sim_rig(process)
-            juice.close()
+    protocol = _protocol(tmp_path, juice, 1)  # the events port is NetworkEvents': known once sim-rig is up
+    truth = tmp_path / "truth.jsonl"
+    process, ports = start_sim_rig(tmp_path, "--protocol", str(protocol), "--gaze-adc", "ADC1,ADC2",
+                                   "--gaze-noise", "0.002", "--gaze-monkey", json.dumps(MONKEY),
+                                   "--gui-port", "0", "--events-port", "0", "--recordings", str(tmp_path / "oe"),
+                                   "--truth-file", str(truth))
+    protocol.write_text(protocol.read_text().replace("events_port = 1", f"events_port = {ports['events_port']}"))
+    try:
+        rig = ["--neuron", ports["neuron"], "--sim-link", ports["side"], "--display", "psychopy"]
+        assert main(["calibrate", str(protocol), *rig, "--points", "9", "--refits", "4",
+                     "--out", str(tmp_path / "monkey-calibration.toml")]) == 0
+        calibration_rewards = juice.received.decode().split()
+        out = tmp_path / "monkey-1.h5"
+        status = main(["run", str(protocol), *rig, "--openephys", ports["gui"], "--out", str(out), "--quiet"])
+    finally:
+        stop_sim_rig(process)
+        juice.close()
     assert status == 0, capsys.readouterr().err
     session = read_session(out)
     tables = behavior_tables(session)
@@ -118,11 +121,19 @@ def test_calibrate_then_a_session_on_the_rig(tmp_path, capsys):
     commands = juice.received.decode().split()
     assert len(calibration_rewards) >= 9 and set(calibration_rewards) == {"R20"}
     assert commands[len(calibration_rewards):] == ["R20"] * int(trials["reward_pulses"].sum())
-    # The GUI recorded under the session's name, got a message per block, and every trial's markers.
-    assert [mode for _, mode in state.transitions][:2] == ["ACQUIRE", "RECORD"]
-    assert state.base_text == "monkey-1" and len(state.messages) == 2
-    starts = [c for c in events.ttl if c.line == 2 and c.state == 1]
-    assert len(starts) == len(trials["number"])
+    # The GUI recorded under the session's name, got a message per block, and every trial's markers, in order.
+    gui = next(r for r in map(json.loads, truth.read_text().splitlines()) if r["type"] == "gui")
+    modes = [mode for _, mode in gui["transitions"]]
+    assert modes[:2] == ["ACQUIRE", "RECORD"] and modes[-1] != "RECORD"
+    assert gui["base_text"] == "monkey-1"
+    assert [text.split(" (")[0] for _, text, _ in gui["messages"]] == ["rig block 1 of 2", "rig block 2 of 2"]
+    ttl = gui["ttl"]
+    assert [t for t, *_ in ttl] == sorted(t for t, *_ in ttl)
+    assert sum(1 for _, line, state, recorded in ttl if line == 2 and state == 1 and recorded) == len(trials["number"])
+    onsets = [i for i, (_, line, state, _) in enumerate(ttl) if line == 3 and state == 1]
+    assert len(onsets) == int(trials["shown"].sum()) and onsets[0] > next(
+        i for i, (_, line, state, _) in enumerate(ttl) if line == 2 and state == 1)
+    assert sum(1 for _, line, state, _ in ttl if line == 4 and state == 1) == int((trials["reward_pulses"] > 0).sum())
 
 
 def _pointer_to_screen_centre() -> None:

@@ -26,6 +26,7 @@ import signal
 import sys
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any
 
 from protocols.spec import load_protocol
 from rig.recording.openephys.server import HEADER_STYLES
@@ -114,6 +115,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="write the calibration that undoes --gaze-map here (for [gaze] calibration in a dry run)")
     gaze.add_argument("--truth-gaze", action="store_true",
                       help="also write the monkey's samples to --truth-file (one line per callback)")
+    gui = parser.add_argument_group("the acquisition GUI (doubles of the Open Ephys GUI's HTTP API and of the "
+                                    "NetworkEvents plugin, written from their source)")
+    gui.add_argument("--gui-port", type=int, metavar="PORT",
+                     help="serve the GUI's HTTP API here (the GUI's is 37497; 0: any free port): "
+                          "rig run --openephys http://HOST:PORT")
+    gui.add_argument("--events-port", type=int, metavar="PORT",
+                     help="serve NetworkEvents here (0: any free port; its default 5556 is the data port's): "
+                          "[openephys] events_port")
+    gui.add_argument("--recordings", type=Path, metavar="DIR",
+                     help="where the GUI double writes its recording folders (default: a temporary folder)")
     parser.add_argument("--device", default="cpu", help="torch device of the simulated neuron")
     parser.add_argument("--duration", type=float, help="stop after this many seconds (default: run until stopped)")
     parser.add_argument("--ready-file", type=Path, help="write the bound endpoints here as JSON once listening")
@@ -172,6 +183,45 @@ def _block_ms(args: argparse.Namespace) -> float:
     return CALLBACK_MS if args.block_ms is None else args.block_ms
 
 
+def _gui_doubles(args: argparse.Namespace) -> tuple[list[Any], dict[str, Any]]:
+    """With ``--gui-port``/``--events-port``: the GUI's HTTP API and NetworkEvents, served from threads of this
+    process, sharing one GUI state; the doubles and their endpoints (for the ready file)."""
+    if args.gui_port is None and args.events_port is None:
+        return [], {}
+    import tempfile
+
+    from rig.recording.openephys.gui_double import GuiDouble, GuiState, NetworkEventsDouble
+
+    folder = args.recordings if args.recordings is not None else Path(tempfile.mkdtemp(prefix="sim-rig-gui-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    state = GuiState(folder)
+    doubles: list[Any] = []
+    found: dict[str, Any] = {}
+    if args.gui_port is not None:
+        http = GuiDouble(state, host=args.host, port=args.gui_port)
+        doubles.append(http)
+        found["gui"] = http.url
+        print(f"sim-rig: Open Ephys GUI HTTP API at {http.url} (recordings in {folder})", flush=True)
+    if args.events_port is not None:
+        events = NetworkEventsDouble(state, host=args.host, port=args.events_port)
+        doubles.append(events)
+        found["events_port"] = events.port
+        print(f"sim-rig: NetworkEvents at {events.endpoint}", flush=True)
+    return doubles, found
+
+
+def _truth_of_gui(path: Path, doubles: list[Any]) -> None:
+    """What the GUI doubles were asked, appended to the truth file as one ``gui`` record: the modes it went
+    through, the base text, the text messages, and every TTL command NetworkEvents handled (time.monotonic)."""
+    state = doubles[0].state
+    events = [d for d in doubles if hasattr(d, "ttl")]
+    record = {"type": "gui", "transitions": [[t, mode] for t, mode in state.transitions],
+              "base_text": state.base_text, "messages": [[t, text, mode] for t, text, mode in state.messages],
+              "ttl": [[c.time, c.line, c.state, c.recorded] for d in events for c in d.ttl]}
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
 def run(args: argparse.Namespace) -> int:
     """Build the neuron, bind the sockets, publish until stopped."""
     import torch  # the models load only when sim-rig runs (its options parse without them)
@@ -226,9 +276,11 @@ def run(args: argparse.Namespace) -> int:
     neuron_url = endpoints["data"] if config.transport == "lsl" else f"zmq://{args.host}:{rig.data_port}"
     print(f"sim-rig: connect with: rig run PROTOCOL --out SESSION.h5 --neuron {neuron_url} "
           f"--sim-link {endpoints['side']}", flush=True)
+    doubles, gui = _gui_doubles(args)
     if args.ready_file is not None:
         args.ready_file.write_text(json.dumps({**endpoints, "neuron": neuron_url, "data_port": rig.data_port,
-                                               "heartbeat_port": rig.heartbeat_port, "side_port": rig.side_port}))
+                                               "heartbeat_port": rig.heartbeat_port, "side_port": rig.side_port,
+                                               **gui}))
     signal.signal(signal.SIGTERM, lambda *_: rig.stop())
     try:
         rig.run(args.duration)
@@ -236,6 +288,10 @@ def run(args: argparse.Namespace) -> int:
         pass
     finally:
         rig.close()
+        for double in doubles:
+            double.close()
+        if doubles and args.truth_file is not None:
+            _truth_of_gui(args.truth_file, doubles)
     print(f"sim-rig: {rig.onsets_seen} onsets, {rig.publisher.sent} messages sent, "
           f"faults applied {rig.faults_applied}, late onsets {rig.late_onsets}, "
           f"bad side-channel messages {rig.bad_messages}"
