@@ -17,7 +17,7 @@ import h5py
 import numpy as np
 import pytest
 
-from helpers.simrig import start_sim_rig, stop_sim_rig
+from helpers.simrig import run_in_process, start_sim_rig, stop_sim_rig
 from rig.behavior.log import read_behavior
 from rig.behavior.outcomes import TrialOutcome
 from rig.behavior.tables import BehaviorTables, behavior_tables
@@ -80,13 +80,8 @@ class RigRun:
 
 @pytest.fixture(scope="module")
 def rig_run(tmp_path_factory) -> RigRun:
-    import torch
-
     from helpers.protocols import tiny_protocol
     from protocols.spec import load_protocol
-    from rig.loop.assemble import assemble, resolve_neuron
-    from rig.loop.controller import Controller
-    from rig.session import SessionWriter
 
     folder = tmp_path_factory.mktemp("behavior_rig")
     protocol = folder / "p.toml"
@@ -98,23 +93,11 @@ def rig_run(tmp_path_factory) -> RigRun:
         process, ports = start_sim_rig(folder, "--protocol", str(protocol), "--gain", "1000", "--offset", "80")
     out = folder / "rig.h5"
     try:
-        spec = load_protocol(protocol)
-        parts = assemble(spec, resolve_neuron(spec, [f"zmq://127.0.0.1:{ports['data_port']}"], None),
-                         device=torch.device("cpu"), display_kind="psychopy", sim_link=ports["side"])
-        monkey = parts.display.runner.gaze
-        session = SessionWriter(out, protocol_text=spec.text, protocol_sha256=spec.sha256,
-                                protocol_path=str(spec.path), seed=spec.seed, provenance=parts.provenance,
-                                reference_ids=parts.protocol.reference_ids)
-        try:
-            # Xvfb on a busy machine drops frames now and then: those stimuli are shown again, so allow many.
-            Controller(parts.protocol, parts.display, parts.source, session, max_repeats=30).run()
-        finally:
-            parts.display.close()
-            parts.source.close()
+        monkey = run_in_process(protocol, ports, out).display.runner.gaze
     finally:
         status = stop_sim_rig(process)
     assert status == 0, (folder / "sim-rig.log").read_text()
-    return RigRun(out, list(monkey.events), spec)
+    return RigRun(out, list(monkey.events), load_protocol(protocol))
 
 
 # -- ground truth from the monkey's events, read against the recorded gaze ----------------------------------------

@@ -13,7 +13,7 @@ import pytest
 
 from rig.cli import main
 from rig.session import read_session
-from helpers.simrig import UNIT, start_sim_rig, stop_sim_rig
+from helpers.simrig import UNIT, run_in_process, start_sim_rig, stop_sim_rig
 
 PSYCHOPY_DISPLAY = """
 [display]
@@ -77,30 +77,13 @@ def test_rig_run_against_sim_rig_process_headless(write_protocol, tmp_path, caps
 def test_evolution_with_psychopy_display_against_sim_rig_process(write_protocol, tmp_path):
     """A real PsychoPy window (Xvfb) in front of sim-rig. On a loaded machine Xvfb drops frames; those
     presentations are invalid and shown again, so this builds the controller with room for more repeats."""
-    import torch
-
-    from protocols.spec import load_protocol
-    from rig.loop.assemble import assemble, resolve_neuron
-    from rig.loop.controller import Controller
-    from rig.session import SessionWriter
-
     generations, popsize = 5, 8
     protocol = write_protocol(generations=generations, popsize=popsize, references=2, units=(UNIT,))
     protocol.write_text(protocol.read_text() + PSYCHOPY_DISPLAY)
     process, ports = start_sim_rig(tmp_path, "--protocol", str(protocol), "--gain", "1000", "--offset", "80")
     out = tmp_path / "e2e.h5"
     try:
-        spec = load_protocol(protocol)
-        parts = assemble(spec, resolve_neuron(spec, [f"zmq://127.0.0.1:{ports['data_port']}"], None),
-                         device=torch.device("cpu"), display_kind="psychopy", sim_link=ports["side"])
-        session = SessionWriter(out, protocol_text=spec.text, protocol_sha256=spec.sha256,
-                                protocol_path=str(spec.path), seed=spec.seed, provenance=parts.provenance,
-                                reference_ids=parts.protocol.reference_ids)
-        try:
-            Controller(parts.protocol, parts.display, parts.source, session, max_repeats=30).run()
-        finally:
-            parts.display.close()
-            parts.source.close()
+        run_in_process(protocol, ports, out)
     finally:
         assert stop_sim_rig(process) == 0
     _assert_score_rises(out, generations, None)

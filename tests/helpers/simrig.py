@@ -49,6 +49,32 @@ def start_sim_rig(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, dict]:
     return process, json.loads(ready.read_text())
 
 
+def run_in_process(protocol: Path, ports: dict, out: Path, *, display_kind: str = "psychopy", max_repeats: int = 30):
+    """What ``rig run PROTOCOL --neuron zmq://... --sim-link ...`` does, in this process (assemble, a session
+    file, the controller), so a test can read the parts afterwards (e.g. the simulated monkey's events).
+
+    ``max_repeats`` is high: Xvfb on a busy machine drops frames now and then, and those stimuli come again.
+    """
+    import torch
+
+    from protocols.spec import load_protocol
+    from rig.loop.assemble import assemble, resolve_neuron
+    from rig.loop.controller import Controller
+    from rig.session import SessionWriter
+
+    spec = load_protocol(protocol)
+    parts = assemble(spec, resolve_neuron(spec, [f"zmq://127.0.0.1:{ports['data_port']}"], None),
+                     device=torch.device("cpu"), display_kind=display_kind, sim_link=ports["side"])
+    session = SessionWriter(out, protocol_text=spec.text, protocol_sha256=spec.sha256, protocol_path=str(spec.path),
+                            seed=spec.seed, provenance=parts.provenance, reference_ids=parts.protocol.reference_ids)
+    try:
+        Controller(parts.protocol, parts.display, parts.source, session, max_repeats=max_repeats).run()
+    finally:
+        parts.display.close()
+        parts.source.close()
+    return parts
+
+
 def stop_sim_rig(process: subprocess.Popen) -> int:
     """SIGTERM, then wait; returns the exit status."""
     process.send_signal(signal.SIGTERM)
