@@ -111,7 +111,6 @@ class TrialRecord:
     outcome: TrialOutcome | None = None
     reward_pulses: int = 0
     onsets: list[float] = field(default_factory=list)
-    offsets: list[float] = field(default_factory=list)
     #: (time, state) for every transition.
     transitions: list[tuple[float, str]] = field(default_factory=list)
 
@@ -279,8 +278,6 @@ class TrialMachine:
             self._broke(t)
 
     def _blank(self, event: str, t: float) -> None:
-        if event == "shown":
-            self.record.offsets.append(t)
         if event in ("shown", "flip") and self.frames >= self.timing.off_frames:
             if self.current + 1 < self.n:
                 self.current += 1

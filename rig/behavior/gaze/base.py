@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
@@ -163,10 +163,6 @@ class GazeSource(Configurable, abc.ABC):
 
     def close(self) -> None:
         """Stop the source; safe to call twice."""
-
-    def describe(self) -> dict[str, Any]:
-        """Provenance for the session file: class, kind, version and options (seeds made concrete)."""
-        return super().describe()
 
     @abc.abstractmethod
     def _read(self, until: float) -> GazeSamples: ...

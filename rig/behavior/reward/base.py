@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from protocols.registry import Configurable, Registry
 
@@ -67,10 +67,6 @@ class RewardOutput(Configurable, abc.ABC):
 
     def close(self) -> None:
         """Release the device; safe to call twice."""
-
-    def describe(self) -> dict[str, Any]:
-        """Provenance for the session file: class, kind, version and options."""
-        return super().describe()
 
     @abc.abstractmethod
     def _deliver(self, reward: RewardDelivery) -> None: ...
