@@ -3,9 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMPS := .stamps
-# Debian packages: PsychoPy under a virtual screen (DESIGN.md §7), and Chromium to check reports in a browser.
+# Debian packages: PsychoPy under a virtual screen (DESIGN.md §7), and Chromium (with its driver) to check
+# reports and the live dashboard in a browser.
 # hdf5-tools: h5dump from an older HDF5 (1.10) than h5py's, reading session files as MATLAB's library would.
-DEBIAN_PACKAGES := xvfb xauth libgl1-mesa-dri libglu1-mesa libegl1 libgbm1 chromium hdf5-tools
+DEBIAN_PACKAGES := xvfb xauth libgl1-mesa-dri libglu1-mesa libegl1 libgbm1 chromium chromium-driver hdf5-tools
 # A 16-bit screen hangs PsychoPy while the window opens; always 24-bit.
 XVFB := xvfb-run -a -s "-screen 0 1280x1024x24"
 DEMO_OUT := demo-output
