@@ -83,6 +83,7 @@ def _protocol(folder: Path, juice: JuiceLine, events_port: int) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_calibrate_then_a_session_on_the_rig(tmp_path, capsys):
     """`rig sim-rig` plays the whole acquisition PC: the stream, the eyes on ADC channels, the GUI's HTTP API and
@@ -148,6 +149,7 @@ def _pointer_to_screen_centre() -> None:
     screen.close()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_the_same_session_with_mousegaze(tmp_path, capsys):
     """The desk test: PsychoPy's ioHub MouseGaze (the mouse as the eye) in place of the analog eye signals."""

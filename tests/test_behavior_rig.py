@@ -23,8 +23,9 @@ from rig.behavior.outcomes import TrialOutcome
 from rig.behavior.tables import BehaviorTables, behavior_tables
 from rig.session import read_session
 
-pytestmark = pytest.mark.skipif(not os.environ.get("DISPLAY"),
-                                reason="needs a screen: run under xvfb-run (make test does)")
+pytestmark = [pytest.mark.skipif(not os.environ.get("DISPLAY"),
+                                 reason="needs a screen: run under xvfb-run (make test does)"),
+              pytest.mark.slow]  # its fixture runs a rig in real time for about 20 s
 
 #: A small paced window, 50 ms on and 50 ms off; trials of 3 stimuli with short intervals; a monkey that looks at
 #: the point quickly, breaks about one trial in two (blinks as by default, a few of them long) and never rests.

@@ -62,6 +62,7 @@ def _assert_score_rises(out, generations: int, stimuli: int | None) -> None:
         assert block["showings/00/raw_frames"].shape[0] > 0
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_rig_run_against_sim_rig_process_headless(write_protocol, tmp_path, capsys):
     generations, popsize = 6, 10
@@ -72,6 +73,7 @@ def test_rig_run_against_sim_rig_process_headless(write_protocol, tmp_path, caps
     _assert_score_rises(out, generations, popsize + 2)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 @pytest.mark.skipif(not os.environ.get("DISPLAY"), reason="needs a screen: run under xvfb-run (make test does)")
 def test_evolution_with_psychopy_display_against_sim_rig_process(write_protocol, tmp_path):

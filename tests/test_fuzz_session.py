@@ -237,6 +237,7 @@ def test_every_reading_command_succeeds_or_fails_in_one_line(real_session, edit,
                 assert str(path) in err or str(folder) in err, (name, edit, err)
 
 
+@pytest.mark.slow
 def test_reading_a_large_declared_dataset_stays_under_a_memory_cap(real_session, tmp_path):
     """2 GiB declared in a small file: every command refuses it by name, in a process capped at +1.5 GiB."""
     path = tmp_path / "s.h5"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import os
 import random
 import time
 from pathlib import Path
@@ -20,7 +21,8 @@ import pytest
 from rig.session import read_session
 from helpers.protocols import tiny_protocol
 
-KILLS = 22
+# 12 kills keep `make test` within its budget; a longer soak: RIG_KILL_SOAK=100 pytest tests/test_kill.py -s
+KILLS = int(os.environ.get("RIG_KILL_SOAK", "12"))
 GENERATIONS = 12
 PROTOCOL = tiny_protocol(name="killed", generations=GENERATIONS, seed=21)
 
@@ -146,6 +148,7 @@ def _kill_one_session(ctx, protocol: Path, out: Path, expected: dict, rng: rando
             return  # killed while tidying up after the last merge: nothing left to resume
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_sigkill_at_random_moments_loses_nothing_and_resumes_identically(tmp_path):
     ctx = mp.get_context("forkserver")
@@ -183,6 +186,6 @@ def test_sigkill_at_random_moments_loses_nothing_and_resumes_identically(tmp_pat
             np.testing.assert_array_equal(scores, expected[index][1])
         resumes += len(json.loads(session.attrs["resumes"]))
     print(f"\nkill test: {json.dumps(counts)}; resumes recorded in the files: {resumes}")
-    assert counts["kills"] >= 20
-    assert counts["during_block_write"] >= 5
+    assert counts["kills"] >= KILLS
+    assert counts["during_block_write"] >= max(3, KILLS // 4)
     assert counts["files_opened"] + counts["before_file_existed"] == counts["kills"]

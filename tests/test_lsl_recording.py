@@ -138,6 +138,7 @@ def _on_reader_clock(truth: list[dict], offset: int) -> list[dict]:
     return [{**r, **{k: r[k] + offset for k in keys if r.get(k) is not None}} for r in truth]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_a_session_over_lsl_scores_the_truth_and_rescores_exactly(tmp_path):
     out, truth, log = _lsl_session(tmp_path)

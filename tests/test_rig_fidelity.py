@@ -40,6 +40,7 @@ def _late_spikes(out: Path) -> int:
     return late
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_toggling_photodiode_with_a_sync_line_and_late_spikes_scores_exactly(tmp_path):
     status, out, truth, log = fidelity_session(tmp_path, ("--sync-line", "1", "--sync-hz", "7"))
@@ -50,6 +51,7 @@ def test_toggling_photodiode_with_a_sync_line_and_late_spikes_scores_exactly(tmp
     assert _late_spikes(out) > 0  # spikes sent one callback late were seen, and still counted
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_100_ms_of_display_latency_pairs_with_the_window_set_accordingly(tmp_path):
     status, out, truth, log = fidelity_session(tmp_path, ("--display-latency-ms", "100"), "pairing_window_ms = 250")
@@ -59,6 +61,7 @@ def test_100_ms_of_display_latency_pairs_with_the_window_set_accordingly(tmp_pat
     assert all(100 < lat < 200 for lat in latencies), latencies  # 100 ms display + acquisition
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_a_pulsing_ttl_with_rising_edges(tmp_path):
     status, out, truth, log = fidelity_session(tmp_path, ("--photodiode", "pulse", "--ttl-pulse-ms", "100"),
@@ -67,6 +70,7 @@ def test_a_pulsing_ttl_with_rising_edges(tmp_path):
     assert check_against_truth(out, truth) >= 16
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_128_channels_at_30_khz(tmp_path):
     status, out, truth, log = fidelity_session(tmp_path, ("--channels", "128"))
@@ -81,6 +85,7 @@ def test_128_channels_at_30_khz(tmp_path):
         assert stream["gaps"] == 0 or stream["lost_messages"] > 0
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_ttls_shifted_by_a_whole_stimulus_are_never_accepted(tmp_path, capsys):
     """The photodiode lags 260 ms: one stimulus interval (250 ms) plus 10. Within a 200 ms pairing window the
@@ -95,6 +100,7 @@ def test_ttls_shifted_by_a_whole_stimulus_are_never_accepted(tmp_path, capsys):
         assert f.attrs["status"] == "failed" and len(f["blocks"]) == 0
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_a_window_wide_enough_for_both_trains_picks_the_true_one(tmp_path):
     """With a 400 ms window both the true train (260 ms) and the shifted one (10 ms) are inside it; the true one
