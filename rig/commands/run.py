@@ -14,6 +14,9 @@ import numpy as np
 from protocols.spec import MAX_GENERATIONS, SEED_LIMIT, ProtocolSpec, load_protocol
 from rig.analysis.outputs import write_session_outputs
 from rig.commands._options import add_trust_generator, bounded_int
+from rig.commands.watch import DEFAULT_PORT
+from rig.dashboard.beside import Viewer
+from rig.dashboard.channel import ControlChannel
 from rig.behavior.gaze import GazeError
 from rig.behavior.keyboard import TerminalKeys
 from rig.behavior.operator import Operator
@@ -67,6 +70,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with a raw gaze source (analog eye signals): the calibration written by rig calibrate, "
                              "instead of [gaze] calibration")
     parser.add_argument("--quiet", action="store_true", help="no per-generation progress lines")
+    parser.add_argument("--dashboard", nargs="?", const=DEFAULT_PORT, type=bounded_int(0, 65535), metavar="PORT",
+                        help=f"start `rig watch` on the session beside the run, on 127.0.0.1:PORT (default "
+                             f"{DEFAULT_PORT}; 0: any free port), ended with the run; put it after the protocol file")
     add_trust_generator(parser)
     parser.add_argument("--allow-remote-stream", action="store_true",
                         help="with --resume: connect to the recording stream the file names even when it is on "
@@ -207,6 +213,10 @@ def _resume(args: argparse.Namespace) -> int:
         gui.listen_to(resumed.parts.display)
         args.gui = gui
     args.out = args.resume
+    # The operator's extensions are in the file's controls; the run record keeps the generations first planned.
+    recorded = read_session(args.resume)
+    resumed.parts.protocol.generations += recorded.extended_by
+    args.taken_controls = {c.get("request_id") for c in recorded.controls}  # not taken twice
     restored = "the start" if resumed.restored_after is None else f"the checkpoint after block {resumed.restored_after}"
     print(f"rig run: resuming {args.resume} ({resumed.spec.name}): {resumed.blocks_done} of "
           f"{resumed.parts.protocol.generations} blocks recorded; optimizer restored from {restored} and "
@@ -237,8 +247,17 @@ def _loop_and_outputs(args: argparse.Namespace, parts, session: SessionWriter) -
     started = time.perf_counter()
     runner = getattr(parts.display, "runner", None)
     keys = TerminalKeys(runner.operator).start() if runner is not None else None
+    # Any viewer's requests (rig watch, here or started later) reach the loop through the file beside the session.
+    controls = ControlChannel(args.out, session.session_id, operator=runner.operator if runner is not None else None,
+                              say=None if args.quiet else print, taken=getattr(args, "taken_controls", set()))
+    viewer = None
+    if getattr(args, "dashboard", None) is not None:
+        sys.stdout.flush()
+        viewer = Viewer(args.out, args.dashboard)
+        print(f"rig run: dashboard viewer in process {viewer.process.pid} (it prints its address when it is up)",
+              flush=True)
     try:
-        Controller(protocol, parts.display, parts.source, session, block_done).run()
+        Controller(protocol, parts.display, parts.source, session, block_done, controls=controls).run()
     except (RecordingError, IncompleteBlockError, RewardError, GazeError) as exc:
         # e.g. the stream fell silent, the reward line was unplugged; earlier blocks are kept
         print(f"rig run: error: {exc}", file=sys.stderr)
@@ -246,6 +265,9 @@ def _loop_and_outputs(args: argparse.Namespace, parts, session: SessionWriter) -
               file=sys.stderr)
         return 1
     finally:
+        controls.close()
+        if viewer is not None:
+            viewer.close()
         if keys is not None:
             keys.close()
         parts.display.close()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -79,11 +79,13 @@ class Controller:
 
     ``max_repeats`` bounds how often lost stimuli are shown again within one
     block; ``checkpoint_every`` sets how often optimizer state is stored.
+    ``controls`` (a :class:`rig.dashboard.channel.ControlChannel`) brings a viewer's
+    requests (pause, stop, extend, note), applied and recorded between blocks.
     """
 
     def __init__(self, protocol: Protocol, display: Display, source: ResponseSource, session: SessionSink,
                  progress: Callable[[BlockReport], None] | None = None, checkpoint_every: int = 10,
-                 max_repeats: int = 3) -> None:
+                 max_repeats: int = 3, controls: Any = None) -> None:
         if checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
         if max_repeats < 0:
@@ -95,6 +97,7 @@ class Controller:
         self.progress = progress
         self.checkpoint_every = checkpoint_every
         self.max_repeats = max_repeats
+        self.controls = controls
 
     def run(self) -> int:
         """Run blocks until the protocol is finished; return the number of blocks run.
@@ -104,7 +107,14 @@ class Controller:
         """
         blocks = 0
         try:
-            while not self.protocol.finished:
+            while True:
+                # A viewer's controls, before every block and after the last (an extension may come during it).
+                next_block = getattr(self.protocol, "generation", blocks)  # a resumed session's count goes on
+                if self.controls is not None and self.controls.between_blocks(self.protocol, self.session, next_block):
+                    self.session.finish("stopped")  # "stop after this block": every block is whole
+                    return blocks
+                if self.protocol.finished:
+                    break
                 self.step()
                 blocks += 1
         except StopRequested as stop:

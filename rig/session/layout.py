@@ -24,6 +24,8 @@ PARTIAL_PREFIX = ".partial-"  # schema 1 wrote blocks under this name before mov
 JOURNAL_BLOCK = re.compile(r"^(\d{6})\.h5$")
 #: A block the operator stopped before it finished: its showings, kept under ``unfinished/`` (never a block).
 JOURNAL_UNFINISHED = re.compile(r"^unfinished-(\d{6})-(\d+)\.h5$")
+#: An operator's control (pause, stop, extend, note, ...) as the controller took it: one JSON object per file.
+JOURNAL_CONTROL = re.compile(r"^control-(\d{6})\.json$")
 #: The dtype of every text dataset (UTF-8).
 STRING_DTYPE = h5py.string_dtype(encoding="utf-8")
 # What a damaged or hand-made file can make h5py, numpy or json raise while we read it. MemoryError is a
@@ -198,6 +200,14 @@ def unfinished_files(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
     found = [(int(m.group(2)), e) for e in folder.iterdir() if (m := JOURNAL_UNFINISHED.match(e.name)) and e.is_file()]
+    return [path for _, path in sorted(found)]
+
+
+def control_files(folder: Path) -> list[Path]:
+    """Journal files of controls not yet merged into the master, in the order they were taken."""
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), e) for e in folder.iterdir() if (m := JOURNAL_CONTROL.match(e.name)) and e.is_file()]
     return [path for _, path in sorted(found)]
 
 

@@ -12,8 +12,8 @@ import numpy as np
 
 from rig.session.sandbox import failure_in_child
 from rig.session.layout import (JOURNAL_BLOCK, PARTIAL_PREFIX, READ_ERRORS, SCHEMA, SCHEMA_VERSION, SessionFileError,
-                                block_digest, block_name, check_size, declared_limit, journal_dir, journal_files,
-                                parse_json)
+                                block_digest, block_name, check_size, control_files, declared_limit, journal_dir,
+                                journal_files, parse_json)
 
 
 @dataclass
@@ -64,6 +64,14 @@ class RecordedSession:
     blocks: list[RecordedBlock]
     #: Block index -> file holding the optimizer checkpoint taken after that block.
     checkpoints: dict[int, Path] = field(default_factory=dict)
+    #: The operator's controls (pause, stop, extend, note, reward), in the order the controller took them.
+    controls: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def extended_by(self) -> int:
+        """Generations added by the operator's ``extend`` controls (those applied)."""
+        return sum(int(c.get("value", 0)) for c in self.controls
+                   if c.get("kind") == "extend" and c.get("outcome") == "applied")
 
     @property
     def journal_blocks(self) -> int:
@@ -179,7 +187,7 @@ def _attributes(obj: h5py.HLObject, where: str, limit: int) -> dict[str, Any]:
 #: Root attributes whose type a reader relies on, when present.
 _ROOT_TYPES = {"session_id": str, "status": str, "created_utc": str, "ended_utc": str, "protocol_toml": str,
                "protocol_sha256": str, "protocol_path": str, "seed": int, "provenance": str, "resumes": str,
-               "clock_anchor": str, "run_record": str}
+               "clock_anchor": str, "run_record": str, "controls": str}
 
 
 def _check_root(attrs: dict[str, Any], where: str) -> dict[str, Any]:
@@ -195,7 +203,29 @@ def _check_root(attrs: dict[str, Any], where: str) -> dict[str, Any]:
         raise SessionFileError(f"{where} attribute resumes is not a JSON list")
     if "clock_anchor" in attrs:
         parse_json(attrs["clock_anchor"], f"{where} attribute clock_anchor")
+    _check_controls(parse_json(attrs.get("controls", "[]"), f"{where} attribute controls"), f"{where} attribute controls")
     return provenance
+
+
+def _check_controls(controls: Any, where: str) -> list[dict[str, Any]]:
+    """The operator's controls: a JSON list of objects, each with a ``kind``."""
+    if not isinstance(controls, list) or not all(isinstance(c, dict) and isinstance(c.get("kind"), str)
+                                                  for c in controls):
+        raise SessionFileError(f"{where} is not a JSON list of controls (objects with a kind)")
+    return controls
+
+
+def read_controls(path: Path, attrs: dict[str, Any]) -> list[dict[str, Any]]:
+    """The controls merged into the master (its ``controls`` attribute) and those still in its journal."""
+    controls = _check_controls(parse_json(attrs.get("controls", "[]"), f"{path}: root attribute controls"),
+                               f"{path}: root attribute controls")
+    for source in control_files(journal_dir(path)):
+        try:
+            text = source.read_text()
+        except (OSError, UnicodeError) as exc:
+            raise SessionFileError(f"{source}: cannot be read ({exc})") from None
+        controls += _check_controls([parse_json(text, str(source))], str(source))
+    return controls
 
 
 def _read_block(g: h5py.Group, name: str, source: Path, limit: int) -> RecordedBlock:
@@ -447,8 +477,17 @@ def _scan(path: Path, verify: bool) -> SessionScan:
     for index in damage:
         blocks.pop(index, None)
     session = RecordedSession(path=path, attrs=attrs, provenance=provenance, reference_ids=reference_ids,
-                              blocks=[blocks[i] for i in sorted(blocks)], checkpoints=checkpoints)
+                              blocks=[blocks[i] for i in sorted(blocks)], checkpoints=checkpoints,
+                              controls=read_controls(path, attrs))
     return SessionScan(session, [damage[i] for i in sorted(damage)])
+
+
+def read_journal_block(source: Path, index: int, session_id: str) -> RecordedBlock:
+    """One journal file's block, read in this process (no probe): for a live viewer of a running session,
+    which reads each block as it lands. The file must belong to ``session_id``; SessionFileError otherwise."""
+    blocks: dict[int, RecordedBlock] = {}
+    _read_journal_block(source, index, session_id, blocks, {})
+    return blocks[index]
 
 
 def _read_journal_block(source: Path, index: int, session_id: Any, blocks: dict[int, RecordedBlock],

@@ -22,8 +22,9 @@ import numpy as np
 from protocols.base import Block, ByteStrings, Responses, TextStrings
 from rig.display import Presentations
 from rig.session.layout import (SCHEMA, SCHEMA_VERSION, STRING_DTYPE, SessionFileError, SessionWriteError,
-                                block_digest, block_name, claim_path, clock_anchor, fsync_path, journal_dir,
-                                journal_files, package_versions, strings_array, unfinished_files, utc_now)
+                                block_digest, block_name, claim_path, clock_anchor, control_files, fsync_path,
+                                journal_dir, journal_files, package_versions, parse_json, strings_array,
+                                unfinished_files, utc_now)
 from rig.session.reader import read_session
 from rig.session.sink import SessionSink
 
@@ -100,9 +101,14 @@ def _in_memory(path: Path) -> Iterator[h5py.File]:
     buffer = io.BytesIO()
     with h5py.File(buffer, "w") as f:
         yield f
+    _write_durably(path, buffer.getbuffer())
+
+
+def _write_durably(path: Path, data: bytes | memoryview) -> None:
+    """Write ``data`` to a new ``path`` with plain writes, then fsync it."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        view = memoryview(buffer.getbuffer())
+        view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
         os.fsync(fd)
@@ -188,6 +194,7 @@ class SessionWriter(SessionSink):
                 if run_record is not None:  # the run as built (rig.loop.run_record), JSON
                     f.attrs["run_record"] = run_record
                 f.attrs["resumes"] = "[]"
+                f.attrs["controls"] = "[]"
                 refs = f.create_group("references")
                 refs.create_dataset("ids", data=strings_array(reference_ids), dtype=STRING_DTYPE)
                 f.create_group("blocks")
@@ -195,6 +202,7 @@ class SessionWriter(SessionSink):
             identity = _identity(tmp)
             claim_path(tmp, self.path)
             self._identity = identity
+            self._controls = 0
         except BaseException as exc:
             _remove(tmp)
             self._lock.release()
@@ -223,6 +231,7 @@ class SessionWriter(SessionSink):
                                    f"cannot be resumed by this rig (it writes version {SCHEMA_VERSION})")
         self.session_id = str(session.attrs["session_id"])
         self._write_failure = None
+        self._controls = len(session.controls)  # numbering goes on across resumes
         self._lock = _WriterLock(journal_dir(self.path), self.path)
         resumes = json.loads(session.attrs.get("resumes", "[]"))
         resumes.append({"utc": utc_now(), "clock_anchor": clock_anchor(), "blocks_found": len(session.blocks),
@@ -297,23 +306,47 @@ class SessionWriter(SessionSink):
         number = len(unfinished_files(folder))
         name = f"{block_name(block.index)}-{number}"
         final = folder / f"unfinished-{block.index:06d}-{number}.h5"
-        tmp = folder / f".{final.name}.partial"
+        with self._journal_entry(final, f"keep the showings of unfinished block {block.index}",
+                                 f"every whole block is safe in {folder}") as tmp, _in_memory(tmp) as f:
+            f.attrs["schema"] = SCHEMA
+            f.attrs["schema_version"] = SCHEMA_VERSION
+            f.attrs["session_id"] = self.session_id
+            g = f.create_group("unfinished").create_group(name)
+            g.attrs["index"] = block.index
+            g.attrs["written_utc"] = utc_now()
+            g.create_dataset("stimulus_ids", data=strings_array(block.stimulus_ids), dtype=STRING_DTYPE)
+            _write_showings(g, showings)
+
+    @contextlib.contextmanager
+    def _journal_entry(self, final: Path, doing: str, kept: str) -> Iterator[Path]:
+        """A temporary name to write ``final``'s content to, renamed to ``final`` (atomic, durable) once written.
+
+        If writing fails, nothing is left behind and the error names the session, what failed and what was kept.
+        """
+        tmp = final.with_name(f".{final.name}.partial")
         try:
-            with _in_memory(tmp) as f:
-                f.attrs["schema"] = SCHEMA
-                f.attrs["schema_version"] = SCHEMA_VERSION
-                f.attrs["session_id"] = self.session_id
-                g = f.create_group("unfinished").create_group(name)
-                g.attrs["index"] = block.index
-                g.attrs["written_utc"] = utc_now()
-                g.create_dataset("stimulus_ids", data=strings_array(block.stimulus_ids), dtype=STRING_DTYPE)
-                _write_showings(g, showings)
+            yield tmp
             os.replace(tmp, final)
-            fsync_path(folder)
+            fsync_path(final.parent)
         except BaseException as exc:
             _remove(tmp)
-            raise _os_error(exc, self.path, f"keep the showings of unfinished block {block.index}",
-                            f"every whole block is safe in {folder}") from exc
+            raise _os_error(exc, self.path, doing, kept) from exc
+
+    def record_control(self, entry: dict[str, Any]) -> dict[str, Any]:
+        """Keep one operator control (a pause, stop, extension, note, ...) in the journal; the entry as recorded.
+
+        ``entry`` is JSON-ready (``kind``, ``value``, ``request_id``, ``requested_utc``, ``outcome``, ...); its
+        ``number`` (counting on across resumes) and ``recorded_utc`` are added. Like a block, it is durable when
+        this returns and is merged into the master's ``controls`` attribute at the end (docs/session-schema.md).
+        """
+        recorded = {"number": self._controls, **entry, "recorded_utc": utc_now()}
+        folder = journal_dir(self.path)
+        final = folder / f"control-{self._controls:06d}.json"
+        with self._journal_entry(final, f"record the operator's {entry.get('kind')!r} control",
+                                 f"every block is safe in {folder}") as tmp:
+            _write_durably(tmp, json.dumps(recorded).encode())
+        self._controls += 1
+        return recorded
 
     def finish(self, status: str = "complete") -> None:
         """Mark the session as ended (``complete``, ``interrupted`` or ``failed``) and merge its journal.
@@ -340,6 +373,7 @@ class SessionWriter(SessionSink):
         folder = journal_dir(self.path)
         entries = journal_files(folder)
         unfinished = unfinished_files(folder)
+        controls = control_files(folder)
         tmp = self.path.with_name(f".{self.path.name}.merging")
         try:
             shutil.copyfile(self.path, tmp)
@@ -361,6 +395,10 @@ class SessionWriter(SessionSink):
                         for name in j["unfinished"]:
                             if name not in kept:
                                 j.copy(j["unfinished"][name], kept, name=name)
+                if controls:  # in the order taken, after those of earlier runs of the session
+                    kept = parse_json(f.attrs.get("controls", "[]"), f"{self.path}: root attribute controls")
+                    kept += [parse_json(source.read_text(), str(source)) for source in controls]
+                    f.attrs["controls"] = json.dumps(kept)
                 for key, value in attrs.items():
                     f.attrs[key] = value
             self._replace_master(tmp)
@@ -372,9 +410,9 @@ class SessionWriter(SessionSink):
                             f"nothing was lost: the master is as it was and {folder} holds every block; with "
                             f"space, `rig run --resume {self.path}` merges and finishes it") from exc
         # Only now that the master holds them may the journal's copies go.
-        for source in [path for _, path in entries] + unfinished:
+        for source in [path for _, path in entries] + unfinished + controls:
             source.unlink()
-        for stale in folder.glob(".*.h5.partial"):
+        for stale in [*folder.glob(".*.h5.partial"), *folder.glob(".control-*.json.partial")]:
             stale.unlink()
         if not keep_journal_dir:
             self._lock.release()
