@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from protocols.registry import OptionError, Options, close_matches, option
+from protocols.session_images import SESSIONS_SOURCE, SessionTake, parse_takes
 
 if TYPE_CHECKING:
     from rig.recording.openephys.control import OpenEphysOptions
@@ -62,6 +63,8 @@ class ScreeningSpec:
     #: Times each image is shown, each repeat in a fresh shuffled order.
     repeats: int
     image_size: int
+    #: With ``source = "sessions"``: the ``[[screening.take]]`` tables (protocols/session_images.py).
+    take: tuple[SessionTake, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -567,3 +570,20 @@ def _screening(path: Path, kind: str, doc: dict[str, Any]) -> ScreeningSpec | No
     )
     section.finish()
     return spec
+        take=_takes(path, section),
+
+
+def _takes(path: Path, section: _Section) -> tuple[SessionTake, ...]:
+    """``[[screening.take]]``: only, and always, with ``source = "sessions"``."""
+    tables = section.get("take", list, default=None, expected="an array of tables [[screening.take]]")
+    if (section.table.get("source") == SESSIONS_SOURCE) != (tables is not None):
+        section.fail("take", f'[[screening.take]] tables go with source = "{SESSIONS_SOURCE}", and that source '
+                             f"needs them (protocols/session_images.py)")
+    if tables is None:
+        return ()
+    if section.table.get("count", 0) != 0:
+        section.fail("count", f'with source = "{SESSIONS_SOURCE}" each [[screening.take]] says how many images')
+    try:
+        return parse_takes(tables)
+    except ValueError as exc:
+        raise ProtocolError(f"{path}: {exc}") from None

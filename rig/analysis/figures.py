@@ -59,8 +59,9 @@ def natural_distribution(natural: np.ndarray, comparison: PrototypeComparison, p
     ax.axvline(comparison.prototype, color="#c22", linewidth=2, label=f"prototype {comparison.prototype:.3g}")
     pct = "undefined" if np.isnan(comparison.percent_over_mean) else f"{comparison.percent_over_mean:+.0f}%"
     ratio = "undefined" if np.isnan(comparison.ratio_to_best) else f"{comparison.ratio_to_best:.2f}"
-    ax.set_title(f"{title}\nvs natural mean {pct}; / best natural {ratio}; percentile {comparison.percentile:.0f}",
-                 fontsize=8)
+    z = "undefined" if np.isnan(comparison.z_over_natural) else f"{comparison.z_over_natural:+.2f}"
+    ax.set_title(f"{title}\nvs natural mean {pct}; / best natural {ratio}; percentile {comparison.percentile:.0f}; "
+                 f"(prototype - mean) / SD {z}", fontsize=8)
     ax.set_xlabel("response")
     ax.set_ylabel("images")
     ax.legend(fontsize=7)

@@ -1,8 +1,10 @@
 """A prototype's score against a natural-image score distribution.
 
-Three measures, because raw percentages mislead (DESIGN §8): the percent over
-the natural mean depends on the score's scale and offset (logits, rates), so
-the ratio to the best natural image and the percentile go with it.
+Four measures, because raw percentages mislead (DESIGN §8): the percent over
+the natural mean depends on the score's scale and offset (logits, rates), and
+the ratio to the best natural image needs a positive best. Two are scale-free
+and defined whatever the sign of the responses: the percentile, and the
+standardised distance ``(prototype − natural mean) / natural SD``.
 """
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ class PrototypeComparison:
     ``percent_over_mean`` and ``ratio_to_best`` are NaN when the natural mean or
     best is not positive: a ratio of scores on a scale with no true zero means nothing.
     ``percentile`` is the percentage of natural images scoring at or below the prototype.
+    ``z_over_natural`` is ``(prototype − natural_mean) / natural_sd`` (sample SD), NaN with fewer
+    than two natural images or when they all score the same.
     """
 
     prototype: float
@@ -28,6 +32,8 @@ class PrototypeComparison:
     percent_over_mean: float
     ratio_to_best: float
     percentile: float
+    natural_sd: float = float("nan")
+    z_over_natural: float = float("nan")
 
     def as_dict(self) -> dict[str, float]:
         """Plain values, for tables and JSON."""
@@ -45,6 +51,7 @@ def prototype_vs_natural(prototype: float | Sequence[float], natural: Sequence[f
         raise ValueError("need at least one finite natural-image score")
     best = float(prototypes.max())
     mean, top = float(natural.mean()), float(natural.max())
+    sd = float(natural.std(ddof=1)) if natural.size > 1 else float("nan")
     return PrototypeComparison(
         prototype=best,
         natural_mean=mean,
@@ -53,4 +60,6 @@ def prototype_vs_natural(prototype: float | Sequence[float], natural: Sequence[f
         percent_over_mean=100.0 * (best - mean) / mean if mean > 0 else float("nan"),
         ratio_to_best=best / top if top > 0 else float("nan"),
         percentile=100.0 * float(np.count_nonzero(natural <= best)) / natural.size,
+        natural_sd=sd,
+        z_over_natural=(best - mean) / sd if sd > 0 else float("nan"),
     )

@@ -27,7 +27,9 @@ import numpy as np
 
 from rig.analysis import figures
 from rig.analysis.behavior import BehaviorReport, write_behavior
-from rig.analysis.convergence import Convergence, convergence
+from rig.analysis.convergence import (DEFAULT_MIN_GAIN, Convergence, Gain, evolution_gain, judged_convergence,
+                                      natural_spread)
+from rig.analysis.groups import GroupReport, groups_html, has_groups, write_groups
 from rig.analysis.images import best_codes_per_generation, load_natural_images, render, session_generator
 from rig.analysis.nearest import FeatureExtractor, cosine_nearest
 from rig.analysis.prototype import PrototypeComparison, prototype_vs_natural
@@ -49,6 +51,7 @@ class EvolutionSummary:
     best_generation: int
     convergence: Convergence | None
     comparison: PrototypeComparison | None
+    gain: Gain
     natural_source: str
     figures: dict[str, Path] = field(default_factory=dict)
     nearest: list[tuple[str, float]] = field(default_factory=list)
@@ -86,11 +89,16 @@ def build_report(sessions: Sequence[str | Path], out: str | Path, natural: Seque
     for s in screenings:
         if "screening" not in s.provenance:
             raise ValueError(f"{s.path}: --natural needs screening sessions ([protocol] kind = \"screening\")")
-    extractor = FeatureExtractor(network) if nearest else None
+    # Screenings of taken images have no prototypes to find neighbours for: no feature network for them alone.
+    extractor = FeatureExtractor(network) if nearest and not all(map(has_groups, recorded)) else None
     summaries: list[EvolutionSummary] = []
     behaviour: list[BehaviorReport] = []
+    groups: list[GroupReport] = []
     curves: dict[str, Convergence] = {}
     for number, session in enumerate(recorded):
+        if has_groups(session):  # a screening of images taken from sessions: its groups compared (groups.py)
+            groups.append(write_groups(session, out, f"s{number}"))
+            continue
         threads = session_threads(session)
         if not threads:
             raise ValueError(f"{session.path}: not an evolution session; pass screening sessions with --natural")
@@ -100,30 +108,35 @@ def build_report(sessions: Sequence[str | Path], out: str | Path, natural: Seque
         for t in threads:
             summaries.append(_summarise(session, t, generator, screenings, extractor, k, out, f"{stem}_t{t.thread}"))
             summaries[-1].figures["trajectory"] = out / f"{stem}_trajectory.png"
-            if summaries[-1].convergence is not None:
+            if summaries[-1].convergence is not None:  # evolutions that did not evolve are counted apart
                 curves[f"{session.path.stem} t{t.thread} {t.name}"] = summaries[-1].convergence
         tables = behavior_tables(session)
         if tables is not None:
             behaviour.append(write_behavior(tables, out, f"{stem}_behavior", session.path.name))
-    conv_path = figures.convergence_figure(curves, out / "convergence.png", "convergence compared across sessions") \
-        if curves else None
+    flat = sum(1 for s in summaries if not s.gain.evolved)
+    conv_path = figures.convergence_figure(
+        curves, out / "convergence.png",
+        f"convergence compared across sessions ({len(curves)} evolved; {flat} did not evolve)") if curves else None
     page = out / "index.html"
-    page.write_text(_html(summaries, conv_path, recorded, screenings, extractor, behaviour), encoding="utf-8")
+    page.write_text(_html(summaries, conv_path, recorded, screenings, extractor, behaviour, groups),
+                    encoding="utf-8")
     return page
 
 
 def _summarise(session: RecordedSession, t: Thread, generator, screenings, extractor, k: int, out: Path,
                stem: str) -> EvolutionSummary:
     trajectory = session_trajectory(session, t.thread)
-    try:
-        conv = convergence(trajectory.mean, generations=trajectory.generations)
-    except ValueError:  # a flat trajectory (e.g. one generation) has no convergence
-        conv = None
     code, score, generation = best_code(session, t.thread, t.channel)
     scores, image_source, base, natural_label = _natural_for(t, session, screenings)
+    # Convergence only for an evolution that gained more than the natural images' spread (convergence.py).
+    gain = evolution_gain(trajectory.mean, natural_spread(scores))
+    try:
+        conv = judged_convergence(trajectory.mean, gain, trajectory.generations)
+    except ValueError:  # a flat trajectory (e.g. one generation) has no convergence
+        conv = None
     comparison = prototype_vs_natural(score, scores)
     summary = EvolutionSummary(str(session.path), t, len(session.blocks), score, generation, conv, comparison,
-                               natural_label)
+                               gain, natural_label)
     codes, best_scores = best_codes_per_generation(session, t.thread)
     # At most 40 tiles: long sessions show evenly spaced generations, always including the last.
     keep = np.unique(np.linspace(0, len(codes) - 1, min(40, len(codes))).round().astype(int))
@@ -167,16 +180,18 @@ h2{border-bottom:1px solid #ccc;margin-top:2em}.note{font-size:12px;color:#555}"
 
 
 def _html(summaries: list[EvolutionSummary], conv_path: Path | None, sessions, screenings, extractor,
-          behaviour: Sequence[BehaviorReport] = ()) -> str:
+          behaviour: Sequence[BehaviorReport] = (), groups: Sequence[GroupReport] = ()) -> str:
     rows = []
     for s in summaries:
         c, p = s.convergence, s.comparison
+        flat = "did not evolve" if not s.gain.evolved else "n/a"
         rows.append(
             f"<tr><td>{html.escape(Path(s.session).name)} t{s.thread.thread}</td><td>{html.escape(s.thread.name)}</td>"
             f"<td>{s.generations}</td><td>{_num(s.best_score)}</td>"
-            f"<td>{_num(c.reached[0.5]) if c else 'n/a'}</td><td>{_num(c.reached[0.8]) if c else 'n/a'}</td>"
+            f"<td>{_num(c.reached[0.5]) if c else flat}</td><td>{_num(c.reached[0.8]) if c else flat}</td>"
             f"<td>{_num(p.percent_over_mean, '+.0f')}</td><td>{_num(p.ratio_to_best, '.2f')}</td>"
-            f"<td>{_num(p.percentile, '.0f')}</td><td>{p.natural_count}</td></tr>")
+            f"<td>{_num(p.percentile, '.0f')}</td><td>{p.natural_count}</td>"
+            f"<td>{_num(p.z_over_natural, '+.2f')}</td><td>{_num(s.gain.in_scale, '+.2f')}</td></tr>")
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>rig report</title>",
         f"<style>{_CSS}</style></head><body>",
@@ -184,14 +199,22 @@ def _html(summaries: list[EvolutionSummary], conv_path: Path | None, sessions, s
         f"<p class='note'>Made {time.strftime('%Y-%m-%d %H:%M')} from "
         f"{', '.join(html.escape(str(s.path)) for s in sessions)}"
         f"{'; natural images screened in ' + ', '.join(html.escape(str(s.path)) for s in screenings) if screenings else ''}.</p>",
-        "<h2>Summary</h2><table><tr><th>evolution</th><th>unit</th><th>generations</th><th>best score</th>"
-        "<th>first gen &ge; 50%</th><th>first gen &ge; 80%</th><th>% over natural mean</th>"
-        "<th>&divide; best natural</th><th>percentile</th><th>natural images</th></tr>",
-        *rows, "</table>",
-        "<p class='note'>Convergence: first generation whose min&ndash;max-normalised mean score reaches 50% / 80%. "
-        "Percent over the natural mean depends on the response scale (undefined when the natural mean is not "
-        "positive); the ratio to the best natural image and the percentile are the scale-free measures.</p>",
     ]
+    if summaries:  # none when only screenings of taken images were given (their groups follow)
+        parts += [
+            "<h2>Summary</h2><table><tr><th>evolution</th><th>unit</th><th>generations</th><th>best score</th>"
+            "<th>first gen &ge; 50%</th><th>first gen &ge; 80%</th><th>% over natural mean</th>"
+            "<th>&divide; best natural</th><th>percentile</th><th>natural images</th>"
+            "<th>(prototype &minus; natural mean) / natural SD</th><th>gain / natural SD</th></tr>",
+            *rows, "</table>",
+            "<p class='note'>Convergence: first generation whose min&ndash;max-normalised mean score reaches 50% / 80%, "
+            f"given only for evolutions that evolved: the last generation's mean beat the first by more than "
+            f"{DEFAULT_MIN_GAIN:g} SD of the natural images' responses (gain / natural SD); the others are "
+            "flagged &ldquo;did not evolve&rdquo;, since min&ndash;max normalisation stretches a flat trajectory too. "
+            "Percent over the natural mean depends on the response scale (undefined when the natural mean is not "
+            "positive), and the ratio to the best natural image needs a positive best; the percentile and "
+            "(prototype &minus; natural mean) / natural SD are scale-free and defined for any sign.</p>",
+        ]
     if conv_path is not None:
         parts += ["<h2>Convergence compared</h2>", _img(conv_path, "normalised mean score per generation")]
     for s in summaries:
@@ -205,6 +228,8 @@ def _html(summaries: list[EvolutionSummary], conv_path: Path | None, sessions, s
             parts.append(_img(s.figures["nearest"], f"nearest natural images ({extractor.name} features)"))
     for b in behaviour:
         parts += _behavior_html(b)
+    for g in groups:
+        parts += groups_html(g, _img, _num)
     parts.append("</body></html>")
     return "\n".join(parts)
 

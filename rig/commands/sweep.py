@@ -2,9 +2,11 @@
 
 Units of one model evolve together as threads (one batched forward pass per
 generation); each (model, seed) is one session file under DIR/sessions. Results
-go to DIR/units.csv (one row per model × unit × seed), DIR/generations.csv and
-comparison figures. ``--engine dask`` runs the jobs on a Dask distributed
-cluster: a local one with --workers processes, or --scheduler ADDRESS.
+go to DIR/units.csv (one row per model × unit × seed), DIR/generations.csv,
+DIR/models.csv (the models compared: how many units evolved, and generations
+to 50% / 80% over those only; see rig/analysis/convergence.py) and figures.
+``--engine dask`` runs the jobs on a Dask distributed cluster: a local one with
+--workers processes, or --scheduler ADDRESS.
 """
 from __future__ import annotations
 
@@ -12,7 +14,9 @@ import argparse
 import time
 from pathlib import Path
 
-from rig.loop.sweep import plan_sweep, run_dask, run_local, write_figures, write_tables
+from rig.analysis.convergence import DEFAULT_MIN_GAIN
+from rig.loop.sweep import (compare_models, format_comparison, plan_sweep, run_dask, run_local, write_comparison,
+                            write_figures, write_tables)
 
 HELP = "run models x units x seeds evolutions (locally or on Dask) into tidy tables and figures"
 
@@ -31,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=2, help="dask: worker processes of the local cluster")
     parser.add_argument("--scheduler", help="dask: address of a running scheduler, e.g. tcp://10.0.0.5:8786")
     parser.add_argument("--torch-threads", type=int, help="torch threads per job (default: torch's own choice)")
+    parser.add_argument("--min-gain", type=float, default=DEFAULT_MIN_GAIN, metavar="K",
+                        help="a unit evolved when its last generation's mean beats the first by more than K SDs of "
+                             f"the reference images' responses; only those get a convergence (default {DEFAULT_MIN_GAIN:g})")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out.exists() and any(args.out.iterdir()):
         raise ValueError(f"--out {args.out} is not empty; choose a new folder (nothing was overwritten)")
     jobs = plan_sweep(args.protocol, args.unit, [base_seed + i for i in range(args.seeds)], args.out,
-                      args.generations, args.weights, args.torch_threads)
+                      args.generations, args.weights, args.torch_threads, args.min_gain)
     where = "this process" if args.engine == "local" else (args.scheduler or f"a local Dask cluster of {args.workers} workers")
     n_units = sum(len(j.units) for j in jobs)
     print(f"rig sweep: {len(jobs)} sessions ({n_units} evolutions: "
@@ -60,6 +67,9 @@ def run(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - started
     units_csv, gens_csv = write_tables(results, args.out)
     written = write_figures(results, args.out)
+    models = compare_models(results)
+    written.append(write_comparison(models, args.out))
+    print(format_comparison(models))
     print(f"done: {len(jobs)} sessions in {elapsed:.1f} s wall ({sum(r['seconds'] for r in results):.1f} s in jobs)")
     for path in (units_csv, gens_csv, *written):
         print(f"      {path}")

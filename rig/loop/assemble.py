@@ -5,6 +5,7 @@ here, before the first block is shown.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -17,6 +18,7 @@ from protocols.generators import build_generator
 from protocols.generators.base import Generator
 from protocols.optimizers import build_optimizer, optimizer_values
 from protocols.spec import ProtocolError, ProtocolSpec
+from protocols.session_images import SESSIONS_SOURCE
 from rig.display import Display, build_display
 from rig.loop.memory import check_block_fits, estimate_block
 from rig.loop.run_record import RunRecord, resolved_generator
@@ -263,7 +265,14 @@ def assemble_screening(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torc
     from protocols.screening import Screening  # here, not at the top: only screening files need it
 
     seed = spec.seed if seed is None else seed
-    images, ids, folder = load_natural_set(spec, device)
+    taken = None
+    if spec.screening.source == SESSIONS_SOURCE:  # images taken from earlier sessions (rig/loop/session_images.py)
+        from rig.loop.session_images import take_images
+
+        taken = take_images(spec)
+        images, ids, folder = taken.images.to(device), taken.ids, SESSIONS_SOURCE
+    else:
+        images, ids, folder = load_natural_set(spec, device)
     protocol = Screening(images=images, image_ids=ids, seed=seed, block_size=spec.screening.block_size,
                          repeats=spec.screening.repeats, name=spec.name)
     simulated = SimulatedNeuron(neuron.units, weights=neuron.weights, device=device, max_batch=neuron.max_batch)
@@ -278,7 +287,8 @@ def assemble_screening(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torc
         "kind": "screening",
         "neuron": source.describe(),
         "display": display.describe(),
-        "screening": {**spec.screening.__dict__, "folder": folder, "count": len(ids)},
+        "screening": {**dataclasses.asdict(spec.screening), "folder": folder, "count": len(ids),
+                      **({"taken": taken.origins} if taken is not None else {})},
         "generations": protocol.generations,
         "device": str(device),
     }

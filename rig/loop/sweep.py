@@ -20,6 +20,8 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from rig.analysis.convergence import DEFAULT_MIN_GAIN
+
 #: ``unit=A..B`` in a unit spec stands for units A, A+1, ..., B.
 _RANGE = re.compile(r"unit=(\d+)\.\.(\d+)")
 
@@ -37,6 +39,8 @@ class SweepJob:
     generations: int | None = None
     weights: str | None = None
     torch_threads: int | None = None
+    #: The gain, in SDs of the reference images' responses, a unit needs to count as evolved.
+    min_gain: float = DEFAULT_MIN_GAIN
 
 
 def expand_units(specs: Iterable[str]) -> list[str]:
@@ -57,8 +61,11 @@ def expand_units(specs: Iterable[str]) -> list[str]:
 
 def plan_sweep(protocol: str | Path, units: Sequence[str], seeds: Sequence[int], out: str | Path,
                generations: int | None = None, weights: str | None = None,
-               torch_threads: int | None = None) -> list[SweepJob]:
-    """One job per (model, seed); every unit spec is parsed and checked here, before anything runs."""
+               torch_threads: int | None = None, min_gain: float = DEFAULT_MIN_GAIN) -> list[SweepJob]:
+    """One job per (model, seed); every unit spec is parsed and checked here, before anything runs.
+
+    ``min_gain`` is the gain (in SDs of the reference images' responses) a unit needs to count as evolved.
+    """
     from protocols.spec import load_protocol
     from simulators.units import parse_unit
 
@@ -70,12 +77,17 @@ def plan_sweep(protocol: str | Path, units: Sequence[str], seeds: Sequence[int],
         raise ValueError("a sweep needs at least one --unit")
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct and at least one, got {list(seeds)}")
+    if not np.isfinite(min_gain) or min_gain < 0:
+        raise ValueError(f"--min-gain must be a number >= 0 (SDs of the reference images' responses), got {min_gain}")
+    if spec.references.count < 2:
+        raise ValueError(f"{protocol}: [references] count = {spec.references.count}; a sweep judges whether a unit "
+                         f"evolved against the spread of the reference images' responses, so it needs at least 2")
     by_model: dict[str, list[str]] = {}
     for unit in units:
         by_model.setdefault(parse_unit(unit).model, []).append(unit)
     sessions = Path(out) / "sessions"
     return [SweepJob(model, tuple(model_units), seed, spec.text, str(spec.path),
-                     str(sessions / f"{model}_seed{seed}.h5"), generations, weights, torch_threads)
+                     str(sessions / f"{model}_seed{seed}.h5"), generations, weights, torch_threads, min_gain)
             for model, model_units in by_model.items() for seed in seeds]
 
 
@@ -106,8 +118,13 @@ def run_job(job: SweepJob) -> dict:
 
 
 def summarise_session(session, job: SweepJob, seconds: float) -> dict:
-    """Per-unit result rows and per-generation rows of a finished sweep session."""
-    from rig.analysis.convergence import convergence
+    """Per-unit result rows and per-generation rows of a finished sweep session.
+
+    A unit's convergence (``gen_50``, ``gen_80``) is given only if it evolved (rig/analysis/convergence.py:
+    its last generation's mean beat the first by ``job.min_gain`` SDs of the reference images' responses);
+    ``evolved`` says which.
+    """
+    from rig.analysis.convergence import evolution_gain, judged_convergence, natural_spread
     from rig.analysis.prototype import prototype_vs_natural
     from rig.analysis.sources import best_prototype_score, natural_scores, session_threads, session_trajectory
     from simulators.models import get_cfg
@@ -117,17 +134,22 @@ def summarise_session(session, job: SweepJob, seconds: float) -> dict:
     for t in session_threads(session):
         trajectory = session_trajectory(session, t.thread)
         best, best_generation = best_prototype_score(session, t.thread)
+        natural = natural_scores(session, t.channel)[1]
+        gain = evolution_gain(trajectory.mean, natural_spread(natural), "natural_sd", job.min_gain)
         try:
-            reached = convergence(trajectory.mean, generations=trajectory.generations).reached
+            judged = judged_convergence(trajectory.mean, gain, trajectory.generations)
         except ValueError:  # a flat trajectory never converges
-            reached = {0.5: None, 0.8: None}
-        comparison = prototype_vs_natural(best, natural_scores(session, t.channel)[1])
+            judged = None
+        reached = judged.reached if judged is not None else {0.5: None, 0.8: None}
+        comparison = prototype_vs_natural(best, natural)
         units.append({
             "model": job.model, "family": family, "unit": t.name, "seed": job.seed,
             "generations": len(trajectory.mean), "first_mean": trajectory.mean[0], "final_mean": trajectory.mean[-1],
+            "gain_in_natural_sd": gain.in_scale, "evolved": gain.evolved,
             "best_score": best, "best_generation": best_generation,
             "gen_50": reached[0.5], "gen_80": reached[0.8],
             "natural_mean": comparison.natural_mean, "natural_best": comparison.natural_best,
+            "natural_sd": comparison.natural_sd, "z_over_natural": comparison.z_over_natural,
             "percent_over_natural_mean": comparison.percent_over_mean, "ratio_to_best_natural": comparison.ratio_to_best,
             "natural_percentile": comparison.percentile, "session": job.session, "job_seconds": seconds,
         })
@@ -190,9 +212,56 @@ def write_tables(results: Sequence[dict], out: str | Path) -> tuple[Path, Path]:
     return paths[0], paths[1]
 
 
+def compare_models(results: Sequence[dict]) -> list[dict]:
+    """One row per model: evolutions, how many evolved and did not, and the medians over those that evolved
+    of generations to 50% / 80%, with the scale-free prototype measures over all of them."""
+    units = [row for r in results for row in r["units"]]
+    rows = []
+    for model in dict.fromkeys(row["model"] for row in units):
+        mine = [row for row in units if row["model"] == model]
+        evolved = [row for row in mine if row["evolved"]]
+
+        def median(key: str, rows: list[dict]) -> float:
+            values = [row[key] for row in rows if row[key] is not None and np.isfinite(row[key])]
+            return float(np.median(values)) if values else float("nan")
+
+        rows.append({"model": model, "family": mine[0]["family"], "evolutions": len(mine), "evolved": len(evolved),
+                     "did_not_evolve": len(mine) - len(evolved),
+                     "median_gen_50_evolved": median("gen_50", evolved),
+                     "median_gen_80_evolved": median("gen_80", evolved),
+                     "median_gain_in_natural_sd": median("gain_in_natural_sd", mine),
+                     "median_z_over_natural": median("z_over_natural", mine),
+                     "median_natural_percentile": median("natural_percentile", mine)})
+    return rows
+
+
+def write_comparison(rows: Sequence[dict], out: str | Path) -> Path:
+    """``models.csv``: :func:`compare_models`' rows."""
+    path = Path(out) / "models.csv"
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def format_comparison(rows: Sequence[dict]) -> str:
+    """The model comparison as aligned text, for the terminal."""
+    lines = [f"{'model':<22} {'evolved':>9} {'gen 50% (median)':>17} {'gen 80%':>8} {'z over natural':>15} "
+             f"{'percentile':>11}"]
+    for r in rows:
+        lines.append(f"{r['model']:<22} {r['evolved']:>4} of {r['evolutions']:<2} "
+                     f"{r['median_gen_50_evolved']:>17.1f} {r['median_gen_80_evolved']:>8.1f} "
+                     f"{r['median_z_over_natural']:>15.2f} {r['median_natural_percentile']:>11.0f}")
+    lines.append("generations to 50% / 80% over the units that evolved only (gain > min_gain SDs of the reference "
+                 "images' responses); z = (prototype - natural mean) / natural SD")
+    return "\n".join(lines)
+
+
 def write_figures(results: Sequence[dict], out: str | Path) -> list[Path]:
-    """Convergence curves per model (mean ± sd of the normalised mean), and per-model distributions of
-    generations to 50% / 80% and of the prototype against natural images."""
+    """Convergence curves per model (mean ± sd of the normalised mean, evolved units only, the rest counted
+    as "did not evolve"), and per-model distributions of generations to 50% / 80% (evolved units) and of
+    the prototype against natural images (all units)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -204,41 +273,38 @@ def write_figures(results: Sequence[dict], out: str | Path) -> list[Path]:
     units = [row for r in results for row in r["units"]]
     gens = [row for r in results for row in r["generations"]]
     models = list(dict.fromkeys(row["model"] for row in units))
+    evolved = {(row["model"], row["unit"], row["seed"]) for row in units if row["evolved"]}
+    flat = {m: sum(1 for row in units if row["model"] == m and not row["evolved"]) for m in models}
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     for model in models:
         curves = {}
         for row in gens:
-            if row["model"] == model:
+            if (row["model"], row["unit"], row["seed"]) in evolved:
                 curves.setdefault((row["unit"], row["seed"]), []).append(row["mean"])
-        normalised = []
-        for c in curves.values():
-            try:
-                normalised.append(min_max_normalise(c))
-            except ValueError:
-                continue
-        if not normalised:
+        if not curves:
+            ax.plot([], [], " ", label=f"{model}: none of {flat[model]} evolved")
             continue
-        curves_array = np.array(normalised)
+        curves_array = np.array([min_max_normalise(c) for c in curves.values()])
         mean, sd = curves_array.mean(0), curves_array.std(0)
         x = np.arange(curves_array.shape[1])
-        ax.plot(x, mean, label=f"{model} ({len(normalised)} evolutions)")
+        ax.plot(x, mean, label=f"{model} ({len(curves)} evolved; {flat[model]} did not evolve)")
         ax.fill_between(x, mean - sd, mean + sd, alpha=0.2)
     for threshold in (0.5, 0.8):
         ax.axhline(threshold, color="grey", linestyle=":", linewidth=1)
     ax.set_xlabel("generation")
     ax.set_ylabel("normalised mean score (mean ± sd)")
-    ax.set_title("convergence by model", fontsize=9)
+    ax.set_title("convergence by model (units that evolved)", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     conv = out / "convergence.png"
     fig.savefig(conv)
     plt.close(fig)
 
-    panels = [("gen_50", "first generation at 50%"), ("gen_80", "first generation at 80%"),
-              ("ratio_to_best_natural", "prototype / best natural image"),
-              ("natural_percentile", "prototype percentile among natural images")]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6), dpi=110)
+    panels = [("gen_50", "first generation at 50%\n(evolved units)"), ("gen_80", "first generation at 80%\n(evolved units)"),
+              ("z_over_natural", "(prototype - natural mean)\n/ natural SD"),
+              ("natural_percentile", "prototype percentile\namong natural images")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.8), dpi=110)
     rng = np.random.default_rng(0)  # jitter only
     for ax, (key, label) in zip(axes, panels):
         data = [[row[key] for row in units if row["model"] == m and row[key] is not None
@@ -246,10 +312,11 @@ def write_figures(results: Sequence[dict], out: str | Path) -> list[Path]:
         ax.boxplot([d if d else [np.nan] for d in data], showfliers=False)
         for i, d in enumerate(data, start=1):
             ax.scatter(i + rng.uniform(-0.15, 0.15, len(d)), d, s=10, alpha=0.6)
-        ax.set_xticks(range(1, len(models) + 1), models, rotation=20, fontsize=7)
+        names = [f"{m}\n({flat[m]} did not evolve)" if key.startswith("gen_") else m for m in models]
+        ax.set_xticks(range(1, len(models) + 1), names, rotation=20, fontsize=7)
         ax.set_title(label, fontsize=8)
-        if key == "ratio_to_best_natural":
-            ax.axhline(1.0, color="grey", linestyle=":", linewidth=1)
+        if key == "z_over_natural":
+            ax.axhline(0.0, color="grey", linestyle=":", linewidth=1)
     fig.tight_layout()
     comparison = out / "comparison.png"
     fig.savefig(comparison)
