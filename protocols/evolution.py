@@ -3,6 +3,11 @@
 Each block shows every thread's population (one generation) and the reference
 images, in a seeded shuffled order. Thread ``t`` is scored on response channel
 ``channels[t]``. The protocol never learns where responses come from.
+
+With ``repeat_fraction`` > 0 a seeded choice of that fraction of the block's
+evolved images is shown a second time in the same block, for the noise ceiling
+of ``rig compare``: such a showing has the id ``rep/<original id>``, kind
+"generated" and no thread (-1), so no optimizer ever sees it.
 """
 from __future__ import annotations
 
@@ -15,6 +20,9 @@ import torch
 from protocols.base import GENERATED, REFERENCE, Block, Protocol, Responses
 from protocols.generators.base import Generator
 from protocols.optimizers.base import Optimizer
+
+#: Stimulus ids of evolved images shown a second time in their block start with this.
+REPEAT_PREFIX = "rep/"
 
 
 @dataclass
@@ -51,6 +59,8 @@ class Evolution(Protocol):
     reference_ids: list[str]
     seed: int
     name: str = "evolution"
+    #: Fraction of each block's evolved images shown twice (0: none), for the noise ceiling.
+    repeat_fraction: float = 0.0
     generation: int = 0
     history: list[list[GenerationStats]] = field(default_factory=list)
     timings: Timings = field(default_factory=Timings)
@@ -66,6 +76,8 @@ class Evolution(Protocol):
         size = self.generator.image_size
         if self.references.shape[0] and tuple(self.references.shape[1:]) != (3, size, size):
             raise ValueError(f"reference images must be (N, 3, {size}, {size}), got {tuple(self.references.shape)}")
+        if not 0.0 <= self.repeat_fraction <= 1.0:
+            raise ValueError(f"repeat_fraction must be in [0, 1], got {self.repeat_fraction!r}")
 
     @property
     def threads(self) -> int:
@@ -96,6 +108,13 @@ class Evolution(Protocol):
         threads = np.concatenate([np.repeat(np.arange(self.threads), popsize), np.full(len(self.reference_ids), -1)])
         code_index = np.concatenate([np.tile(np.arange(popsize), self.threads), np.full(len(self.reference_ids), -1)])
         images = torch.cat([generated, self.references])
+        repeats = self._repeats(len(generated))
+        if len(repeats):
+            ids += [f"{REPEAT_PREFIX}{ids[i]}" for i in repeats]
+            kinds += [GENERATED] * len(repeats)
+            threads = np.concatenate([threads, np.full(len(repeats), -1)])
+            code_index = np.concatenate([code_index, np.full(len(repeats), -1)])
+            images = torch.cat([images, generated[torch.from_numpy(repeats).to(generated.device)]])
 
         # Shuffle presentation order so adaptation and drift don't track thread or rank;
         # seeded per block so a resumed session shows the same order.
@@ -110,6 +129,14 @@ class Evolution(Protocol):
             codes=codes,
             attrs={"generation": self.generation},
         )
+
+    def _repeats(self, n_generated: int) -> np.ndarray:
+        """Which evolved images this block shows twice: a seeded choice, the same again on resume."""
+        count = int(round(self.repeat_fraction * n_generated))
+        if count == 0:
+            return np.zeros(0, dtype=np.int64)
+        rng = np.random.default_rng([self.seed, self.generation, 1])  # key 1: not the presentation order's
+        return np.sort(rng.choice(n_generated, size=count, replace=False))
 
     def observe(self, block: Block, responses: Responses) -> None:
         """Tell each thread's optimizer the scores of its generation on its channel."""

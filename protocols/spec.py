@@ -300,6 +300,8 @@ class ProtocolSpec:
     reward: dict[str, Any] | None = None
     #: The optional ``[openephys]`` table: markers and control of the Open Ephys GUI (``rig run --openephys``).
     openephys: OpenEphysOptions | None = None
+    #: ``[evolution] repeat_fraction``: the share of each block's evolved images shown twice (noise ceiling).
+    repeat_fraction: float = 0.0
 
     @property
     def sha256(self) -> str:
@@ -406,6 +408,8 @@ def parse_protocol(text: str, path: str | Path = "<protocol>") -> ProtocolSpec:
     evolution = _Section(path, "evolution", doc.get("evolution", {}))
     threads = evolution.get("threads", int, default=1, check=lambda v: 1 <= v <= MAX_THREADS,
                             expected=f"an integer in 1..{MAX_THREADS}")
+    repeat_fraction = float(evolution.get("repeat_fraction", (int, float), default=0.0,
+                                          check=lambda v: 0 <= v <= 1, expected="a number in [0, 1]"))
     evolution.finish()
 
     # A screening protocol shows a fixed image set: it has no generator or optimizer.
@@ -439,6 +443,7 @@ def parse_protocol(text: str, path: str | Path = "<protocol>") -> ProtocolSpec:
         generations=generations,
         seed=seed,
         threads=threads,
+        repeat_fraction=repeat_fraction,
         generator=generator,
         optimizer=optimizer,
         references=references,

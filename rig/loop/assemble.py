@@ -28,7 +28,7 @@ from rig.recording.choice import pace_headless, recording_source
 from rig.sources import ResponseSource
 from rig.sources.simulated import SimulatedResponses
 from simulators.natural_images import foolbox_imagenet_dir, load_foolbox_imagenet, load_image_folder
-from simulators.neuron import SimulatedNeuron
+from simulators.twin import build_neuron  # simulated model units, or a fitted twin (twin:FILE)
 from simulators.response_model import build_response_model
 
 BUNDLED_REFERENCES = "foolbox-imagenet"
@@ -175,8 +175,8 @@ def assemble(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torch.device |
         raise ProtocolError(f"{spec.path}: [generator]: {exc}") from None
 
     recorded = recording_source(spec, neuron.units)  # None unless the neuron is zmq://HOST:PORT
-    simulated = None if recorded else SimulatedNeuron(neuron.units, weights=neuron.weights, device=device,
-                                                      max_batch=neuron.max_batch)
+    simulated = None if recorded else build_neuron(neuron.units, weights=neuron.weights, device=device,
+                                                   max_batch=neuron.max_batch)
     check_block_fits(estimate_block(
         threads=spec.threads, popsize=_popsize(spec), code_dim=generator.code_dim, image_size=generator.image_size,
         references=spec.references.count, optimizer=spec.optimizer,
@@ -200,6 +200,7 @@ def assemble(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torch.device |
         reference_ids=reference_ids,
         seed=seed,
         name=spec.name,
+        repeat_fraction=spec.repeat_fraction,
     )
     display = build_display(display_kind, spec.display)
     gaze_built = reward_built = None
@@ -275,7 +276,7 @@ def assemble_screening(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torc
         images, ids, folder = load_natural_set(spec, device)
     protocol = Screening(images=images, image_ids=ids, seed=seed, block_size=spec.screening.block_size,
                          repeats=spec.screening.repeats, name=spec.name)
-    simulated = SimulatedNeuron(neuron.units, weights=neuron.weights, device=device, max_batch=neuron.max_batch)
+    simulated = build_neuron(neuron.units, weights=neuron.weights, device=device, max_batch=neuron.max_batch)
     response_model = _response_model(spec, neuron, seed)
     display = build_display(display_kind, spec.display)
     gaze_built = reward_built = None

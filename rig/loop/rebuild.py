@@ -228,7 +228,8 @@ class Rebuilt:
         references = torch.zeros(len(session.reference_ids), 3, 1, 1)
         return Evolution(generator=NoImages(dim), optimizers=optimizers, channels=channels,
                          generations=len(session.blocks), references=references,
-                         reference_ids=list(session.reference_ids), seed=self.record.seed, name=spec.name)
+                         reference_ids=list(session.reference_ids), seed=self.record.seed, name=spec.name,
+                         repeat_fraction=spec.repeat_fraction)
 
     def thread_seeds(self) -> list[int]:
         """The recorded thread seeds, one per thread of the record."""
