@@ -106,9 +106,10 @@ def model_flops_per_image(unit: str, device: torch.device) -> float:
     return counter.get_total_flops() / len(images)
 
 
-def matmul_flops_per_second(device: torch.device, size: int = 2048, seconds: float = 3.0) -> float:
-    """The device's float32 rate on one large matrix product: what a compute-bound model can approach."""
-    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+def matmul_flops_per_second(device: torch.device, size: int = 2048, seconds: float = 3.0,
+                            dtype: torch.dtype = torch.float32) -> float:
+    """The device's rate in ``dtype`` on one large matrix product: what a compute-bound model can approach."""
+    a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
     torch.mm(a, b)
     done, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:

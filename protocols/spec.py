@@ -77,6 +77,15 @@ class NeuronSpec:
     response: dict[str, Any] | None = None
     #: Most images per forward pass of a simulated neuron; None: its device's default.
     max_batch: int | None = None
+    #: The forward pass's precision (:data:`NEURON_PRECISIONS`; "fp16" only on a GPU).
+    precision: str = "fp32"
+    #: What runs the forward pass (:data:`NEURON_RUNTIMES`).
+    runtime: str = "eager"
+
+
+#: ``[neuron] precision`` and ``[neuron] runtime``: how a simulated neuron's forward pass runs (simulators/runtime.py).
+NEURON_PRECISIONS = ("fp32", "bf16", "fp16")
+NEURON_RUNTIMES = ("eager", "compiled", "onnxruntime")
 
 
 #: Where the photodiode patch sits: a screen corner, or "none" for no patch.
@@ -551,8 +560,13 @@ def _neuron(path: Path, table: Any) -> NeuronSpec:
     response = section.get("response", dict, default=None, expected="a table [neuron.response]")
     max_batch = section.get("max_batch", int, default=None, check=lambda v: 1 <= v <= MAX_BATCH,
                             expected=f"an integer in 1..{MAX_BATCH}")
+    precision = section.get("precision", str, default="fp32", check=lambda v: v in NEURON_PRECISIONS,
+                            expected=f"one of {list(NEURON_PRECISIONS)} (fp16 only on a GPU)")
+    runtime = section.get("runtime", str, default="eager", check=lambda v: v in NEURON_RUNTIMES,
+                          expected=f"one of {list(NEURON_RUNTIMES)}")
     section.finish()
-    return NeuronSpec(units=tuple(units), weights=weights, response=response, max_batch=max_batch)
+    return NeuronSpec(units=tuple(units), weights=weights, response=response, max_batch=max_batch,
+                      precision=precision, runtime=runtime)
 
 
 def _screening(path: Path, kind: str, doc: dict[str, Any]) -> ScreeningSpec | None:

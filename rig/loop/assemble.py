@@ -16,6 +16,7 @@ import torch
 from protocols.evolution import Evolution
 from protocols.generators import build_generator
 from protocols.generators.base import Generator
+from protocols.generators.fourier import spelled_out
 from protocols.optimizers import build_optimizer, optimizer_values
 from protocols.spec import ProtocolError, ProtocolSpec
 from protocols.session_images import SESSIONS_SOURCE
@@ -59,6 +60,9 @@ class NeuronChoice:
     response: dict[str, Any] | None = None
     #: The protocol's ``[neuron] max_batch``; None: the device's default.
     max_batch: int | None = None
+    #: The protocol's ``[neuron] precision`` and ``runtime`` (simulators/runtime.py).
+    precision: str = "fp32"
+    runtime: str = "eager"
 
 
 @dataclass
@@ -86,12 +90,13 @@ def resolve_neuron(spec: ProtocolSpec, units: Sequence[str] | None, weights: str
     # How simulated units fire, and how many images a pass takes, stay when --neuron swaps the units.
     response = spec.neuron.response if spec.neuron is not None else None
     max_batch = spec.neuron.max_batch if spec.neuron is not None else None
+    how = {"precision": spec.neuron.precision, "runtime": spec.neuron.runtime} if spec.neuron is not None else {}
     if units:
-        return NeuronChoice(tuple(units), weights, response, max_batch)
+        return NeuronChoice(tuple(units), weights, response, max_batch, **how)
     if spec.neuron is None:
         raise ProtocolError(f"{spec.path}: no [neuron] table and no --neuron given; name at least one unit")
     return NeuronChoice(spec.neuron.units, weights if weights is not None else spec.neuron.weights, response,
-                        max_batch)
+                        max_batch, **how)
 
 
 def thread_channels(threads: int, channels: int) -> list[int]:
@@ -168,7 +173,7 @@ def assemble(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torch.device |
     generations = spec.generations if generations is None else generations
     if generations < 1:
         raise ValueError(f"--generations must be >= 1, got {generations}")
-    generator_options = resolved_generator(spec)
+    generator_options = spelled_out(resolved_generator(spec))  # recorded with its defaults of today
     try:
         generator = build_generator(**generator_options).to(device).eval()
     except (ValueError, TypeError) as exc:
@@ -177,6 +182,8 @@ def assemble(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torch.device |
     recorded = recording_source(spec, neuron.units)  # None unless the neuron is zmq://HOST:PORT
     simulated = None if recorded else build_neuron(neuron.units, weights=neuron.weights, device=device,
                                                    max_batch=neuron.max_batch)
+    if simulated is not None:
+        _run_as(spec, simulated, neuron)
     check_block_fits(estimate_block(
         threads=spec.threads, popsize=_popsize(spec), code_dim=generator.code_dim, image_size=generator.image_size,
         references=spec.references.count, optimizer=spec.optimizer,
@@ -238,10 +245,21 @@ def _record(spec: ProtocolSpec, neuron: NeuronChoice, **built: Any) -> RunRecord
     """The run record of what was built: the protocol as resolved plus every override."""
     pace = built.pop("pace")
     return RunRecord(kind=spec.kind, protocol_path=str(spec.path), units=tuple(neuron.units),
-                     weights=neuron.weights, max_batch=neuron.max_batch,
+                     weights=neuron.weights, max_batch=neuron.max_batch, precision=neuron.precision,
+                     runtime=neuron.runtime,
                      response=dict(neuron.response) if neuron.response is not None else None,
                      seed=int(built.pop("seed")), device=str(built.pop("device")),
                      display=built.pop("display_kind"), pace_s=tuple(pace) if pace is not None else None, **built)
+
+
+def _run_as(spec: ProtocolSpec, simulated: Any, neuron: NeuronChoice) -> None:
+    """Run the neuron's forward passes in the chosen precision and runtime (fp32 eager needs nothing)."""
+    if (neuron.precision, neuron.runtime) == ("fp32", "eager"):
+        return
+    if not hasattr(simulated, "run_as"):
+        raise ProtocolError(f"{spec.path}: [neuron] precision = {neuron.precision!r}, runtime = {neuron.runtime!r}: "
+                            f"only model units run in another precision or runtime, not {type(simulated).__name__}")
+    simulated.run_as(neuron.precision, neuron.runtime)
 
 
 def _popsize(spec: ProtocolSpec) -> int:
@@ -277,6 +295,7 @@ def assemble_screening(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torc
     protocol = Screening(images=images, image_ids=ids, seed=seed, block_size=spec.screening.block_size,
                          repeats=spec.screening.repeats, name=spec.name)
     simulated = build_neuron(neuron.units, weights=neuron.weights, device=device, max_batch=neuron.max_batch)
+    _run_as(spec, simulated, neuron)
     response_model = _response_model(spec, neuron, seed)
     display = build_display(display_kind, spec.display)
     gaze_built = reward_built = None

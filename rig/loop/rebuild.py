@@ -24,6 +24,7 @@ import torch
 from protocols.evolution import Evolution
 from protocols.generators import require_trusted_factory
 from protocols.generators.base import Generator
+from protocols.generators.fourier import as_recorded
 from protocols.optimizers import build_optimizer
 from protocols.spec import MAX_GENERATIONS, ProtocolError, ProtocolSpec, parse_protocol
 from rig.loop.run_record import ATTRIBUTE, RunRecord, RunRecordError, resolved_generator
@@ -253,6 +254,8 @@ class Rebuilt:
         # How units fire and how many images a pass takes come from the protocol text, validated again by
         # today's rules (the record keeps them as they were resolved, for readers of the file).
         neuron = resolve_neuron(self.spec, record.units, record.weights)
+        # The forward pass runs as recorded (a bf16 session resumes in bf16; older records: fp32 eager).
+        neuron = dataclasses.replace(neuron, precision=record.precision, runtime=record.runtime)
         parts = assemble(self.spec, neuron, device=device, seed=record.seed, generations=record.generations,
                          display_kind=record.display, sim_link=record.sim_link, pace=record.pace_s,
                          gaze=dict(record.gaze) if record.gaze else None, first_trial=self.trials_done(),
@@ -295,5 +298,5 @@ def rebuild(session: RecordedSession) -> Rebuilt:
         raise SessionFileError(f"{session.path}: its run record is of a {record.kind!r} session, its protocol of a "
                                f"{spec.kind!r} one (the file was altered)")
     if spec.kind == "evolution":
-        spec = dataclasses.replace(spec, threads=record.threads, generator=dict(record.generator))
+        spec = dataclasses.replace(spec, threads=record.threads, generator=as_recorded(record.generator))
     return Rebuilt(session, spec, record)

@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from protocols.spec import MAX_GENERATIONS, ProtocolSpec
+from protocols.spec import MAX_GENERATIONS, NEURON_PRECISIONS, NEURON_RUNTIMES, ProtocolSpec
 
 #: Root attribute of the session file that holds the record.
 ATTRIBUTE = "run_record"
@@ -65,6 +65,9 @@ class RunRecord:
     pace_s: tuple[float, float] | None = None
     #: ``[neuron] max_batch``.
     max_batch: int | None = None
+    #: ``[neuron] precision`` and ``runtime`` of a simulated neuron; records written before them ran fp32 eager.
+    precision: str = "fp32"
+    runtime: str = "eager"
     #: ``[neuron.response]``: how simulated units fire; None scores raw activations.
     response: Mapping[str, Any] | None = None
     #: The ``[generator]`` table with weight paths resolved against the protocol file.
@@ -112,6 +115,9 @@ class RunRecord:
         for name in ("kind", "protocol_path", "device", "display"):
             if name in data and not isinstance(data[name], str):
                 raise bad(name, "a string")
+        for name, choices in (("precision", NEURON_PRECISIONS), ("runtime", NEURON_RUNTIMES)):
+            if name in data and data[name] not in choices:
+                raise bad(name, f"one of {list(choices)}")
         for name in ("weights", "sim_link"):
             if data.get(name) is not None and not isinstance(data[name], str):
                 raise bad(name, "a string or null")
