@@ -81,14 +81,13 @@ def _parse_take(number: int, table: dict[str, Any]) -> SessionTake:
     where = f"{where} (group {group!r})"
 
     def get(key: str, kind: type, default: Any, check=lambda v: True, expected: str = "") -> Any:
-        value = table.get(key, default)
-        if value is default:
+        if key not in table:
             return default
+        value = table[key]
         if isinstance(value, bool) or not isinstance(value, kind) or not check(value):
             raise ValueError(f"{where} {key}: expected {expected}, got {value!r}")
         return value
 
-    count_check = lambda v: 1 <= v <= _MAX_IMAGES  # noqa: E731
     has_session, has_natural = "session" in table, "natural" in table
     if has_session == has_natural:
         raise ValueError(f"{where}: give exactly one of session = \"FILE.h5\" (images from a session) or "
@@ -109,8 +108,8 @@ def _parse_take(number: int, table: dict[str, Any]) -> SessionTake:
             group=group,
             session=get("session", str, None, lambda v: v.endswith((".h5", ".hdf5")), "a session file (.h5)"),
             thread=get("thread", int, 0, lambda v: v >= 0, "an integer >= 0"),
-            final_best=get("final_best", int, 0, count_check, f"an integer in 1..{_MAX_IMAGES}"),
-            top=get("top", int, 0, count_check, f"an integer in 1..{_MAX_IMAGES}"),
+            final_best=get("final_best", int, 0, _is_count, f"an integer in 1..{_MAX_IMAGES}"),
+            top=get("top", int, 0, _is_count, f"an integer in 1..{_MAX_IMAGES}"),
             images=_pairs(where, table.get("images", [])),
             sha256=get("sha256", str, None, lambda v: bool(_SHA256.fullmatch(v)), "64 lower-case hex digits"),
         )
@@ -120,6 +119,10 @@ def _parse_take(number: int, table: dict[str, Any]) -> SessionTake:
     if unknown:
         raise ValueError(f"{where}: unknown field(s) {unknown}; valid fields: {sorted(allowed)}")
     return take
+
+
+def _is_count(value: int) -> bool:
+    return 1 <= value <= _MAX_IMAGES
 
 
 def _pairs(where: str, value: Any) -> tuple[tuple[int, int], ...]:

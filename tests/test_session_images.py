@@ -108,6 +108,7 @@ def test_bad_references_name_the_file_and_table(evolved, tmp_path):
     ('group = "e"\nsession = "s.h5"\ntop = 1\nthred = 0', "unknown field\\(s\\) \\['thred'\\]"),
     ('group = "e"\nsession = "s.h5"\nimages = [[1]]', "list of \\[generation, index\\] pairs"),
     ('group = "e"\nsession = "s.txt"\ntop = 1', "session: expected a session file"),
+    ('group = "e"\nsession = "s.h5"\ntop = 0', "top: expected an integer in 1..10000, got 0"),
 ])
 def test_take_tables_are_checked(text, message, tmp_path):
     with pytest.raises(ProtocolError, match=message):
@@ -115,9 +116,8 @@ def test_take_tables_are_checked(text, message, tmp_path):
 
 
 def test_source_and_tables_go_together(tmp_path, capsys):
-    no_tables = check_protocol().replace("[screening]\n", "[screening]\n")
     with pytest.raises(ProtocolError, match=r"\[screening\] take: .*go with source = \"sessions\""):
-        parse_protocol(no_tables, tmp_path / "p.toml")
+        parse_protocol(check_protocol(), tmp_path / "p.toml")   # source = "sessions" without tables
     stray = check_protocol('group = "e"\nsession = "s.h5"\ntop = 1').replace('source = "sessions"',
                                                                               'source = "foolbox-imagenet"')
     with pytest.raises(ProtocolError, match="go with source"):

@@ -3,8 +3,9 @@
 Units of one model evolve together as threads (one batched forward pass per
 generation); each (model, seed) is one session file under DIR/sessions. Results
 go to DIR/units.csv (one row per model × unit × seed), DIR/generations.csv,
-DIR/models.csv (the models compared: how many units evolved, and generations
-to 50% / 80% over those only; see rig/analysis/convergence.py) and figures.
+DIR/models.csv (models and layers compared: how many units evolved, and
+generations to 50% / 80% over those only; see rig/analysis/convergence.py)
+and figures.
 ``--engine dask`` runs the jobs on a Dask distributed cluster: a local one with
 --workers processes, or --scheduler ADDRESS.
 """

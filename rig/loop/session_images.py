@@ -66,7 +66,7 @@ def take_images(spec: ProtocolSpec, trust_generator: str | None = None) -> Taken
     for number, take in enumerate(spec.screening.take, start=1):
         where = f"{spec.path}: [[screening.take]] #{number} (group {take.group!r})"
         if take.natural is not None:
-            batch, names, origin = _natural(spec, take, where, size)
+            batch, names, origin = _natural(spec, take, size)
         else:
             batch, names, origin = _from_session(spec, take, where, size, trust_generator)
         images.append(batch)
@@ -78,7 +78,8 @@ def take_images(spec: ProtocolSpec, trust_generator: str | None = None) -> Taken
     return TakenImages(torch.cat(images), ids, origins)
 
 
-def _natural(spec: ProtocolSpec, take: SessionTake, where: str, size: int):
+def _natural(spec: ProtocolSpec, take: SessionTake, size: int):
+    """A group of natural images, loaded as ``[references]`` and ``[screening]`` load theirs."""
     from rig.loop.assemble import BUNDLED_REFERENCES, _load_images
 
     images, names, folder = _load_images(spec, "screening.take", take.natural, take.count, size)
@@ -87,6 +88,7 @@ def _natural(spec: ProtocolSpec, take: SessionTake, where: str, size: int):
 
 
 def _from_session(spec: ProtocolSpec, take: SessionTake, where: str, size: int, trust_generator: str | None):
+    """A group of a session's images, regenerated from their codes through the session's own generator."""
     from rig.loop.rebuild import rebuild
 
     path = (spec.path.parent / take.session).expanduser().resolve()

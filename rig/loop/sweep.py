@@ -128,6 +128,7 @@ def summarise_session(session, job: SweepJob, seconds: float) -> dict:
     from rig.analysis.prototype import prototype_vs_natural
     from rig.analysis.sources import best_prototype_score, natural_scores, session_threads, session_trajectory
     from simulators.models import get_cfg
+    from simulators.units import parse_unit
 
     family = get_cfg(job.model).family
     units, generations = [], []
@@ -143,8 +144,8 @@ def summarise_session(session, job: SweepJob, seconds: float) -> dict:
         reached = judged.reached if judged is not None else {0.5: None, 0.8: None}
         comparison = prototype_vs_natural(best, natural)
         units.append({
-            "model": job.model, "family": family, "unit": t.name, "seed": job.seed,
-            "generations": len(trajectory.mean), "first_mean": trajectory.mean[0], "final_mean": trajectory.mean[-1],
+            "model": job.model, "family": family, "layer": parse_unit(t.name).layer, "unit": t.name,
+            "seed": job.seed, "generations": len(trajectory.mean), "first_mean": trajectory.mean[0], "final_mean": trajectory.mean[-1],
             "gain_in_natural_sd": gain.in_scale, "evolved": gain.evolved,
             "best_score": best, "best_generation": best_generation,
             "gen_50": reached[0.5], "gen_80": reached[0.8],
@@ -154,7 +155,8 @@ def summarise_session(session, job: SweepJob, seconds: float) -> dict:
             "natural_percentile": comparison.percentile, "session": job.session, "job_seconds": seconds,
         })
         for g, mean, maximum in zip(trajectory.generations, trajectory.mean, trajectory.max):
-            generations.append({"model": job.model, "family": family, "unit": t.name, "seed": job.seed,
+            generations.append({"model": job.model, "family": family, "layer": parse_unit(t.name).layer,
+                                "unit": t.name, "seed": job.seed,
                                 "generation": int(g), "mean": mean, "max": maximum})
     return {"units": units, "generations": generations, "seconds": seconds}
 
@@ -213,20 +215,20 @@ def write_tables(results: Sequence[dict], out: str | Path) -> tuple[Path, Path]:
 
 
 def compare_models(results: Sequence[dict]) -> list[dict]:
-    """One row per model: evolutions, how many evolved and did not, and the medians over those that evolved
-    of generations to 50% / 80%, with the scale-free prototype measures over all of them."""
+    """One row per model and layer: evolutions, how many evolved and did not, the medians over those that
+    evolved of generations to 50% / 80%, and the scale-free prototype measures over all of them."""
     units = [row for r in results for row in r["units"]]
     rows = []
-    for model in dict.fromkeys(row["model"] for row in units):
-        mine = [row for row in units if row["model"] == model]
+    for model, layer in dict.fromkeys((row["model"], row["layer"]) for row in units):
+        mine = [row for row in units if (row["model"], row["layer"]) == (model, layer)]
         evolved = [row for row in mine if row["evolved"]]
 
         def median(key: str, rows: list[dict]) -> float:
             values = [row[key] for row in rows if row[key] is not None and np.isfinite(row[key])]
             return float(np.median(values)) if values else float("nan")
 
-        rows.append({"model": model, "family": mine[0]["family"], "evolutions": len(mine), "evolved": len(evolved),
-                     "did_not_evolve": len(mine) - len(evolved),
+        rows.append({"model": model, "layer": layer, "family": mine[0]["family"], "evolutions": len(mine),
+                     "evolved": len(evolved), "did_not_evolve": len(mine) - len(evolved),
                      "median_gen_50_evolved": median("gen_50", evolved),
                      "median_gen_80_evolved": median("gen_80", evolved),
                      "median_gain_in_natural_sd": median("gain_in_natural_sd", mine),
@@ -247,10 +249,11 @@ def write_comparison(rows: Sequence[dict], out: str | Path) -> Path:
 
 def format_comparison(rows: Sequence[dict]) -> str:
     """The model comparison as aligned text, for the terminal."""
-    lines = [f"{'model':<22} {'evolved':>9} {'gen 50% (median)':>17} {'gen 80%':>8} {'z over natural':>15} "
-             f"{'percentile':>11}"]
+    width = max(len(f"{r['model']} {r['layer']}") for r in rows)
+    lines = [f"{'model and layer':<{width}} {'evolved':>9} {'gen 50% (median)':>17} {'gen 80%':>8} "
+             f"{'z over natural':>15} {'percentile':>11}"]
     for r in rows:
-        lines.append(f"{r['model']:<22} {r['evolved']:>4} of {r['evolutions']:<2} "
+        lines.append(f"{r['model'] + ' ' + r['layer']:<{width}} {r['evolved']:>4} of {r['evolutions']:<2} "
                      f"{r['median_gen_50_evolved']:>17.1f} {r['median_gen_80_evolved']:>8.1f} "
                      f"{r['median_z_over_natural']:>15.2f} {r['median_natural_percentile']:>11.0f}")
     lines.append("generations to 50% / 80% over the units that evolved only (gain > min_gain SDs of the reference "
@@ -259,9 +262,9 @@ def format_comparison(rows: Sequence[dict]) -> str:
 
 
 def write_figures(results: Sequence[dict], out: str | Path) -> list[Path]:
-    """Convergence curves per model (mean ± sd of the normalised mean, evolved units only, the rest counted
-    as "did not evolve"), and per-model distributions of generations to 50% / 80% (evolved units) and of
-    the prototype against natural images (all units)."""
+    """Convergence curves per model and layer (mean ± sd of the normalised mean, evolved units only, the rest
+    counted as "did not evolve"), and per model and layer the distributions of generations to 50% / 80%
+    (evolved units) and of the prototype against natural images (all units)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -272,15 +275,19 @@ def write_figures(results: Sequence[dict], out: str | Path) -> list[Path]:
     out = Path(out)
     units = [row for r in results for row in r["units"]]
     gens = [row for r in results for row in r["generations"]]
-    models = list(dict.fromkeys(row["model"] for row in units))
+
+    def group(row: dict) -> str:  # one curve and one box per model and layer
+        return f"{row['model']} {row['layer']}"
+
+    models = list(dict.fromkeys(group(row) for row in units))
     evolved = {(row["model"], row["unit"], row["seed"]) for row in units if row["evolved"]}
-    flat = {m: sum(1 for row in units if row["model"] == m and not row["evolved"]) for m in models}
+    flat = {m: sum(1 for row in units if group(row) == m and not row["evolved"]) for m in models}
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     for model in models:
         curves = {}
         for row in gens:
-            if (row["model"], row["unit"], row["seed"]) in evolved:
+            if group(row) == model and (row["model"], row["unit"], row["seed"]) in evolved:
                 curves.setdefault((row["unit"], row["seed"]), []).append(row["mean"])
         if not curves:
             ax.plot([], [], " ", label=f"{model}: none of {flat[model]} evolved")
@@ -294,7 +301,7 @@ def write_figures(results: Sequence[dict], out: str | Path) -> list[Path]:
         ax.axhline(threshold, color="grey", linestyle=":", linewidth=1)
     ax.set_xlabel("generation")
     ax.set_ylabel("normalised mean score (mean ± sd)")
-    ax.set_title("convergence by model (units that evolved)", fontsize=9)
+    ax.set_title("convergence by model and layer (units that evolved)", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     conv = out / "convergence.png"
@@ -307,12 +314,13 @@ def write_figures(results: Sequence[dict], out: str | Path) -> list[Path]:
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.8), dpi=110)
     rng = np.random.default_rng(0)  # jitter only
     for ax, (key, label) in zip(axes, panels):
-        data = [[row[key] for row in units if row["model"] == m and row[key] is not None
+        data = [[row[key] for row in units if group(row) == m and row[key] is not None
                  and np.isfinite(row[key])] for m in models]
         ax.boxplot([d if d else [np.nan] for d in data], showfliers=False)
         for i, d in enumerate(data, start=1):
             ax.scatter(i + rng.uniform(-0.15, 0.15, len(d)), d, s=10, alpha=0.6)
-        names = [f"{m}\n({flat[m]} did not evolve)" if key.startswith("gen_") else m for m in models]
+        names = [m.replace(" ", "\n") + (f"\n({flat[m]} did not evolve)" if key.startswith("gen_") else "")
+                 for m in models]
         ax.set_xticks(range(1, len(models) + 1), names, rotation=20, fontsize=7)
         ax.set_title(label, fontsize=8)
         if key == "z_over_natural":
