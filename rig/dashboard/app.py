@@ -26,6 +26,7 @@ from rig.dashboard.images import ImageRenderer
 from rig.dashboard.live import LiveSession
 from rig.dashboard.security import HEADER, LOOPBACK_HOSTS, token_ok
 from rig.dashboard.state import snapshot
+from rig.session import SessionFileError
 
 __all__ = ["Dashboard", "page_html"]
 
@@ -71,7 +72,10 @@ class Dashboard:
         """Refresh from the file (blocking: call it in a worker thread); whether the state changed."""
         changed = self.live.refresh()
         if changed or not self.state or self.state.get("problem") != self.live.problem:
-            self.state = snapshot(self.live, self.pending())
+            try:
+                self.state = snapshot(self.live, self.pending())
+            except (SessionFileError, ValueError) as exc:  # e.g. a recorded protocol that no longer validates
+                self.state = {"revision": self.live.revision, "problem": f"cannot show this session: {exc}"}
             return True
         return False
 

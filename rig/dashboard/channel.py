@@ -126,7 +126,7 @@ class ControlChannel:
         self._seen = set(taken)
         self._offset = 0
         self._lock = threading.Lock()
-        self._taken: list[tuple[ControlRequest | None, str]] = []  # (request or None if unreadable, problem)
+        self._taken: list[tuple[ControlRequest, str]] = []  # (request, why it is refused or "")
         self._rewarded: set[str] = set()
         self.paused = False
         self._stop = threading.Event()
@@ -154,8 +154,9 @@ class ControlChannel:
             f.seek(self._offset)
             chunk = f.read(size - self._offset)
         end = chunk.rfind(b"\n") + 1
-        self._offset += end
-        for raw in chunk[:end].splitlines():
+        start, self._offset = self._offset, self._offset + end
+        for raw in chunk[:end].split(b"\n")[:-1]:
+            where, start = start, start + len(raw) + 1
             if not raw.strip():
                 continue
             try:
@@ -163,7 +164,12 @@ class ControlChannel:
                     raise ValueError(f"line of {len(raw)} bytes, longer than {MAX_LINE_BYTES}")
                 request = ControlRequest.from_json(raw.decode("utf-8"))
             except (ValueError, UnicodeError) as exc:
-                self._taken.append((None, f"refused: {self.path.name}: {exc}"))
+                # Named by where it is in the file, so a resumed run does not record it again.
+                invalid = f"invalid@{where}"
+                if invalid not in self._seen:
+                    self._seen.add(invalid)
+                    self._taken.append((ControlRequest("invalid", None, self.session_id, invalid, ""),
+                                        f"refused: {self.path.name} at byte {where}: {exc}"))
                 continue
             if request.session_id != self.session_id or request.id in self._seen:
                 continue
@@ -194,13 +200,12 @@ class ControlChannel:
             stop = False
             for request, problem in taken:
                 outcome = problem or self._apply(request, protocol)
-                entry = {"kind": "invalid", "value": None, "request_id": "", "requested_utc": ""} if request is None \
-                    else {"kind": request.kind, "value": request.value, "request_id": request.id,
-                          "requested_utc": request.requested_utc}
-                session.record_control({**entry, "after_block": next_block - 1, "outcome": outcome})
+                session.record_control({"kind": request.kind, "value": request.value, "request_id": request.id,
+                                        "requested_utc": request.requested_utc, "after_block": next_block - 1,
+                                        "outcome": outcome})
                 if self.say is not None:
-                    self.say(f"rig run: control {entry['kind']} after block {next_block - 1}: {outcome}")
-                stop = stop or (request is not None and request.kind == "stop" and outcome == "applied")
+                    self.say(f"rig run: control {request.kind} after block {next_block - 1}: {outcome}")
+                stop = stop or (request.kind == "stop" and outcome == "applied")
             if stop or not self.paused:
                 return stop
             time.sleep(PAUSE_POLL_S)
