@@ -10,6 +10,7 @@ import pytest
 from scipy import stats
 
 from helpers.protocols import run_tiny_session
+from rig.analysis.convergence import session_gain
 from rig.analysis.groups import compare_groups
 from rig.analysis.sources import natural_scores
 from rig.cli import EXIT_USAGE, main
@@ -72,11 +73,19 @@ def test_report_compares_the_three_groups(checked):
     test = next(t for t in comparison.tests if (t.a, t.b) == ("evolved", "natural"))
     assert test.p == pytest.approx(stats.ttest_ind(by_group["evolved"], by_group["natural"], equal_var=False).pvalue)
 
+    # The evolution beside it is judged too: convergence only for threads whose mean gained.
+    evo = read_session(folder / "evo.h5")
     out = folder / "report"
-    assert main(["report", str(session.path), "--out", str(out)]) == 0
+    assert main(["report", str(session.path), str(evo.path), "--out", str(out), "--no-nearest"]) == 0
     page = (out / "index.html").read_text()
-    assert "Groups compared" in page and page.count('src="data:image/png;base64,') == 1
-    assert "<h2>Summary</h2>" not in page   # no evolution was given
+    assert "Groups compared" in page and 'alt="responses by group, test_cnn:features.7:unit=5"' in page
+    rows = [re.findall(r"<td>(.*?)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", page, flags=re.S)]
+    rows = [r for r in rows if r and r[0].startswith("evo.h5")]
+    assert len(rows) == 2
+    for thread, row in enumerate(rows):
+        gain = session_gain(evo, thread)
+        assert row[-1] == f"{gain.in_scale:+.2f}"
+        assert (row[4] == "did not evolve") == (not gain.evolved)
     with (out / "s0_c0_groups.csv").open() as f:
         rows = [r for r in csv.reader(f) if r]
     assert [r[1] for r in rows[1:4]] == ["twin", "evolved", "natural"]

@@ -33,6 +33,7 @@ from rig.analysis.groups import GroupReport, groups_html, has_groups, write_grou
 from rig.analysis.images import best_codes_per_generation, load_natural_images, render, session_generator
 from rig.analysis.nearest import FeatureExtractor, cosine_nearest
 from rig.analysis.prototype import PrototypeComparison, prototype_vs_natural
+from rig.predictivity.outputs import report_section
 from rig.analysis.sources import Thread, natural_scores, session_threads, session_trajectory
 from rig.analysis.outputs import best_code, plot_trajectory
 from rig.behavior.outcomes import TrialOutcome
@@ -72,7 +73,7 @@ def _natural_for(thread: Thread, session: RecordedSession, screenings: Sequence[
 
 def build_report(sessions: Sequence[str | Path], out: str | Path, natural: Sequence[str | Path] = (),
                  network: str = "auto", k: int = 5, nearest: bool = True,
-                 trust_generator: str | None = None) -> Path:
+                 trust_generator: str | None = None, compare: str | Path | None = None) -> Path:
     """Write ``out/index.html`` and its PNG figures for evolution ``sessions``; return the HTML path.
 
     ``natural`` are screening session files; ``network`` picks the feature
@@ -84,6 +85,8 @@ def build_report(sessions: Sequence[str | Path], out: str | Path, natural: Seque
         raise ValueError("rig report: give at least one evolution session file")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    # ``compare``: a ``rig compare --out DIR`` folder, shown as a section (rig/predictivity/outputs.py).
+    compare_section = report_section(compare, _img) if compare is not None else []
     recorded = [read_session(p) for p in sessions]
     screenings = [read_session(p) for p in natural]
     for s in screenings:
@@ -118,8 +121,8 @@ def build_report(sessions: Sequence[str | Path], out: str | Path, natural: Seque
         curves, out / "convergence.png",
         f"convergence compared across sessions ({len(curves)} evolved; {flat} did not evolve)") if curves else None
     page = out / "index.html"
-    page.write_text(_html(summaries, conv_path, recorded, screenings, extractor, behaviour, groups),
-                    encoding="utf-8")
+    page.write_text(_html(summaries, conv_path, recorded, screenings, extractor, behaviour, groups,
+                          compare_section), encoding="utf-8")
     return page
 
 
@@ -180,7 +183,8 @@ h2{border-bottom:1px solid #ccc;margin-top:2em}.note{font-size:12px;color:#555}"
 
 
 def _html(summaries: list[EvolutionSummary], conv_path: Path | None, sessions, screenings, extractor,
-          behaviour: Sequence[BehaviorReport] = (), groups: Sequence[GroupReport] = ()) -> str:
+          behaviour: Sequence[BehaviorReport] = (), groups: Sequence[GroupReport] = (),
+          extra: Sequence[str] = ()) -> str:
     rows = []
     for s in summaries:
         c, p = s.convergence, s.comparison
@@ -219,7 +223,7 @@ def _html(summaries: list[EvolutionSummary], conv_path: Path | None, sessions, s
         parts += ["<h2>Convergence compared</h2>", _img(conv_path, "normalised mean score per generation")]
     for s in summaries:
         parts.append(f"<h2>{html.escape(Path(s.session).name)}, thread {s.thread.thread}: "
-                     f"{html.escape(s.thread.name)}</h2>")
+                     f"{html.escape(s.thread.name)}</h2><p class='note'>{html.escape(s.gain.describe())}</p>")
         parts.append(_img(s.figures["trajectory"], "score trajectory: mean and max per generation, reference images"))
         parts.append(_img(s.figures["prototype"], "final prototype"))
         parts.append(_img(s.figures["natural"], f"natural-image scores ({s.natural_source}) with the prototype"))
@@ -230,6 +234,7 @@ def _html(summaries: list[EvolutionSummary], conv_path: Path | None, sessions, s
         parts += _behavior_html(b)
     for g in groups:
         parts += groups_html(g, _img, _num)
+    parts += extra
     parts.append("</body></html>")
     return "\n".join(parts)
 
