@@ -7,6 +7,11 @@ the bound) and ``pixels = "bounded"`` (the default), with the same seeds, in the
 the best score, the first generation whose normalised mean reached 50%, and the share of the prototype's
 (best image's) values within 0.02 of 0 or 1. The measure (issue 18): the bounded prototype has at most 5% of
 values there, and its best score is at least the sigmoid space's.
+
+    .venv/bin/python bench/fourier.py --picture DEMO_OUT [--to docs/demo.png]
+
+Instead composes the README's demo picture from what ``make demo`` wrote to DEMO_OUT: the best image, the
+score trajectory and the top of the report (a headless Chromium screenshot).
 """
 from __future__ import annotations
 
@@ -24,13 +29,50 @@ from rig.loop.assemble import pick_device  # noqa: E402
 SPACES = ("sigmoid", "bounded")
 
 
+def picture(demo_out: Path, to: Path) -> None:
+    """docs/demo.png: the demo's best image, its trajectory and the top of its report, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from dashboard import _browser  # the dashboard bench's headless Chromium
+
+    browser = _browser()
+    try:
+        browser.get((demo_out / "report" / "index.html").resolve().as_uri())
+        shot = demo_out / "report-top.png"
+        browser.save_screenshot(str(shot))
+    finally:
+        browser.quit()
+    panels = [("dry-run_best_t0.png", "demo-output/dry-run_best_t0.png"),
+              ("dry-run_trajectory.png", "demo-output/dry-run_trajectory.png"),
+              ("report-top.png", "demo-output/report/index.html (top)")]
+    images = [Image.open(demo_out / name).convert("RGB") for name, _ in panels]
+    figure, axes = plt.subplots(1, 3, figsize=(15, 3.9), gridspec_kw={"width_ratios": [1, 2, 1.6]})
+    for ax, image, (_, title) in zip(axes, images, panels):
+        ax.imshow(image)
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
+    figure.tight_layout()
+    figure.savefig(to, dpi=100)
+    print(f"wrote {to}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--protocol", type=Path, default=Path("protocols/dry-run.toml"))
     parser.add_argument("--generations", type=int, default=100)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1], help="session seeds (the demo's is 1)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--picture", type=Path, default=None, metavar="DEMO_OUT",
+                        help="compose the README's demo picture from make demo's output folder instead")
+    parser.add_argument("--to", type=Path, default=Path("docs/demo.png"))
     args = parser.parse_args()
+    if args.picture is not None:
+        picture(args.picture, args.to)
+        return 0
     device = pick_device(args.device)
     print(f"bench/fourier.py: {args.protocol}, {args.generations} generations, seeds {args.seeds}, "
           f"device {device}, torch threads {torch.get_num_threads()}")

@@ -3,8 +3,8 @@
 - ``precision``: ``"fp32"``; ``"bf16"`` or ``"fp16"`` run the pass under ``torch.autocast``, which does matrix
   products and convolutions in the low precision and keeps normalisations and reductions in fp32. fp16 runs
   only on a CUDA GPU (CPUs have no fp16 matrix kernels worth having).
-- ``runtime``: ``"eager"`` (PyTorch as written); ``"compiled"`` (``torch.compile`` of the pass up to the
-  units' layers; the first pass of each batch size compiles, tens of seconds on a CPU); ``"onnxruntime"``
+- ``runtime``: ``"eager"`` (PyTorch as written); ``"compiled"`` (``torch.compile`` of the model's parts up to
+  the units' layers, :func:`compile_around`; the first passes compile, a minute or more on a CPU); ``"onnxruntime"``
   (the pass up to the units' layers exported with ``torch.onnx`` to a cached file and run by ONNX Runtime,
   fp32 only).
 
@@ -25,7 +25,8 @@ from protocols.spec import NEURON_PRECISIONS, NEURON_RUNTIMES
 from simulators.onnx_vit import cache_dir, write_cache_file
 from simulators.units import ResolvedUnit
 
-__all__ = ["AUTOCAST_DTYPES", "NEURON_PRECISIONS", "NEURON_RUNTIMES", "Forward", "build_forward", "check_choice"]
+__all__ = ["AUTOCAST_DTYPES", "NEURON_PRECISIONS", "NEURON_RUNTIMES", "Forward", "UnitPass", "build_forward",
+           "check_choice", "compile_around"]
 
 #: The dtype each low precision runs its matrix products in.
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -60,18 +61,15 @@ class _StopForward(Exception):
 class UnitPass(nn.Module):
     """``model`` read at ``units``: images in, (N, units) out, the pass cut short after the last needed layer.
 
-    One module for every runtime: eager calls it, ``torch.onnx`` traces it (the trace holds only the
-    operations that ran, so the exported graph ends at the units' layers), and for ``torch.compile`` it calls
-    ``run``, the compiled model (the hooks are registered on the model's modules outside the compiled frame,
-    so dynamo sees them). Hooks clone what they read, since later in-place ops (e.g. ReLU(inplace=True))
-    would overwrite it. A module that runs several times per pass is read on its last call.
+    One module for every runtime: eager and compiled call it (:func:`compile_around` compiles the model's
+    parts around it), and ``torch.onnx`` traces it (the trace holds only the operations that ran, so the
+    exported graph ends at the units' layers). Hooks clone what they read, since later in-place ops (e.g.
+    ReLU(inplace=True)) would overwrite it. A module that runs several times per pass is read on its last call.
     """
 
-    def __init__(self, model: nn.Module, units: Sequence[ResolvedUnit], stop_early: bool = True,
-                 run: Callable[[torch.Tensor], object] | None = None) -> None:
+    def __init__(self, model: nn.Module, units: Sequence[ResolvedUnit], stop_early: bool = True) -> None:
         super().__init__()
         self.model = model
-        self._run = model if run is None else run
         self.units = list(units)
         self.stop_early = stop_early
         self._by_layer: dict[str, list[int]] = {}
@@ -95,7 +93,7 @@ class UnitPass(nn.Module):
         modules = dict(self.model.named_modules())
         handles = [modules[layer].register_forward_hook(make_hook(layer)) for layer in self._by_layer]
         try:
-            self._run(x)
+            self.model(x)
         except _StopForward:
             pass
         finally:
@@ -116,8 +114,9 @@ def build_forward(model: nn.Module, units: Sequence[ResolvedUnit], *, precision:
     check_choice(precision, runtime, device)
     if runtime == "onnxruntime":
         return _onnxruntime_forward(UnitPass(model, units), device, model_key, input_size)
-    # Compiled: dynamo inlines the hooks and breaks its graph at each (Python) hook; the early stop is kept.
-    run: Forward = UnitPass(model, units, run=torch.compile(model) if runtime == "compiled" else None)
+    if runtime == "compiled":
+        compile_around(model, [u.address.layer for u in units])
+    run: Forward = UnitPass(model, units)
     if precision == "fp32":
         return run
     dtype = AUTOCAST_DTYPES[precision]
@@ -127,6 +126,28 @@ def build_forward(model: nn.Module, units: Sequence[ResolvedUnit], *, precision:
             return run(x).float()
 
     return autocast_forward
+
+
+def compile_around(model: nn.Module, layers: Sequence[str]) -> None:
+    """``torch.compile`` every part of ``model`` (in place) that neither is nor holds one of ``layers``.
+
+    The read layers and the modules holding them stay eager, so their hooks and the early stop (an exception,
+    which dynamo cannot carry through a compiled frame: it falls back to eager and loses the hooks' values)
+    run as Python; everything between them is compiled, e.g. whole ViT blocks before the unit's. Parts after
+    the last read layer never run, so they are never compiled.
+    """
+    def holds(path: str) -> bool:
+        return any(layer == path or layer.startswith(path + ".") for layer in layers)
+
+    def visit(prefix: str, module: nn.Module) -> None:
+        for name, child in module.named_children():
+            path = f"{prefix}.{name}" if prefix else name
+            if holds(path):
+                visit(path, child)
+            elif next(child.parameters(), None) is not None:  # parameter-free parts are too small to pay
+                child.compile()
+
+    visit("", model)
 
 
 def _onnx_file(unit_pass: UnitPass, model_key: str, input_size: int) -> Path:

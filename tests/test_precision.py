@@ -84,3 +84,12 @@ def test_a_session_records_how_it_ran_and_an_older_one_rebuilds_as_it_ran(tmp_pa
     generator = old.generator()
     codes = 20 * torch.randn(3, generator.code_dim, generator=torch.Generator().manual_seed(3))
     assert torch.equal(generator(codes), FourierImageSpace(max_frequency=3, image_size=32, pixels="sigmoid")(codes))
+
+
+def test_compiled_leaves_the_read_layers_and_their_holders_eager():
+    # torch.compile cannot carry the early stop (an exception from a hook) through a compiled frame, so the read
+    # layer and every module holding it stay eager; the parts between are compiled (lazily: nothing runs here).
+    neuron = SimulatedNeuron(["test_vit:blocks.1.mlp.act:unit=3"], weights="random", runtime="compiled")
+    compiled = {name for name, m in neuron.model.named_modules() if getattr(m, "_compiled_call_impl", None)}
+    assert {"patch_embed", "blocks.0", "blocks.1.attn", "blocks.1.mlp.fc1", "blocks.1.mlp.fc2", "head"} <= compiled
+    assert not compiled & {"", "blocks", "blocks.1", "blocks.1.mlp", "blocks.1.mlp.act"}
