@@ -311,7 +311,7 @@ def write_figures(results: Sequence[dict], out: str | Path) -> list[Path]:
     panels = [("gen_50", "first generation at 50%\n(evolved units)"), ("gen_80", "first generation at 80%\n(evolved units)"),
               ("z_over_natural", "(prototype - natural mean)\n/ natural SD"),
               ("natural_percentile", "prototype percentile\namong natural images")]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.8), dpi=110)
+    fig, axes = plt.subplots(1, len(panels), figsize=((1.0 + 0.75 * len(models)) * len(panels), 4.0), dpi=110)
     rng = np.random.default_rng(0)  # jitter only
     for ax, (key, label) in zip(axes, panels):
         data = [[row[key] for row in units if group(row) == m and row[key] is not None
@@ -321,7 +321,7 @@ def write_figures(results: Sequence[dict], out: str | Path) -> list[Path]:
             ax.scatter(i + rng.uniform(-0.15, 0.15, len(d)), d, s=10, alpha=0.6)
         names = [m.replace(" ", "\n") + (f"\n({flat[m]} did not evolve)" if key.startswith("gen_") else "")
                  for m in models]
-        ax.set_xticks(range(1, len(models) + 1), names, rotation=20, fontsize=7)
+        ax.set_xticks(range(1, len(models) + 1), names, fontsize=6)
         ax.set_title(label, fontsize=8)
         if key == "z_over_natural":
             ax.axhline(0.0, color="grey", linestyle=":", linewidth=1)
