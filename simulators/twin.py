@@ -105,6 +105,10 @@ class TwinNeuron:
         self.features = LayerFeatures(self.header["model"], [self.header["layer"]],
                                       Readout(self.header["pool"], self.header["token"]), weights=self.weights,
                                       device=self.device, max_batch=self.max_batch)
+        if (recorded == "random") != (self.features.weights_source == "random"):
+            raise ValueError(f"twin file {self.path}: fitted on {self.header['model']} with weights {recorded!r}, "
+                             f"asked to run with {self.features.weights_source!r}; drop --weights (or the "
+                             f"protocol's [neuron] weights) to use the ones it was fitted on")
         digest = self.header.get("weights_sha256")
         if digest and self.features.weights_source != "random" and file_sha256(self.features.weights_source) != digest:
             raise ValueError(f"twin file {self.path}: fitted on {self.header['model']} weights with SHA-256 "

@@ -131,6 +131,16 @@ def test_features_pool_cnn_maps_and_read_the_class_token():
     assert np.allclose(cls, tokens["out"][:, 0].numpy(), atol=1e-6)
 
 
+def test_report_section_needs_a_compare_folder(tmp_path):
+    from rig.predictivity.outputs import report_section
+
+    with pytest.raises(FileNotFoundError, match="no compare.json there; run `rig compare"):
+        report_section(tmp_path, lambda path, alt: "")
+    (tmp_path / "compare.json").write_text("{}")
+    with pytest.raises(ValueError, match="compare.json is not a rig compare summary"):
+        report_section(tmp_path, lambda path, alt: "")
+
+
 def test_repeat_fraction_is_validated(tmp_path):
     text = tiny_protocol().replace("threads = 1\n", "threads = 1\nrepeat_fraction = 0.25\n")
     assert parse_protocol(text, tmp_path / "p.toml").repeat_fraction == 0.25

@@ -25,12 +25,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                           "efficientnet_lite0), resnet101, efficientnet_lite0")
     parser.add_argument("--k", type=int, default=5, help="nearest natural images to show")
     parser.add_argument("--no-nearest", action="store_true", help="skip the nearest-natural-images analysis")
+    parser.add_argument("--compare", type=Path, metavar="DIR", help="add the predictivity section of a "
+                                                                       "`rig compare --out DIR` folder")
     add_trust_generator(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Build the report and print where it is."""
     page = build_report(args.sessions, args.out, args.natural, args.network, args.k, not args.no_nearest,
-                        trust_generator=args.trust_generator)
+                        trust_generator=args.trust_generator, compare=args.compare)
     print(f"rig report: wrote {page} ({len(list(page.parent.glob('*.png')))} figures)")
     return 0

@@ -23,7 +23,6 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from protocols.images import to_model_input
 from simulators.models import ModelCfg, load_model, resolve_weights
@@ -74,7 +73,8 @@ class LayerFeatures:
         check_layers(self.cfg, self.info, self.layers)
         self.readout = readout
         self.max_batch = max_batch
-        self._prefix = _prefix_tokens(self.cfg, self.info)
+        # Token layers as long as the full sequence start with the class token(s); shorter ones have none.
+        self._prefix = self.cfg.num_prefix_tokens if self.cfg.family == "vit" else 0
 
     @property
     def name(self) -> str:
@@ -144,10 +144,6 @@ class LayerFeatures:
     def _full_length(self) -> int:
         lengths = [i.shape[0] for i in self.info.values() if len(i.shape) == 2]
         return max(lengths) if lengths else 0
-
-
-def _prefix_tokens(cfg: ModelCfg, info: dict[str, LayerInfo]) -> int:
-    return cfg.num_prefix_tokens if cfg.family == "vit" else 0
 
 
 def default_layers(info: dict[str, LayerInfo], count: int = DEFAULT_LAYER_COUNT) -> list[str]:

@@ -11,6 +11,7 @@ import html
 import json
 import math
 from pathlib import Path
+from typing import Callable
 
 import matplotlib
 
@@ -109,8 +110,8 @@ def write_outputs(comparison: Comparison, folder: Path) -> list[Path]:
     return [write_table(comparison, folder / TABLE), folder / SUMMARY, plot_depth(comparison, folder / FIGURE)]
 
 
-def report_section(folder: str | Path, page_dir: Path) -> list[str]:
-    """HTML of ``rig report --compare DIR``: the figure, each model's best layer, the tests, the ceiling."""
+def report_section(folder: str | Path, img: Callable[[Path, str], str]) -> list[str]:
+    """HTML of ``rig report --compare DIR``: the figure (through ``img``), best layers, tests and ceiling."""
     folder = Path(folder)
     if not (folder / SUMMARY).is_file():
         raise FileNotFoundError(f"--compare {folder}: no {SUMMARY} there; run `rig compare ... --out {folder}` first")
@@ -119,20 +120,18 @@ def report_section(folder: str | Path, page_dir: Path) -> list[str]:
         best, tests, ceiling = data["best"], data["tests"], data["ceiling"]
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"--compare {folder}: {SUMMARY} is not a rig compare summary ({exc})") from None
-    figure = page_dir / "compare.png"
-    if (folder / FIGURE).is_file() and folder.resolve() != page_dir.resolve():
-        figure.write_bytes((folder / FIGURE).read_bytes())
 
     def fmt(entry: dict | None) -> str:
         if not entry:
-            return "–"
+            return "&ndash;"
         return f"{entry['value']:.3f} [{entry['low']:.3f}, {entry['high']:.3f}]"
 
     lines = ["<h2>Which model sees like this neuron</h2>",
-             f"<p>{data['stimuli']} stimuli; cross-validated ridge readouts, folds split by generation.</p>"]
-    if figure.is_file():
-        lines.append(f'<img src="{figure.name}" alt="predictivity against relative depth">')
-    lines.append("<table><tr><th>model</th><th>best layer</th><th>r</th><th>R²</th><th>r / ceiling</th></tr>")
+             f"<p class='note'>{data['stimuli']} stimuli; cross-validated ridge readouts of PCA'd features, "
+             f"folds split by generation; 95% bootstrap intervals over stimuli (from {html.escape(str(folder))}).</p>"]
+    if (folder / FIGURE).is_file():
+        lines.append(img(folder / FIGURE, "cross-validated r against relative depth, one curve per model"))
+    lines.append("<table><tr><th>model</th><th>best layer</th><th>r</th><th>R&sup2;</th><th>r / ceiling</th></tr>")
     for model, s in best.items():
         lines.append(f"<tr><td>{html.escape(model)}</td><td>{html.escape(s['layer'])}</td><td>{fmt(s['r'])}</td>"
                      f"<td>{fmt(s['r2'])}</td><td>{fmt(s['r_normalised'])}</td></tr>")
@@ -141,8 +140,9 @@ def report_section(folder: str | Path, page_dir: Path) -> list[str]:
         lines.append(f"<p>{html.escape(t['verdict'])}: difference in r {fmt(t['difference_r'])}, "
                      f"p = {t['p_value']:.3g}</p>")
     reliability = ceiling.get("reliability")
-    lines.append(f"<p>Noise ceiling: reliability {reliability:.3f} from {ceiling['repeated_stimuli']} repeated "
-                 f"stimuli.</p>" if reliability is not None else "<p>Noise ceiling: none.</p>")
+    lines.append(f"<p>Noise ceiling: reliability {reliability:.3f} (max r {ceiling['max_r']:.3f}) from "
+                 f"{ceiling['repeated_stimuli']} repeated stimuli.</p>" if reliability is not None
+                 else "<p>Noise ceiling: none.</p>")
     if ceiling.get("warning"):
         lines.append(f"<p><b>Warning:</b> {html.escape(ceiling['warning'])}</p>")
     return lines
