@@ -586,10 +586,10 @@ def _screening(path: Path, kind: str, doc: dict[str, Any]) -> ScreeningSpec | No
                             expected=f"an integer in 1..{MAX_REPEATS}"),
         image_size=section.get("image_size", int, default=224, check=lambda v: 8 <= v <= 4096,
                                expected="an integer in 8..4096"),
+        take=_takes(path, section),
     )
     section.finish()
     return spec
-        take=_takes(path, section),
 
 
 def _takes(path: Path, section: _Section) -> tuple[SessionTake, ...]:

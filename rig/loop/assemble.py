@@ -18,8 +18,8 @@ from protocols.generators import build_generator
 from protocols.generators.base import Generator
 from protocols.generators.fourier import spelled_out
 from protocols.optimizers import build_optimizer, optimizer_values
-from protocols.spec import ProtocolError, ProtocolSpec
 from protocols.session_images import SESSIONS_SOURCE
+from protocols.spec import ProtocolError, ProtocolSpec
 from rig.display import Display, build_display
 from rig.loop.memory import check_block_fits, estimate_block
 from rig.loop.run_record import RunRecord, resolved_generator
