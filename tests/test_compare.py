@@ -131,6 +131,15 @@ def test_features_pool_cnn_maps_and_read_the_class_token():
     assert np.allclose(cls, tokens["out"][:, 0].numpy(), atol=1e-6)
 
 
+def test_compare_cli_names_an_unknown_model_before_reading_anything(tmp_path, capsys):
+    from rig.cli import EXIT_USAGE, main
+
+    assert main(["compare", str(tmp_path / "none.h5"), "--model", "efficientnet_lite9", "--out",
+                 str(tmp_path / "c")]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "unknown model 'efficientnet_lite9'" in err and "vit_s14_focus" in err
+
+
 def test_report_section_needs_a_compare_folder(tmp_path):
     from rig.predictivity.outputs import report_section
 

@@ -73,6 +73,23 @@ def test_repeats_are_shown_in_their_block_and_the_session_replays(cnn_truth):
     assert main(["replay", str(session)]) == 0
 
 
+def test_sessions_of_another_neuron_are_refused_unless_mixing_is_allowed(cnn_truth, tmp_path):
+    from rig.predictivity.stimuli import load_stimuli
+
+    _, session, _ = cnn_truth
+    (tmp_path / "p.toml").write_text(tiny_protocol(units=("test_cnn:features.4:unit=6",), generations=2,
+                                                   popsize=4, references=2, max_frequency=4, image_size=32))
+    other = tmp_path / "other.h5"
+    assert main(["run", str(tmp_path / "p.toml"), "--out", str(other), "--quiet"]) == 0
+    with pytest.raises(ValueError, match=r"the sessions recorded different neurons \(s.h5: test_cnn:features.4:"
+                                         r"unit=5, other.h5: test_cnn:features.4:unit=6\).*--allow-mixed"):
+        load_stimuli([session, other])
+    pooled = load_stimuli([session, other], allow_mixed=True)
+    assert len(pooled) == len(session_stimuli(session).keys) + 2 * 4 + 2
+    # Each session's photos are its own rows, but the same photo is one fold group across sessions.
+    assert len(set(pooled.groups)) == len(set(session_stimuli(session).groups)) + 2
+
+
 def test_cnn_truth_ranks_the_cnn_first_with_separate_intervals(cnn_truth):
     _, _, summary = cnn_truth
     cnn, vit = summary["best"]["test_cnn"], summary["best"]["test_vit"]

@@ -10,8 +10,8 @@ Stimulus keys, and the fold groups that keep near-duplicates on one side of a sp
 
 - a generated image is ``<session>#g<block>/<stimulus id>``, grouped by its generation;
 - a re-shown evolved image (``[evolution] repeat_fraction``, id ``rep/<id>``) joins its original's key;
-- a natural image is ``nat/<image id>`` in every session, grouped by itself, so the same photo
-  shown as a reference in every block, and again in a screening, is one stimulus.
+- a natural image is ``nat/<image id>``: one stimulus per session however many blocks showed it, and
+  one fold group across sessions, so the same photo never sits on both sides of a split.
 """
 from __future__ import annotations
 
