@@ -83,12 +83,12 @@ class Live:
         self.post("pause")  # as any viewer would: hold the run while the page comes up
         self.viewer = subprocess.Popen([sys.executable, "-m", "rig.cli", "watch", str(self.session), "--port", "0"],
                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.driver = _browser()  # while the viewer starts
         line = _wait(lambda: self.viewer.stdout.readline(), "rig watch's address", 90)
         assert "rig watch:" in line and "#token=" in line, line
         self.url = line.split(" at ", 1)[1].strip()
         self.base = self.url.split("#")[0]
         self.token = self.url.split("#token=")[1]
-        self.driver = _browser()
         self.driver.get(self.url)
 
     def post(self, kind: str, value=None) -> None:
@@ -145,8 +145,8 @@ def test_page_follows_the_running_session(live):
     # The best image is the file's best so far, and it is drawn (the viewer rendered it from its code).
     block, code = _expected_best(live.session)
     _wait(lambda: live.best_src().endswith(f"/api/image/{block}/0/{code}.png"), "the best image", 5)
-    _wait(lambda: live.driver.execute_script("const i = document.getElementById('best-0');"
-                                             "return i.complete && i.naturalWidth === 32;"), "the best image to load", 10)
+    loaded = "const i = document.getElementById('best-0'); return i.complete && i.naturalWidth === 32;"
+    _wait(lambda: live.driver.execute_script(loaded), "the best image to load", 10)
     seen.add(live.best_src())
     assert len(seen) >= 2  # it changed as blocks landed (none, or an earlier best, before)
     assert len(live.driver.find_elements("css selector", "#latest-0 img")) == 6  # the latest block's images

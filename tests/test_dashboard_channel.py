@@ -99,13 +99,15 @@ def test_off_loopback_nothing_is_shown_without_the_token(tmp_path):
     import uvicorn
 
     from rig.dashboard.app import Dashboard
+    from rig.dashboard.live import LiveSession
     from rig.dashboard.server import bind
 
     text = tiny_protocol()
-    writer = SessionWriter(tmp_path / "s.h5", protocol_text=text, protocol_sha256=hashlib.sha256(text.encode()).hexdigest(),
+    writer = SessionWriter(tmp_path / "s.h5", protocol_text=text,
+                           protocol_sha256=hashlib.sha256(text.encode()).hexdigest(),
                            protocol_path="p.toml", seed=0, provenance={"generations": 4}, reference_ids=["r0", "r1"])
     write_blocks(writer, 1)
-    dashboard = Dashboard(writer.path, "secret-token", open_view=False)
+    dashboard = Dashboard(LiveSession.open(writer.path), "secret-token", open_view=False)
     sock = bind("0.0.0.0", 0)
     server = uvicorn.Server(uvicorn.Config(dashboard.app(loopback=False), log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

@@ -279,8 +279,10 @@ def _loop_and_outputs(args: argparse.Namespace, parts, session: SessionWriter) -
 
     recorded = read_session(args.out)
     if recorded.attrs.get("status") == "stopped":
-        print(f"rig run: stopped by the operator after {len(recorded.blocks)} whole block(s); the unfinished "
-              f"block's trials are kept. Continue with: rig run --resume {args.out}")
+        by_viewer = bool(recorded.controls) and recorded.controls[-1]["kind"] == "stop"  # after a whole block
+        kept = "" if by_viewer else "; the unfinished block's trials are kept"
+        print(f"rig run: stopped by the operator after {len(recorded.blocks)} whole block(s){kept}. "
+              f"Continue with: rig run --resume {args.out}")
     stem = args.out.with_suffix("")
     written = write_session_outputs(recorded, parts.generator, stem)
     for thread in range(protocol.threads):  # from the file: a resumed run's history starts mid-session

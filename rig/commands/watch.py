@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 
 from rig.commands._options import add_trust_generator, bounded_int
-from rig.session import read_session
 
 HELP = "a live page of a session in the browser, with controls"
 #: The port ``rig watch`` and ``rig run --dashboard`` use unless told otherwise.
@@ -25,11 +24,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Check the session file, then serve its page until interrupted (Ctrl-C)."""
+    from rig.dashboard.live import LiveSession
     from rig.dashboard.server import serve  # starlette and uvicorn only when a viewer is wanted
 
-    read_session(args.session)  # a missing or damaged file is refused here, in one line, before serving
+    live = LiveSession.open(args.session)  # a missing or damaged file is refused here, in one line, before serving
     try:
-        serve(args.session, host=args.host, port=args.port, trust_generator=args.trust_generator)
+        serve(live, host=args.host, port=args.port, trust_generator=args.trust_generator)
     except KeyboardInterrupt:
         pass
     return 0

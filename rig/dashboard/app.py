@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import json
 from importlib import resources
-from pathlib import Path
 from typing import Any, AsyncIterator
 
 from starlette.applications import Starlette
@@ -45,9 +44,9 @@ def page_html() -> str:
 class Dashboard:
     """The state of one viewer: the session it reads, the token, the requests it posted, the current JSON."""
 
-    def __init__(self, path: str | Path, token: str, *, open_view: bool, poll_s: float = 0.2,
+    def __init__(self, live: LiveSession, token: str, *, open_view: bool, poll_s: float = 0.2,
                  trust_generator: str | None = None) -> None:
-        self.live = LiveSession(Path(path))
+        self.live = live
         self.token = token
         self.open_view = open_view
         self.poll_s = poll_s

@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 from protocols.spec import MAX_GENERATIONS
 from rig.session.layout import utc_now
+from rig.session.sink import SessionSink
 
 __all__ = ["CONTROL_KINDS", "ControlChannel", "ControlRequest", "MAX_NOTE_CHARS", "post_request", "requests_path"]
 
@@ -32,6 +33,8 @@ CONTROL_KINDS = ("pause", "resume", "stop", "extend", "reward", "note")
 MAX_NOTE_CHARS = 2000
 #: The longest request line read; a longer one is refused whole (it was not written by a viewer).
 MAX_LINE_BYTES = 8192
+#: The most read from the request file at one look (the rest waits for the next).
+MAX_READ_BYTES = 2**20
 REQUESTS_SUFFIX = ".requests.jsonl"
 #: While paused, how often the controller looks for resume or stop, in seconds.
 PAUSE_POLL_S = 0.05
@@ -70,7 +73,8 @@ class ControlRequest:
             raise ValueError(f"not JSON ({exc})") from None
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
-        missing = [name for name in ("kind", "session_id", "id", "requested_utc") if not isinstance(data.get(name), str)]
+        missing = [name for name in ("kind", "session_id", "id", "requested_utc")
+                   if not isinstance(data.get(name), str)]
         if missing:
             raise ValueError(f"field(s) {missing} missing or not text")
         request = cls(data["kind"], data.get("value"), data["session_id"], data["id"], data["requested_utc"])
@@ -82,12 +86,14 @@ class ControlRequest:
         if self.kind not in CONTROL_KINDS:
             raise ValueError(f"kind {self.kind!r} is not a control; valid: {list(CONTROL_KINDS)}")
         if self.kind == "extend":
-            if isinstance(self.value, bool) or not isinstance(self.value, int) or not 1 <= self.value <= MAX_GENERATIONS:
+            whole = isinstance(self.value, int) and not isinstance(self.value, bool)
+            if not whole or not 1 <= self.value <= MAX_GENERATIONS:
                 raise ValueError(f"value: extend takes a whole number of generations in 1..{MAX_GENERATIONS}, "
                                  f"got {self.value!r}")
         elif self.kind == "note":
             if not isinstance(self.value, str) or not self.value.strip() or len(self.value) > MAX_NOTE_CHARS:
-                raise ValueError(f"value: a note is text of 1..{MAX_NOTE_CHARS} characters, got {str(self.value)[:40]!r}")
+                raise ValueError(f"value: a note is text of 1..{MAX_NOTE_CHARS} characters, "
+                                 f"got {str(self.value)[:40]!r}")
         elif self.value is not None:
             raise ValueError(f"value: {self.kind} takes no value, got {self.value!r}")
 
@@ -113,8 +119,10 @@ class ControlChannel:
 
     Requests whose id is in ``taken`` (recorded by an earlier run of a resumed session) are not taken again, and
     lines of another session (a file left beside an earlier session of the same name) are passed over: a viewer
-    stamps each request with the session it read. With an ``operator`` (a session with a trial machine and a reward output), a thread looks
-    every ``reward_poll_s`` and posts rewards to it at once, so they come between trials, not only between blocks.
+    stamps each request with the session it read. With an ``operator`` (a session with a trial machine and a
+    reward output), a thread looks every ``reward_poll_s`` and posts rewards to it at once, so they come between
+    trials, not only between blocks. A request file that cannot be read is said once and looked at again later:
+    it never stops the run.
     """
 
     def __init__(self, session: str | Path, session_id: str, operator: Any = None, reward_poll_s: float = 0.1,
@@ -130,6 +138,7 @@ class ControlChannel:
         self._rewarded: set[str] = set()
         self.paused = False
         self._stop = threading.Event()
+        self._unreadable = ""
         self._thread: threading.Thread | None = None
         if operator is not None:
             self._thread = threading.Thread(target=self._forward_rewards, args=(reward_poll_s,),
@@ -152,10 +161,12 @@ class ControlChannel:
             return
         with open(self.path, "rb") as f:
             f.seek(self._offset)
-            chunk = f.read(size - self._offset)
+            chunk = f.read(min(size - self._offset, MAX_READ_BYTES))
         end = chunk.rfind(b"\n") + 1
+        if end == 0 and len(chunk) > MAX_LINE_BYTES:
+            end = len(chunk)  # no line is this long: take it as one (refused) line, not wait for its end forever
         start, self._offset = self._offset, self._offset + end
-        for raw in chunk[:end].split(b"\n")[:-1]:
+        for raw in chunk[:end].rstrip(b"\n").split(b"\n") if end else []:
             where, start = start, start + len(raw) + 1
             if not raw.strip():
                 continue
@@ -179,15 +190,21 @@ class ControlChannel:
                 self._rewarded.add(request.id)
             self._taken.append((request, ""))
 
+    def _look(self) -> None:
+        """:meth:`_read_new`, saying once (not raising) when the file cannot be read: the run goes on."""
+        try:
+            self._read_new()
+        except OSError as exc:
+            if self.say is not None and str(exc) != self._unreadable:
+                self.say(f"rig run: warning: cannot read the viewer's requests ({exc}); looking again later")
+            self._unreadable = str(exc)
+
     def _forward_rewards(self, every_s: float) -> None:
         while not self._stop.wait(every_s):
             with self._lock:
-                try:
-                    self._read_new()
-                except OSError:
-                    pass  # the file was being replaced; the next look takes it
+                self._look()
 
-    def between_blocks(self, protocol: Any, session: Any, next_block: int) -> bool:
+    def between_blocks(self, protocol: Any, session: SessionSink, next_block: int) -> bool:
         """Apply what was asked since the last block and record each in ``session`` (with ``after_block``, the
         last whole block, -1 before the first); True to stop now.
 
@@ -195,7 +212,7 @@ class ControlChannel:
         """
         while True:
             with self._lock:
-                self._read_new()
+                self._look()
                 taken, self._taken = self._taken, []
             stop = False
             for request, problem in taken:

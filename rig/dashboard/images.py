@@ -40,10 +40,12 @@ class ImageRenderer:
         self._lock = threading.Lock()
 
     def png(self, session: RecordedSession, block: int, thread: int, code: int) -> bytes:
-        """Code ``code`` of thread ``thread`` in block ``block`` as a PNG; KeyError naming what is not there."""
-        key = (block, thread, code)
+        """Code ``code`` of thread ``thread`` in block ``block`` as a PNG; KeyError naming what is not there.
+
+        The page asks for a block's images together, so a thread's whole generation is rendered in one pass.
+        """
         with self._lock:
-            if key not in self._cache:
+            if (block, thread, code) not in self._cache:
                 found = [b for b in session.blocks if b.index == block]
                 if not found:
                     raise KeyError(f"block {block} is not recorded (blocks 0..{len(session.blocks) - 1} are)")
@@ -51,7 +53,8 @@ class ImageRenderer:
                 if not (0 <= thread < codes.shape[0] and 0 <= code < codes.shape[1]):
                     raise KeyError(f"block {block} has threads 0..{codes.shape[0] - 1} and codes "
                                    f"0..{codes.shape[1] - 1}; asked for thread {thread}, code {code}")
-                if len(self._cache) >= CACHE_SIZE:
+                while self._cache and len(self._cache) + codes.shape[1] > CACHE_SIZE:
                     self._cache.pop(next(iter(self._cache)))
-                self._cache[key] = png_bytes(render(self._generator, codes[thread, code][None])[0])
-            return self._cache[key]
+                for i, image in enumerate(render(self._generator, codes[thread])):
+                    self._cache[(block, thread, i)] = png_bytes(image)
+            return self._cache[(block, thread, code)]

@@ -18,7 +18,7 @@ from typing import Any
 import h5py
 
 from rig.session import RecordedBlock, RecordedSession, SessionFileError, journal_dir, read_session
-from rig.session.layout import JOURNAL_BLOCK, READ_ERRORS, block_name
+from rig.session.layout import JOURNAL_BLOCK, JOURNAL_CONTROL, READ_ERRORS, block_name
 from rig.session.reader import read_controls, read_journal_block
 
 __all__ = ["LiveSession"]
@@ -44,6 +44,17 @@ class LiveSession:
     _master: tuple[int, int, int] | None = None
     _journal: tuple[str, ...] = ()
 
+    @classmethod
+    def open(cls, path: str | Path) -> "LiveSession":
+        """Read ``path`` for the first time; SessionFileError (naming the file) when it is not a readable session."""
+        live = cls(Path(path))
+        try:
+            live._refresh()
+        except FileNotFoundError:
+            raise SessionFileError(f"{path}: no such session file") from None
+        live.revision = 1
+        return live
+
     def refresh(self) -> bool:
         """Read what changed since the last call; whether anything did. Errors are kept in :attr:`problem`."""
         try:
@@ -59,8 +70,9 @@ class LiveSession:
     def _refresh(self) -> bool:
         master = _identity(self.path)
         folder = journal_dir(self.path)
-        try:
-            names = tuple(sorted(e.name for e in os.scandir(folder)))
+        try:  # whole blocks and controls only: a block being written (.partial) is no change yet
+            names = tuple(sorted(e.name for e in os.scandir(folder)
+                                 if JOURNAL_BLOCK.match(e.name) or JOURNAL_CONTROL.match(e.name)))
         except FileNotFoundError:
             names = ()
         if master != self._master or self.session is None:

@@ -11,6 +11,7 @@ from rig.analysis.sources import session_threads
 from rig.behavior.outcomes import TrialOutcome
 from rig.dashboard.channel import ControlRequest
 from rig.dashboard.live import LiveSession
+from protocols.spec import ProtocolSpec
 from rig.loop.rebuild import recorded_spec
 from rig.session import RecordedBlock, RecordedSession
 
@@ -118,9 +119,21 @@ def _behavior(session: RecordedSession, fixation: dict[str, Any] | None) -> dict
     return {"trials": rows, "reward_pulses": reward, "gaze": trace, "fixation": fixation}
 
 
-def _fixation(session: RecordedSession) -> dict[str, Any] | None:
-    spec = recorded_spec(session).behavior
-    return None if spec is None else {"point": list(spec.fixation_point_deg), "window_deg": spec.window_deg}
+def _fixation(spec: ProtocolSpec) -> dict[str, Any] | None:
+    behavior = spec.behavior
+    return None if behavior is None else {"point": list(behavior.fixation_point_deg), "window_deg": behavior.window_deg}
+
+
+#: The recorded protocol of the last session shown (parsed once: the page is redrawn at every block).
+_SPECS: dict[str, ProtocolSpec] = {}
+
+
+def _spec(session: RecordedSession) -> ProtocolSpec:
+    key = f"{session.attrs.get('session_id')}:{session.attrs.get('protocol_sha256')}"
+    if key not in _SPECS:
+        _SPECS.clear()
+        _SPECS[key] = recorded_spec(session)
+    return _SPECS[key]
 
 
 def snapshot(live: LiveSession, pending: Sequence[ControlRequest]) -> dict[str, Any]:
@@ -128,13 +141,14 @@ def snapshot(live: LiveSession, pending: Sequence[ControlRequest]) -> dict[str, 
     session = live.session
     if session is None:
         return {"revision": live.revision, "problem": live.problem or "the session has not been read yet"}
+    spec = _spec(session)
     health: list[dict[str, Any]] = []
     for block in session.blocks:
         health.append(_health(live, block, health[-1] if health else None))
     return {
         "revision": live.revision,
         "problem": live.problem,
-        "name": recorded_spec(session).name,
+        "name": spec.name,
         "path": str(session.path),
         "session_id": session.attrs.get("session_id"),
         "status": session_status(session, pending),
@@ -143,7 +157,7 @@ def snapshot(live: LiveSession, pending: Sequence[ControlRequest]) -> dict[str, 
         "seconds_per_generation": [_seconds(b) for b in session.blocks],
         "threads": _threads(session) if session.blocks else [],
         "health": health,
-        "behavior": _behavior(session, _fixation(session)),
+        "behavior": _behavior(session, _fixation(spec)),
         "controls": session.controls,
         "pending": [{"id": r.id, "kind": r.kind, "value": r.value, "requested_utc": r.requested_utc} for r in pending],
     }

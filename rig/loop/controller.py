@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -17,6 +17,9 @@ from protocols.base import Block, Protocol, Responses
 from rig.display import Display, Presentations
 from rig.sources import ResponseSource
 from rig.session.sink import SessionSink
+
+if TYPE_CHECKING:
+    from rig.dashboard.channel import ControlChannel
 
 
 class IncompleteBlockError(RuntimeError):
@@ -85,7 +88,7 @@ class Controller:
 
     def __init__(self, protocol: Protocol, display: Display, source: ResponseSource, session: SessionSink,
                  progress: Callable[[BlockReport], None] | None = None, checkpoint_every: int = 10,
-                 max_repeats: int = 3, controls: Any = None) -> None:
+                 max_repeats: int = 3, controls: ControlChannel | None = None) -> None:
         if checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
         if max_repeats < 0:

@@ -20,6 +20,13 @@ class SessionSink(abc.ABC):
                      checkpoint: dict[str, bytes], timings: dict[str, float], showings: Sequence[Any] = ()) -> None:
         """Take one completed block: each stimulus's final showing, every showing, optimizer state, timings."""
 
+    def record_control(self, entry: dict[str, Any]) -> dict[str, Any]:
+        """Keep one operator control taken from a viewer (rig.dashboard.channel); the entry as recorded.
+
+        Only a sink that writes a session can: a replay is driven by its file, never by a viewer.
+        """
+        raise TypeError(f"{type(self).__name__} keeps no operator controls")
+
     @abc.abstractmethod
     def finish(self, status: str = "complete") -> None:
         """The session ended: ``complete``, ``interrupted`` or ``failed``."""

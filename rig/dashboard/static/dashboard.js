@@ -75,27 +75,33 @@ function drawThread(t) {
   let box = $(`thread-${t.thread}`);
   if (!box) {
     box = el("section", {class: "panel thread", id: `thread-${t.thread}`});
+    box.append(el("div", {class: "trajectory"}), el("div", {class: "best"}), el("div", {class: "latest", id: `latest-${t.thread}`}));
     $("threads").append(box);
   }
-  box.replaceChildren();
-  const trajectory = el("div", {}, "");
-  trajectory.append(el("h2", {}, `thread ${t.thread} (${t.channel}): mean (blue), max (red), references (grey)`),
-                    plot([{values: t.mean, color: "#246", label: "mean"}, {values: t.max, color: "#a22", label: "max"}],
-                         t.reference_band));
-  const best = el("div", {class: "best"});
-  if (t.best) {
-    best.append(el("h2", {}, `best: ${fmt(t.best.score)} (generation ${t.best.block + 1})`),
-                el("img", {id: `best-${t.thread}`, src: image(t.best.block, t.thread, t.best.code),
-                           "data-block": t.best.block, alt: "best image"}));
+  const [trajectory, best, latest] = box.children;
+  trajectory.replaceChildren(
+    el("h2", {}, `thread ${t.thread} (${t.channel}): mean (blue), max (red), references (grey)`),
+    plot([{values: t.mean, color: "#246", label: "mean"}, {values: t.max, color: "#a22", label: "max"}], t.reference_band));
+  // Images change only when a block lands: leave them (decoded, on screen) otherwise.
+  const bestKey = t.best ? `${t.best.block}/${t.best.code}` : "";
+  if (best.dataset.key !== bestKey) {
+    best.dataset.key = bestKey;
+    best.replaceChildren();
+    if (t.best) {
+      best.append(el("h2", {}, `best: ${fmt(t.best.score)} (generation ${t.best.block + 1})`),
+                  el("img", {id: `best-${t.thread}`, src: image(t.best.block, t.thread, t.best.code),
+                             "data-block": t.best.block, alt: "best image"}));
+    }
   }
-  const latest = el("div", {class: "latest", id: `latest-${t.thread}`});
-  latest.append(el("h2", {style: "width:100%"}, `generation ${t.latest.block + 1}`));
-  t.latest.scores.forEach((score, code) => {
-    const fig = el("figure");
-    fig.append(el("img", {src: image(t.latest.block, t.thread, code), alt: `code ${code}`}), el("figcaption", {}, fmt(score)));
-    latest.append(fig);
-  });
-  box.append(trajectory, best, latest);
+  if (latest.dataset.block !== String(t.latest.block)) {
+    latest.dataset.block = t.latest.block;
+    latest.replaceChildren(el("h2", {style: "width:100%"}, `generation ${t.latest.block + 1}`));
+    t.latest.scores.forEach((score, code) => {
+      const fig = el("figure");
+      fig.append(el("img", {src: image(t.latest.block, t.thread, code), alt: `code ${code}`}), el("figcaption", {}, fmt(score)));
+      latest.append(fig);
+    });
+  }
 }
 
 function drawHealth(rows) {
@@ -126,6 +132,7 @@ function draw(state) {
   drawHealth(state.health);
   const b = state.behavior;
   $("behavior-panel").hidden = !b;
+  $("reward").hidden = !b;  // a manual reward needs a trial machine and its reward output
   if (b) {
     $("reward-total").textContent = b.reward_pulses;
     $("trials").replaceChildren(bars(b.trials));
