@@ -161,7 +161,9 @@ def neuron_identity(session: RecordedSession, channel: int) -> str:
     name = session.blocks[0].channel_names[channel]
     neuron = session.provenance.get("neuron", {})
     inner = neuron.get("neuron") if isinstance(neuron, dict) else None
-    digest = inner.get("weights_sha256") or inner.get("readout_sha256") if isinstance(inner, dict) else None
+    digest = None
+    if isinstance(inner, dict):  # a twin is told apart by its readout, a model unit by its weights
+        digest = inner.get("readout_sha256") or inner.get("weights_sha256")
     return f"{name} ({digest[:12]})" if isinstance(digest, str) and digest else name
 
 
