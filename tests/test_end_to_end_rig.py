@@ -5,6 +5,7 @@ the neuron changes, to ``zmq://127.0.0.1:PORT``.
 """
 from __future__ import annotations
 
+import json
 import os
 
 import h5py
@@ -90,3 +91,47 @@ def test_evolution_with_psychopy_display_against_sim_rig_process(write_protocol,
         assert stop_sim_rig(process) == 0
     _assert_score_rises(out, generations, None)
     assert read_session(out).provenance["display"]["class"] == "PsychoPyDisplay"
+
+
+SCREENING_AT_THE_RIG = """
+[protocol]
+kind = "screening"
+name = "screening-at-the-rig"
+seed = 3
+
+[screening]
+source = "foolbox-imagenet"
+count = 5
+block_size = 5
+repeats = 2
+image_size = 64
+
+[neuron]
+units = ["{unit}"]
+weights = "random"
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_screening_runs_against_a_recording_like_an_evolution(tmp_path, capsys):
+    """The same screening file that runs in silico runs against a recorded neuron (sim-rig over ZeroMQ):
+    every score is the spike count sim-rig's truth file has after the stimulus's own TTL edge."""
+    from helpers.fidelity import RECORDING, check_against_truth
+
+    protocol = tmp_path / "screening.toml"
+    protocol.write_text(SCREENING_AT_THE_RIG.format(unit=UNIT) + RECORDING.format(extra=""))
+    truth = tmp_path / "truth.jsonl"
+    process, ports = start_sim_rig(tmp_path, "--protocol", str(protocol), "--gain", "1000", "--offset", "80",
+                                   "--truth-file", str(truth))
+    out = tmp_path / "screening.h5"
+    try:
+        status = main(["run", str(protocol), "--out", str(out), "--neuron", f"zmq://127.0.0.1:{ports['data_port']}",
+                       "--sim-link", ports["side"], "--pace-ms", "60,90", "--quiet"])
+    finally:
+        assert stop_sim_rig(process) == 0
+    assert status == 0, capsys.readouterr().err
+    session = read_session(out)
+    assert session.attrs["status"] == "complete" and len(session.blocks) == 2
+    assert session.provenance["recording"]["recording"]["units"] == ["Electrode 1:1"]
+    records = [json.loads(line) for line in truth.read_text().splitlines()]
+    assert check_against_truth(out, records) >= 8  # of 10 showings; a late TTL may cost one or two

@@ -8,6 +8,7 @@ import re
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -237,44 +238,10 @@ def _loop_and_outputs(args: argparse.Namespace, parts, session: SessionWriter) -
         print(f"gen {report.index + 1:4d}/{report.total}  best {best:10.4g}  mean {mean:10.4g}  "
               f"{report.seconds:6.2f} s/gen{report.trials}", flush=True)
 
-    gui = getattr(args, "gui", None)
-
-    def block_done(report: BlockReport) -> None:
-        if gui is not None:
-            gui.block(report.index, report.total)
-        progress(report)
-
     started = time.perf_counter()
-    runner = getattr(parts.display, "runner", None)
-    keys = TerminalKeys(runner.operator).start() if runner is not None else None
-    # Any viewer's requests (rig watch, here or started later) reach the loop through the file beside the session.
-    controls = ControlChannel(args.out, session.session_id, operator=runner.operator if runner is not None else None,
-                              say=None if args.quiet else print, taken=getattr(args, "taken_controls", set()))
-    viewer = None
-    if getattr(args, "dashboard", None) is not None:
-        sys.stdout.flush()
-        viewer = Viewer(args.out, args.dashboard)
-        print(f"rig run: dashboard viewer in process {viewer.process.pid} (it prints its address when it is up)",
-              flush=True)
-    try:
-        Controller(protocol, parts.display, parts.source, session, block_done, controls=controls).run()
-    except (RecordingError, IncompleteBlockError, RewardError, GazeError) as exc:
-        # e.g. the stream fell silent, the reward line was unplugged; earlier blocks are kept
-        print(f"rig run: error: {exc}", file=sys.stderr)
-        print(f"rig run: every block before it is in {args.out}; continue with rig run --resume {args.out}",
-              file=sys.stderr)
-        return 1
-    finally:
-        controls.close()
-        if viewer is not None:
-            viewer.close()
-        if keys is not None:
-            keys.close()
-        parts.display.close()
-        parts.source.close()
-        if gui is not None:
-            gui.close()
-            annotate(args.out, "openephys", gui.describe())  # the GUI's recording as it ended, to join them
+    failed = _drive(args, parts, session, progress)
+    if failed is not None:
+        return failed
     elapsed = time.perf_counter() - started
 
     recorded = read_session(args.out)
@@ -297,6 +264,53 @@ def _loop_and_outputs(args: argparse.Namespace, parts, session: SessionWriter) -
     return 0
 
 
+def _drive(args: argparse.Namespace, parts, session: SessionWriter,
+           progress: Callable[[BlockReport], None]) -> int | None:
+    """Run the controller with the operator's keys, the viewer's requests and the GUI, then close every part.
+
+    Returns None when the loop ended (finished or stopped), 1 when a rig part failed (the blocks before it
+    are kept and the message says how to resume).
+    """
+    gui = getattr(args, "gui", None)
+
+    def block_done(report: BlockReport) -> None:
+        if gui is not None:
+            gui.block(report.index, report.total)
+        progress(report)
+
+    runner = getattr(parts.display, "runner", None)
+    keys = TerminalKeys(runner.operator).start() if runner is not None else None
+    # Any viewer's requests (rig watch, here or started later) reach the loop through the file beside the session.
+    controls = ControlChannel(args.out, session.session_id, operator=runner.operator if runner is not None else None,
+                              say=None if args.quiet else print, taken=getattr(args, "taken_controls", set()))
+    viewer = None
+    if getattr(args, "dashboard", None) is not None:
+        sys.stdout.flush()
+        viewer = Viewer(args.out, args.dashboard)
+        print(f"rig run: dashboard viewer in process {viewer.process.pid} (it prints its address when it is up)",
+              flush=True)
+    try:
+        Controller(parts.protocol, parts.display, parts.source, session, block_done, controls=controls).run()
+    except (RecordingError, IncompleteBlockError, RewardError, GazeError) as exc:
+        # e.g. the stream fell silent, the reward line was unplugged; earlier blocks are kept
+        print(f"rig run: error: {exc}", file=sys.stderr)
+        print(f"rig run: every block before it is in {args.out}; continue with rig run --resume {args.out}",
+              file=sys.stderr)
+        return 1
+    finally:
+        controls.close()
+        if viewer is not None:
+            viewer.close()
+        if keys is not None:
+            keys.close()
+        parts.display.close()
+        parts.source.close()
+        if gui is not None:
+            gui.close()
+            annotate(args.out, "openephys", gui.describe())  # the GUI's recording as it ended, to join them
+    return None
+
+
 def _run_screening(args: argparse.Namespace, spec: ProtocolSpec, parts: Assembly) -> int:
     """Show the natural image set, write every block, print each channel's score distribution."""
     protocol = parts.protocol
@@ -314,7 +328,9 @@ def _run_screening(args: argparse.Namespace, spec: ProtocolSpec, parts: Assembly
             print(f"block {report.index + 1:4d}/{report.total}  {report.seconds:6.2f} s", flush=True)
 
     started = time.perf_counter()
-    Controller(protocol, parts.display, parts.source, session, progress).run()
+    failed = _drive(args, parts, session, progress)
+    if failed is not None:
+        return failed
     _, means = protocol.mean_responses()
     for channel, name in enumerate(parts.source.channel_names):
         scores = means[:, channel]

@@ -168,7 +168,8 @@ def assemble(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torch.device |
     device = torch.device(device)
     if spec.kind == "screening":
         return assemble_screening(spec, neuron, device=device, seed=seed, display_kind=display_kind, gaze=gaze,
-                                  operator=operator, reward=reward)
+                                  operator=operator, reward=reward, sim_link=sim_link, pace=pace,
+                                  calibration=calibration, first_trial=first_trial, clock_start=clock_start)
     seed = spec.seed if seed is None else seed
     generations = spec.generations if generations is None else generations
     if generations < 1:
@@ -179,11 +180,7 @@ def assemble(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torch.device |
     except (ValueError, TypeError) as exc:
         raise ProtocolError(f"{spec.path}: [generator]: {exc}") from None
 
-    recorded = recording_source(spec, neuron.units)  # None unless the neuron is zmq://HOST:PORT
-    simulated = None if recorded else build_neuron(neuron.units, weights=neuron.weights, device=device,
-                                                   max_batch=neuron.max_batch)
-    if simulated is not None:
-        _run_as(spec, simulated, neuron)
+    recorded, simulated = _neuron_or_recording(spec, neuron, device)
     check_block_fits(estimate_block(
         threads=spec.threads, popsize=_popsize(spec), code_dim=generator.code_dim, image_size=generator.image_size,
         references=spec.references.count, optimizer=spec.optimizer,
@@ -209,19 +206,10 @@ def assemble(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torch.device |
         name=spec.name,
         repeat_fraction=spec.repeat_fraction,
     )
-    display = build_display(display_kind, spec.display)
-    gaze_built = reward_built = None
-    if spec.behavior is not None:
-        reward_built = reward_table(spec, reward)
-        if recorded:
-            pace_headless(display, pace)  # trials in real time in front of a recording, before frames are made
-        gaze_built = gaze_table(spec, gaze, recorded is not None, calibration)
-        display = gate_display(display, spec, gaze=gaze_built, seed=seed, operator=operator,
-                               first_trial=first_trial, recording=recorded, clock_start=clock_start,
-                               reward=reward_built)
-    response_model = _response_model(spec, neuron, seed)
-    attached = attach_recording(recorded, display, sim_link=sim_link, pace=pace) if recorded else None
-    source = recorded or SimulatedResponses(simulated, simulated.channel_names, simulated.describe(), response_model)
+    path = _response_path(spec, neuron, recorded, simulated, seed=seed, display_kind=display_kind,
+                          sim_link=sim_link, pace=pace, gaze=gaze, calibration=calibration, operator=operator,
+                          reward=reward, first_trial=first_trial, clock_start=clock_start)
+    display, source, attached = path.display, path.source, path.attached
     provenance = {
         "neuron": source.describe(),
         "display": display.describe(),
@@ -237,8 +225,57 @@ def assemble(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torch.device |
         provenance["recording"] = attached
     record = _record(spec, neuron, seed=seed, generations=generations, threads=spec.threads, device=device,
                      display_kind=display_kind, sim_link=sim_link, pace=pace, generator=generator_options,
-                     recording=attached, gaze=gaze_built, reward=reward_built)
+                     recording=attached, gaze=path.gaze, reward=path.reward)
     return Assembly(protocol, generator, display, source, device, seed, provenance, record)
+
+
+@dataclass
+class ResponsePath:
+    """What shows the images and where their responses come from: the same for every kind of protocol."""
+
+    display: Display
+    source: ResponseSource
+    attached: dict | None  # a recording's provenance (None for a simulated neuron)
+    gaze: dict | None  # the [gaze] and [reward] tables built (None without [behavior])
+    reward: dict | None
+
+
+def _neuron_or_recording(spec: ProtocolSpec, neuron: NeuronChoice, device: torch.device) -> tuple[Any, Any]:
+    """``(recording, None)`` for a neuron URL (zmq://, lsl://), else ``(None, simulated neuron)``."""
+    recorded = recording_source(spec, neuron.units)
+    if recorded is not None:
+        return recorded, None
+    simulated = build_neuron(neuron.units, weights=neuron.weights, device=device, max_batch=neuron.max_batch)
+    _run_as(spec, simulated, neuron)
+    return None, simulated
+
+
+def _response_path(spec: ProtocolSpec, neuron: NeuronChoice, recorded: Any, simulated: Any, *, seed: int,
+                   display_kind: str, sim_link: str | None, pace: tuple[float, float] | None,
+                   gaze: str | Mapping[str, Any] | None, calibration: str | None, operator: Any,
+                   reward: str | Mapping[str, Any] | None, first_trial: int = 0,
+                   clock_start: float = 0.0) -> ResponsePath:
+    """The display (run as trials under ``[behavior]``) wired to the recording, or the simulated neuron.
+
+    Evolutions and screenings share it, so a protocol shown to a recorded neuron is shown the same way
+    whatever kind it is (identical protocols in silico and in vivo).
+    """
+    display = build_display(display_kind, spec.display)
+    gaze_built = reward_built = None
+    if spec.behavior is not None:
+        reward_built = reward_table(spec, reward)
+        if recorded:
+            pace_headless(display, pace)  # trials in real time in front of a recording, before frames are made
+        gaze_built = gaze_table(spec, gaze, recorded is not None, calibration)
+        display = gate_display(display, spec, gaze=gaze_built, seed=seed, operator=operator,
+                               first_trial=first_trial, recording=recorded, clock_start=clock_start,
+                               reward=reward_built)
+    if recorded is not None:
+        attached = attach_recording(recorded, display, sim_link=sim_link, pace=pace)
+        return ResponsePath(display, recorded, attached, gaze_built, reward_built)
+    source = SimulatedResponses(simulated, simulated.channel_names, simulated.describe(),
+                                _response_model(spec, neuron, seed))
+    return ResponsePath(display, source, None, gaze_built, reward_built)
 
 
 def _record(spec: ProtocolSpec, neuron: NeuronChoice, **built: Any) -> RunRecord:
@@ -278,9 +315,13 @@ def load_natural_set(spec: ProtocolSpec, device: torch.device) -> tuple[torch.Te
 
 
 def assemble_screening(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torch.device,
-                       seed: int | None = None, display_kind: str = "headless", gaze: str | None = None,
-                       operator: Any = None, reward: str | None = None) -> Assembly:
-    """Build a Screening protocol (no generator: ``Assembly.generator`` is None) and its response source."""
+                       seed: int | None = None, display_kind: str = "headless",
+                       gaze: str | Mapping[str, Any] | None = None, operator: Any = None,
+                       reward: str | Mapping[str, Any] | None = None, sim_link: str | None = None,
+                       pace: tuple[float, float] | None = None, calibration: str | None = None,
+                       first_trial: int = 0, clock_start: float = 0.0) -> Assembly:
+    """Build a Screening protocol (no generator: ``Assembly.generator`` is None) and its response source:
+    a simulated neuron, or a recording (``zmq://``, ``lsl://``) exactly as an evolution's (see :func:`assemble`)."""
     from protocols.screening import Screening  # here, not at the top: only screening files need it
 
     seed = spec.seed if seed is None else seed
@@ -294,15 +335,12 @@ def assemble_screening(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torc
         images, ids, folder = load_natural_set(spec, device)
     protocol = Screening(images=images, image_ids=ids, seed=seed, block_size=spec.screening.block_size,
                          repeats=spec.screening.repeats, name=spec.name)
-    simulated = build_neuron(neuron.units, weights=neuron.weights, device=device, max_batch=neuron.max_batch)
-    _run_as(spec, simulated, neuron)
-    response_model = _response_model(spec, neuron, seed)
-    display = build_display(display_kind, spec.display)
-    gaze_built = reward_built = None
-    if spec.behavior is not None:  # the same trials as an evolution's: screening data is gated the same way
-        gaze_built, reward_built = gaze_table(spec, gaze, False), reward_table(spec, reward)
-        display = gate_display(display, spec, gaze=gaze_built, seed=seed, operator=operator, reward=reward_built)
-    source = SimulatedResponses(simulated, simulated.channel_names, simulated.describe(), response_model)
+    recorded, simulated = _neuron_or_recording(spec, neuron, device)
+    # The same trials as an evolution's: screening data is gated (and recorded) the same way.
+    path = _response_path(spec, neuron, recorded, simulated, seed=seed, display_kind=display_kind,
+                          sim_link=sim_link, pace=pace, gaze=gaze, calibration=calibration, operator=operator,
+                          reward=reward, first_trial=first_trial, clock_start=clock_start)
+    display, source = path.display, path.source
     provenance = {
         "kind": "screening",
         "neuron": source.describe(),
@@ -312,7 +350,9 @@ def assemble_screening(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torc
         "generations": protocol.generations,
         "device": str(device),
     }
+    if path.attached is not None:
+        provenance["recording"] = path.attached
     record = _record(spec, neuron, seed=seed, generations=protocol.generations, threads=0, device=device,
-                     display_kind=display_kind, sim_link=None, pace=None, generator={}, recording=None,
-                     gaze=gaze_built, reward=reward_built)
+                     display_kind=display_kind, sim_link=sim_link, pace=pace, generator={},
+                     recording=path.attached, gaze=path.gaze, reward=path.reward)
     return Assembly(protocol, None, display, source, device, seed, provenance, record)
