@@ -46,18 +46,30 @@ def spec_with(path: Path, generator: Mapping[str, Any] | None = None, **neuron: 
     return spec
 
 
-def dry_run(spec: ProtocolSpec, *, generations: int, seed: int, device: torch.device) -> Outcome:
-    """Run ``spec`` for ``generations`` with ``seed`` through the controller; the outcome of thread 0."""
+def dry_run(spec: ProtocolSpec, *, generations: int, seed: int, device: torch.device,
+            keep: Path | None = None, every: int = 0) -> Outcome:
+    """Run ``spec`` for ``generations`` with ``seed`` through the controller; the outcome of thread 0.
+
+    ``keep``: write the session there (readable if the run is stopped) instead of a temporary folder.
+    ``every``: print the best score so far every that many generations.
+    """
     parts: Assembly = assemble(spec, resolve_neuron(spec, None, None), device=device, seed=seed,
                                generations=generations)
     reports: list[BlockReport] = []
+
+    def progress(report: BlockReport) -> None:
+        reports.append(report)
+        if every and (report.index + 1) % every == 0:
+            best = max(s.max for stats in parts.protocol.history for s in stats)
+            print(f"    generation {report.index + 1}: best so far {best:.4f}", flush=True)
+
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "dry-run.h5"
+        out = (keep if keep is not None else Path(tmp)) / "dry-run.h5"
         session = SessionWriter(out, protocol_text=spec.text, protocol_sha256=spec.sha256,
                                 protocol_path=str(spec.path), seed=parts.seed, provenance=parts.provenance,
                                 reference_ids=parts.protocol.reference_ids, run_record=parts.record.to_json())
         started = time.perf_counter()
-        Controller(parts.protocol, parts.display, parts.source, session, reports.append).run()
+        Controller(parts.protocol, parts.display, parts.source, session, progress).run()
         elapsed = time.perf_counter() - started
         recorded = read_session(out)
         channel = parts.protocol.channels[0]

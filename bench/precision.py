@@ -17,6 +17,7 @@ then the demo's dry run (protocols/dry-run.toml, ``--generations``) under each c
 its best score and the first generation whose normalised mean reached 50%; fp32 eager also with two more
 seeds, for the seed-to-seed spread. The rule (issue 18): the default stays fp32 eager unless a faster choice
 keeps Spearman >= 0.999 and its dry run's outcome within that spread. ``--quick``: 200 images, 10 generations.
+``--choices`` and ``--dry-runs`` (``PRECISION:RUNTIME`` ..., or ``none``) restrict what is measured.
 """
 from __future__ import annotations
 
@@ -87,13 +88,19 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--generations", type=int, default=30)
     parser.add_argument("--quick", action="store_true", help="200 images, 10 generations")
-    parser.add_argument("--skip-dry-runs", action="store_true", help="speed and fidelity only")
+    parser.add_argument("--choices", nargs="+", default=None, metavar="PRECISION:RUNTIME",
+                        help="choices to score (default: all this device runs; fp32:eager is always the reference)")
+    parser.add_argument("--dry-runs", nargs="+", default=None, metavar="PRECISION:RUNTIME",
+                        help="choices to run the dry run under (default: those scored; none: no dry runs)")
     args = parser.parse_args()
     if args.quick:
         args.images, args.generations = 200, 10
     device = pick_device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    runs = choices(device)
+    runs = [("fp32", "eager")] + [c for c in choices(device) if c != ("fp32", "eager") and (
+        args.choices is None or ":".join(c) in args.choices)]
+    dry_runs = runs if args.dry_runs is None else [] if args.dry_runs == ["none"] else \
+        [("fp32", "eager")] + [tuple(c.split(":")) for c in args.dry_runs if c != "fp32:eager"]
     print(f"bench/precision.py: device {device} ({name}), torch threads {torch.get_num_threads()}, "
           f"{args.images} images, dry runs of {args.generations} generations")
     peaks = {p: matmul_flops_per_second(device, size=1024, seconds=2.0, dtype=PEAK_DTYPES[p])
@@ -122,14 +129,14 @@ def main() -> int:
                   f"{rho:9.5f} {error:11.2e} {built:7.1f}", flush=True)
             if label.startswith("ViT"):
                 faster_and_faithful[(precision, runtime)] = rate > reference_rate and rho >= 0.999
-    if args.skip_dry_runs:
+    if not dry_runs:
         return 0
 
     print(f"\nthe demo's dry run ({PROTOCOL}, {args.generations} generations) under each choice")
     print(f"  {'precision':<9} {'runtime':<11} {'seed':>4} {'best score':>10} {'gen at 50%':>10} {'s/gen':>6}")
     demo_seed = load_protocol(PROTOCOL).seed
     outcomes = {}
-    for precision, runtime in runs:
+    for precision, runtime in dry_runs:
         seeds = [demo_seed + k for k in range(SPREAD_SEEDS)] if (precision, runtime) == ("fp32", "eager") \
             else [demo_seed]
         for seed in seeds:
