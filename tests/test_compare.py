@@ -29,7 +29,7 @@ def test_ceiling_matches_the_noise_it_was_given():
     window = 0.2
     truth = rates.var() / (rates.var() + rates.mean() / window)  # one showing: signal / (signal + Poisson)
     ceiling = noise_ceiling(poisson_showings(rates, [4] * 400, window, 1))
-    assert ceiling.repeated_stimuli == 400 and ceiling.half_showings == 2
+    assert ceiling.repeated_stimuli == 400 and ceiling.half_showings == 1  # one showing per half
     assert ceiling.single_showing == pytest.approx(truth, abs=0.05)
     assert ceiling.reliability == pytest.approx(spearman_brown(truth, 4), abs=0.03)  # the mean of 4 showings
     assert ceiling.warning is None
