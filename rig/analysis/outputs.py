@@ -66,7 +66,9 @@ def plot_trajectory(session: RecordedSession, path: Path) -> Path:
         line, = ax.plot(generations, mean, label=f"thread {thread} mean")
         ax.plot(generations, best, linestyle="--", color=line.get_color(), label=f"thread {thread} max")
     for channel in sorted(set(channels)):
-        refs = np.array([np.nanmean(b.reference_scores(channel)) for b in session.blocks])
+        # A block with no scored reference (none shown, or all invalid) has no point, not a warning.
+        refs = np.array([scores[np.isfinite(scores)].mean() if np.isfinite(scores).any() else np.nan
+                         for scores in (np.asarray(b.reference_scores(channel), dtype=float) for b in session.blocks)])
         if np.isfinite(refs).any():
             ax.plot(generations, refs, color="grey", label=f"reference images, {names[channel]}")
     ax.set_xlabel("generation")
