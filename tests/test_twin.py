@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -78,3 +79,15 @@ def test_rig_run_evolves_the_twin(twin_file, tmp_path, capsys):
     assert len(session.blocks) == 1 and np.all(np.isfinite(session.blocks[0].scores))
     assert main(["run", "protocols/dry-run.toml", "--neuron", "twin:", "--out", str(tmp_path / "x.h5")]) == EXIT_USAGE
     assert "a twin is named twin:PATH" in capsys.readouterr().err
+
+
+def test_a_relative_twin_path_is_recorded_whole_so_the_session_resumes_from_any_folder(twin_file, tmp_path,
+                                                                                      monkeypatch):
+    path, *_ = twin_file
+    protocol = Path("protocols/dry-run.toml").resolve()
+    monkeypatch.chdir(path.parent)
+    out = tmp_path / "relative.h5"
+    assert main(["run", str(protocol), "--neuron", f"twin:{path.name}", "--generations", "1",
+                 "--out", str(out), "--quiet"]) == 0
+    record = json.loads(read_session(out).attrs["run_record"])
+    assert record["units"] == [f"twin:{path.resolve()}"]

@@ -29,6 +29,7 @@ from rig.recording.choice import pace_headless, recording_source
 from rig.sources import ResponseSource
 from rig.sources.simulated import SimulatedResponses
 from simulators.natural_images import foolbox_imagenet_dir, load_foolbox_imagenet, load_image_folder
+from simulators.twin import PREFIX as TWIN_PREFIX
 from simulators.twin import build_neuron  # simulated model units, or a fitted twin (twin:FILE)
 from simulators.response_model import build_response_model
 
@@ -92,11 +93,18 @@ def resolve_neuron(spec: ProtocolSpec, units: Sequence[str] | None, weights: str
     max_batch = spec.neuron.max_batch if spec.neuron is not None else None
     how = {"precision": spec.neuron.precision, "runtime": spec.neuron.runtime} if spec.neuron is not None else {}
     if units:
-        return NeuronChoice(tuple(units), weights, response, max_batch, **how)
+        return NeuronChoice(_anchored(units, Path.cwd()), weights, response, max_batch, **how)
     if spec.neuron is None:
         raise ProtocolError(f"{spec.path}: no [neuron] table and no --neuron given; name at least one unit")
-    return NeuronChoice(spec.neuron.units, weights if weights is not None else spec.neuron.weights, response,
-                        max_batch, **how)
+    return NeuronChoice(_anchored(spec.neuron.units, Path(spec.path).parent),
+                        weights if weights is not None else spec.neuron.weights, response, max_batch, **how)
+
+
+def _anchored(units: Sequence[str], folder: Path) -> tuple[str, ...]:
+    """Units with each twin file as an absolute path (a relative one is taken from ``folder``: the working
+    directory for ``--neuron``, the protocol's folder for its ``[neuron]``), so the run record resumes anywhere."""
+    return tuple(TWIN_PREFIX + str((folder / Path(u[len(TWIN_PREFIX):]).expanduser()).resolve())
+                 if u.startswith(TWIN_PREFIX) and u[len(TWIN_PREFIX):].strip() else u for u in units)
 
 
 def thread_channels(threads: int, channels: int) -> list[int]:
