@@ -52,7 +52,7 @@ class EvolutionSummary:
     best_generation: int
     convergence: Convergence | None
     comparison: PrototypeComparison | None
-    gain: Gain
+    gain: Gain | None  # None: not judged (fewer than two natural images to measure their spread)
     natural_source: str
     figures: dict[str, Path] = field(default_factory=dict)
     nearest: list[tuple[str, float]] = field(default_factory=list)
@@ -116,7 +116,7 @@ def build_report(sessions: Sequence[str | Path], out: str | Path, natural: Seque
         tables = behavior_tables(session)
         if tables is not None:
             behaviour.append(write_behavior(tables, out, f"{stem}_behavior", session.path.name))
-    flat = sum(1 for s in summaries if not s.gain.evolved)
+    flat = sum(1 for s in summaries if s.gain is not None and not s.gain.evolved)
     conv_path = figures.convergence_figure(
         curves, out / "convergence.png",
         f"convergence compared across sessions ({len(curves)} evolved; {flat} did not evolve)") if curves else None
@@ -132,9 +132,10 @@ def _summarise(session: RecordedSession, t: Thread, generator, screenings, extra
     code, score, generation = best_code(session, t.thread, t.channel)
     scores, image_source, base, natural_label = _natural_for(t, session, screenings)
     # Convergence only for an evolution that gained more than the natural images' spread (convergence.py).
-    gain = evolution_gain(trajectory.mean, natural_spread(scores))
+    # With fewer than two natural images there is no spread to judge by: neither gain nor convergence is shown.
+    gain = evolution_gain(trajectory.mean, natural_spread(scores)) if np.isfinite(scores).sum() >= 2 else None
     try:
-        conv = judged_convergence(trajectory.mean, gain, trajectory.generations)
+        conv = judged_convergence(trajectory.mean, gain, trajectory.generations) if gain is not None else None
     except ValueError:  # a flat trajectory (e.g. one generation) has no convergence
         conv = None
     comparison = prototype_vs_natural(score, scores)
@@ -159,6 +160,14 @@ def _summarise(session: RecordedSession, t: Thread, generator, screenings, extra
             prototype, natural_images[found.indices[0]], [n for n, _ in summary.nearest], found.similarities[0],
             out / f"{stem}_nearest.png", extractor.name)
     return summary
+
+
+def _gain_note(gain: Gain | None) -> str:
+    """The section's verdict on whether the evolution gained (or why it was not judged)."""
+    if gain is None:
+        return ("not judged: whether it evolved is measured against the spread of at least two natural images' "
+                "responses (show more reference images, or pass a screening with --natural)")
+    return gain.describe()
 
 
 def _img(path: Path, alt: str) -> str:
@@ -188,14 +197,14 @@ def _html(summaries: list[EvolutionSummary], conv_path: Path | None, sessions, s
     rows = []
     for s in summaries:
         c, p = s.convergence, s.comparison
-        flat = "did not evolve" if not s.gain.evolved else "n/a"
+        flat = "not judged" if s.gain is None else "did not evolve" if not s.gain.evolved else "n/a"
         rows.append(
             f"<tr><td>{html.escape(Path(s.session).name)} t{s.thread.thread}</td><td>{html.escape(s.thread.name)}</td>"
             f"<td>{s.generations}</td><td>{_num(s.best_score)}</td>"
             f"<td>{_num(c.reached[0.5]) if c else flat}</td><td>{_num(c.reached[0.8]) if c else flat}</td>"
             f"<td>{_num(p.percent_over_mean, '+.0f')}</td><td>{_num(p.ratio_to_best, '.2f')}</td>"
             f"<td>{_num(p.percentile, '.0f')}</td><td>{p.natural_count}</td>"
-            f"<td>{_num(p.z_over_natural, '+.2f')}</td><td>{_num(s.gain.in_scale, '+.2f')}</td></tr>")
+            f"<td>{_num(p.z_over_natural, '+.2f')}</td><td>{_num(s.gain.in_scale, '+.2f') if s.gain else 'n/a'}</td></tr>")
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>rig report</title>",
         f"<style>{_CSS}</style></head><body>",
@@ -223,7 +232,7 @@ def _html(summaries: list[EvolutionSummary], conv_path: Path | None, sessions, s
         parts += ["<h2>Convergence compared</h2>", _img(conv_path, "normalised mean score per generation")]
     for s in summaries:
         parts.append(f"<h2>{html.escape(Path(s.session).name)}, thread {s.thread.thread}: "
-                     f"{html.escape(s.thread.name)}</h2><p class='note'>{html.escape(s.gain.describe())}</p>")
+                     f"{html.escape(s.thread.name)}</h2><p class='note'>{html.escape(_gain_note(s.gain))}</p>")
         parts.append(_img(s.figures["trajectory"], "score trajectory: mean and max per generation, reference images"))
         parts.append(_img(s.figures["prototype"], "final prototype"))
         parts.append(_img(s.figures["natural"], f"natural-image scores ({s.natural_source}) with the prototype"))
