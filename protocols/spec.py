@@ -79,8 +79,9 @@ class NeuronSpec:
     max_batch: int | None = None
     #: The forward pass's precision (:data:`NEURON_PRECISIONS`; "fp16" only on a GPU).
     precision: str = "fp32"
-    #: What runs the forward pass (:data:`NEURON_RUNTIMES`).
-    runtime: str = "eager"
+    #: What runs the forward pass (:data:`NEURON_RUNTIMES`); None: the default for the neuron and device
+    #: (simulators.runtime.default_runtime: ONNX Runtime for fp32 model units on a CPU, else eager).
+    runtime: str | None = None
 
 
 #: ``[neuron] precision`` and ``[neuron] runtime``: how a simulated neuron's forward pass runs (simulators/runtime.py).
@@ -562,7 +563,7 @@ def _neuron(path: Path, table: Any) -> NeuronSpec:
                             expected=f"an integer in 1..{MAX_BATCH}")
     precision = section.get("precision", str, default="fp32", check=lambda v: v in NEURON_PRECISIONS,
                             expected=f"one of {list(NEURON_PRECISIONS)} (fp16 only on a GPU)")
-    runtime = section.get("runtime", str, default="eager", check=lambda v: v in NEURON_RUNTIMES,
+    runtime = section.get("runtime", str, default=None, check=lambda v: v in NEURON_RUNTIMES,
                           expected=f"one of {list(NEURON_RUNTIMES)}")
     section.finish()
     return NeuronSpec(units=tuple(units), weights=weights, response=response, max_batch=max_batch,

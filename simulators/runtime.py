@@ -22,11 +22,12 @@ import torch
 from torch import nn
 
 from protocols.spec import NEURON_PRECISIONS, NEURON_RUNTIMES
+from simulators.layer_reads import read_layers
 from simulators.onnx_vit import cache_dir, write_cache_file
 from simulators.units import ResolvedUnit
 
 __all__ = ["AUTOCAST_DTYPES", "NEURON_PRECISIONS", "NEURON_RUNTIMES", "Forward", "UnitPass", "build_forward",
-           "check_choice", "compile_around"]
+           "check_choice", "compile_around", "default_runtime"]
 
 #: The dtype each low precision runs its matrix products in.
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -36,6 +37,18 @@ _OPSET = 17
 
 #: Preprocessed images (N, 3, S, S) in -> unit values (N, units) out, as float32 or wider.
 Forward = Callable[[torch.Tensor], torch.Tensor]
+
+
+def default_runtime(precision: str, device: torch.device) -> str:
+    """The runtime a session's simulated neuron runs when its protocol names none.
+
+    ONNX Runtime for fp32 on a CPU: there bench/precision.py measured it 1.06x (ViT-S/14) and 2.2x
+    (EfficientNet-Lite0) the images per second of eager, with Spearman 1.0 against eager on 1,000 images and
+    the demo's dry run within eager's seed-to-seed spread (issue 18's rule for a new default). Eager
+    everywhere else: bf16 and fp16 run under torch.autocast, which ONNX Runtime cannot, and on a GPU ONNX
+    Runtime needs onnxruntime-gpu and has not been measured against eager.
+    """
+    return "onnxruntime" if precision == "fp32" and torch.device(device).type == "cpu" else "eager"
 
 
 def check_choice(precision: str, runtime: str, device: torch.device) -> None:
@@ -54,17 +67,14 @@ def check_choice(precision: str, runtime: str, device: torch.device) -> None:
         raise ValueError(f'[neuron] runtime = "onnxruntime" runs on cpu or cuda, not {device}')
 
 
-class _StopForward(Exception):
-    """Raised from a hook once every needed layer has fired, to skip the rest of the model."""
-
-
 class UnitPass(nn.Module):
     """``model`` read at ``units``: images in, (N, units) out, the pass cut short after the last needed layer.
 
     One module for every runtime: eager and compiled call it (:func:`compile_around` compiles the model's
     parts around it), and ``torch.onnx`` traces it (the trace holds only the operations that ran, so the
-    exported graph ends at the units' layers). Hooks clone what they read, since later in-place ops (e.g.
-    ReLU(inplace=True)) would overwrite it. A module that runs several times per pass is read on its last call.
+    exported graph ends at the units' layers). Layers are read by :func:`simulators.layer_reads.read_layers`,
+    a module that runs several times per pass on its last call; reads are cloned, since later in-place ops
+    (e.g. ReLU(inplace=True)) would overwrite them.
     """
 
     def __init__(self, model: nn.Module, units: Sequence[ResolvedUnit], stop_early: bool = True) -> None:
@@ -75,30 +85,16 @@ class UnitPass(nn.Module):
         self._by_layer: dict[str, list[int]] = {}
         for i, unit in enumerate(self.units):
             self._by_layer.setdefault(unit.address.layer, []).append(i)
-        self._expected = {layer: self.units[idx[0]].n_calls for layer, idx in self._by_layer.items()}
+        self._calls = {layer: self.units[idx[0]].n_calls for layer, idx in self._by_layer.items()}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        fired = dict.fromkeys(self._by_layer, 0)
         values: list[torch.Tensor | None] = [None] * len(self.units)
 
-        def make_hook(layer: str):
-            def hook(_module, _inputs, output) -> None:
-                for i in self._by_layer[layer]:
-                    values[i] = self.units[i].read(output).clone()
-                fired[layer] += 1
-                if self.stop_early and all(fired[k] >= n for k, n in self._expected.items()):
-                    raise _StopForward
-            return hook
+        def read(layer: str, output: torch.Tensor) -> None:
+            for i in self._by_layer[layer]:
+                values[i] = self.units[i].read(output).clone()
 
-        modules = dict(self.model.named_modules())
-        handles = [modules[layer].register_forward_hook(make_hook(layer)) for layer in self._by_layer]
-        try:
-            self.model(x)
-        except _StopForward:
-            pass
-        finally:
-            for handle in handles:
-                handle.remove()
+        read_layers(self.model, x, self._calls, read, stop_early=self.stop_early)
         missing = [str(self.units[i].address) for i, v in enumerate(values) if v is None]
         if missing:
             raise RuntimeError(f"layers never ran in the forward pass: {missing}")

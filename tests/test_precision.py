@@ -86,6 +86,21 @@ def test_a_session_records_how_it_ran_and_an_older_one_rebuilds_as_it_ran(tmp_pa
     assert torch.equal(generator(codes), FourierImageSpace(max_frequency=3, image_size=32, pixels="sigmoid")(codes))
 
 
+def test_a_session_naming_no_runtime_runs_onnxruntime_on_a_cpu_and_resumes_in_it(tmp_path):
+    # The default by issue 18's rule (simulators.runtime.default_runtime): the record keeps what ran, so the
+    # session resumes as it ran even if the default changes again; its scores are fp32 eager's to 1e-5.
+    out = run_tiny_session(tmp_path, generations=2)
+    session = read_session(out)
+    assert json.loads(session.attrs["run_record"])["runtime"] == "onnxruntime"
+    assert session.provenance["neuron"]["neuron"]["runtime"] == "onnxruntime"
+    parts = rebuild(session).assemble("cpu")
+    assert (parts.source.neuron.runtime, parts.record.runtime) == ("onnxruntime", "onnxruntime")
+    block = session.blocks[-1]
+    codes = torch.as_tensor(block.codes[0], dtype=torch.float32)  # thread 0's codes, in code order
+    eager = SimulatedNeuron([UNIT], weights="random")(rebuild(session).generator()(codes))[:, 0]
+    np.testing.assert_allclose(block.thread_scores(0, 0), eager, rtol=1e-5, atol=1e-5)
+
+
 def test_compiled_leaves_the_read_layers_and_their_holders_eager():
     # torch.compile cannot carry the early stop (an exception from a hook) through a compiled frame, so the read
     # layer and every module holding it stay eager; the parts between are compiled (lazily: nothing runs here).

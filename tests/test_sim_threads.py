@@ -23,16 +23,22 @@ def _run(tmp_path, write_protocol, units, generations=3, popsize=8, references=3
                           units=units)
     spec = load_protocol(path)
     parts = assemble(spec, NeuronChoice(tuple(units), "random"), device="cpu")
-    model = parts.source.neuron.model
+    neuron = parts.source.neuron
     batch_sizes: list[int] = []
-    handle = model.register_forward_pre_hook(lambda _m, args: batch_sizes.append(args[0].shape[0]))
+    forward = neuron._forward  # each forward pass, whatever runs it (ONNX Runtime by default on a CPU)
+
+    def counted(x: torch.Tensor) -> torch.Tensor:
+        batch_sizes.append(x.shape[0])
+        return forward(x)
+
+    neuron._forward = counted
     out = tmp_path / f"t{len(units)}.h5"
     session = SessionWriter(out, protocol_text=spec.text, protocol_sha256=spec.sha256, protocol_path=str(path),
                             seed=parts.seed, provenance=parts.provenance, reference_ids=parts.protocol.reference_ids)
     try:
         Controller(parts.protocol, parts.display, parts.source, session).run()
     finally:
-        handle.remove()
+        neuron._forward = forward
     return read_session(out), batch_sizes, parts
 
 

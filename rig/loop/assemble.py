@@ -32,6 +32,7 @@ from simulators.natural_images import foolbox_imagenet_dir, load_foolbox_imagene
 from simulators.twin import PREFIX as TWIN_PREFIX
 from simulators.twin import build_neuron  # simulated model units, or a fitted twin (twin:FILE)
 from simulators.response_model import build_response_model
+from simulators.runtime import default_runtime
 
 BUNDLED_REFERENCES = "foolbox-imagenet"
 # Spawn key for the response model's stream; thread seeds use SeedSequence(seed).spawn(...) keys 0, 1, ...
@@ -61,9 +62,10 @@ class NeuronChoice:
     response: dict[str, Any] | None = None
     #: The protocol's ``[neuron] max_batch``; None: the device's default.
     max_batch: int | None = None
-    #: The protocol's ``[neuron] precision`` and ``runtime`` (simulators/runtime.py).
+    #: The protocol's ``[neuron] precision`` and ``runtime`` (simulators/runtime.py); runtime None: the
+    #: default for the neuron built (:func:`_run_as`), which is what the run record keeps.
     precision: str = "fp32"
-    runtime: str = "eager"
+    runtime: str | None = None
 
 
 @dataclass
@@ -188,7 +190,7 @@ def assemble(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torch.device |
     except (ValueError, TypeError) as exc:
         raise ProtocolError(f"{spec.path}: [generator]: {exc}") from None
 
-    recorded, simulated = _neuron_or_recording(spec, neuron, device)
+    recorded, simulated, neuron = _neuron_or_recording(spec, neuron, device)
     check_block_fits(estimate_block(
         threads=spec.threads, popsize=_popsize(spec), code_dim=generator.code_dim, image_size=generator.image_size,
         references=spec.references.count, optimizer=spec.optimizer,
@@ -248,14 +250,15 @@ class ResponsePath:
     reward: dict | None
 
 
-def _neuron_or_recording(spec: ProtocolSpec, neuron: NeuronChoice, device: torch.device) -> tuple[Any, Any]:
-    """``(recording, None)`` for a neuron URL (zmq://, lsl://), else ``(None, simulated neuron)``."""
+def _neuron_or_recording(spec: ProtocolSpec, neuron: NeuronChoice,
+                         device: torch.device) -> tuple[Any, Any, NeuronChoice]:
+    """``(recording, None, choice)`` for a neuron URL (zmq://, lsl://), else ``(None, simulated neuron, choice)``;
+    ``choice`` is ``neuron`` with the runtime it runs in filled in."""
     recorded = recording_source(spec, neuron.units)
-    if recorded is not None:
-        return recorded, None
+    if recorded is not None:  # no forward pass: recorded as the fp32 eager every record before runtimes reads as
+        return recorded, None, dataclasses.replace(neuron, runtime=neuron.runtime or "eager")
     simulated = build_neuron(neuron.units, weights=neuron.weights, device=device, max_batch=neuron.max_batch)
-    _run_as(spec, simulated, neuron)
-    return None, simulated
+    return None, simulated, _run_as(spec, simulated, neuron, device)
 
 
 def _response_path(spec: ProtocolSpec, neuron: NeuronChoice, recorded: Any, simulated: Any, *, seed: int,
@@ -297,14 +300,24 @@ def _record(spec: ProtocolSpec, neuron: NeuronChoice, **built: Any) -> RunRecord
                      display=built.pop("display_kind"), pace_s=tuple(pace) if pace is not None else None, **built)
 
 
-def _run_as(spec: ProtocolSpec, simulated: Any, neuron: NeuronChoice) -> None:
-    """Run the neuron's forward passes in the chosen precision and runtime (fp32 eager needs nothing)."""
-    if (neuron.precision, neuron.runtime) == ("fp32", "eager"):
-        return
-    if not hasattr(simulated, "run_as"):
-        raise ProtocolError(f"{spec.path}: [neuron] precision = {neuron.precision!r}, runtime = {neuron.runtime!r}: "
+def _run_as(spec: ProtocolSpec, simulated: Any, neuron: NeuronChoice, device: torch.device) -> NeuronChoice:
+    """Run the neuron's forward passes in the chosen precision and runtime; ``neuron`` with the runtime it runs.
+
+    With no ``[neuron] runtime`` a model's units take :func:`~simulators.runtime.default_runtime`; a neuron
+    that is not a model's units (a twin) runs eager, as it always has.
+    """
+    runs_as = hasattr(simulated, "run_as")
+    runtime = neuron.runtime or (default_runtime(neuron.precision, device) if runs_as else "eager")
+    if (neuron.precision, runtime) == ("fp32", "eager"):  # how every neuron is built
+        return dataclasses.replace(neuron, runtime=runtime)
+    if not runs_as:
+        raise ProtocolError(f"{spec.path}: [neuron] precision = {neuron.precision!r}, runtime = {runtime!r}: "
                             f"only model units run in another precision or runtime, not {type(simulated).__name__}")
-    simulated.run_as(neuron.precision, neuron.runtime)
+    try:
+        simulated.run_as(neuron.precision, runtime)
+    except ValueError as exc:  # check_choice names the [neuron] field
+        raise ProtocolError(f"{spec.path}: {exc}") from None
+    return dataclasses.replace(neuron, runtime=runtime)
 
 
 def _popsize(spec: ProtocolSpec) -> int:
@@ -343,7 +356,7 @@ def assemble_screening(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torc
         images, ids, folder = load_natural_set(spec, device)
     protocol = Screening(images=images, image_ids=ids, seed=seed, block_size=spec.screening.block_size,
                          repeats=spec.screening.repeats, name=spec.name)
-    recorded, simulated = _neuron_or_recording(spec, neuron, device)
+    recorded, simulated, neuron = _neuron_or_recording(spec, neuron, device)
     # The same trials as an evolution's: screening data is gated (and recorded) the same way.
     path = _response_path(spec, neuron, recorded, simulated, seed=seed, display_kind=display_kind,
                           sim_link=sim_link, pace=pace, gaze=gaze, calibration=calibration, operator=operator,

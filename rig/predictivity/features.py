@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from protocols.images import to_model_input
+from simulators.layer_reads import read_layers
 from simulators.models import ModelCfg, load_model, resolve_weights
 from simulators.units import LayerInfo, probe_layers
 
@@ -54,10 +55,6 @@ class Readout:
     def grid(self) -> int | None:
         match = re.fullmatch(r"grid=(\d+)", self.pool)
         return int(match.group(1)) if match and int(match.group(1)) >= 1 else None
-
-
-class _Stop(Exception):
-    """Raised from a hook once every requested layer has fired: the rest of the model is skipped."""
 
 
 class LayerFeatures:
@@ -103,28 +100,12 @@ class LayerFeatures:
         return {layer: np.concatenate(v) if v else np.zeros((0, 0), np.float32) for layer, v in out.items()}
 
     def _forward(self, x: torch.Tensor) -> dict[str, np.ndarray]:
-        expected = {layer: self.info[layer].n_calls for layer in self.layers}
-        fired = dict.fromkeys(self.layers, 0)
         values: dict[str, np.ndarray] = {}
 
-        def make_hook(layer: str):
-            def hook(_module, _inputs, output) -> None:
-                fired[layer] += 1
-                if fired[layer] == expected[layer]:  # a module run several times is read on its last call
-                    values[layer] = self._reduce(output).float().cpu().numpy()
-                if all(fired[k] >= n for k, n in expected.items()):
-                    raise _Stop
-            return hook
+        def read(layer: str, output: torch.Tensor) -> None:
+            values[layer] = self._reduce(output).float().cpu().numpy()
 
-        modules = dict(self.model.named_modules())
-        handles = [modules[layer].register_forward_hook(make_hook(layer)) for layer in self.layers]
-        try:
-            self.model(x)
-        except _Stop:
-            pass
-        finally:
-            for handle in handles:
-                handle.remove()
+        read_layers(self.model, x, {layer: self.info[layer].n_calls for layer in self.layers}, read)
         return values
 
     def _reduce(self, activation: torch.Tensor) -> torch.Tensor:
