@@ -21,15 +21,20 @@ plugins, how ioHub's events become samples, over a stand-in tracker) run.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import math
 import os
 import queue
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import psutil
 import pytest
 import torch
 
@@ -395,3 +400,60 @@ def test_the_trial_machine_sees_acquisition_a_break_and_blinks_when_they_happen(
     print(f"\ntrial machine: acquired - moved in {acquired} ms; break - moved out "
           f"{1e3 * (trials['break_time'][1] - made[1]['out']):.1f} ms; break - blink "
           f"{1e3 * (trials['break_time'][3] - made[3]['blink']):.1f} ms")
+
+
+# -- a rig that dies: the guard ends its server ------------------------------------------------------
+
+
+def running(process: psutil.Process) -> bool:
+    """Still there and not a zombie (a zombie whose parent is gone waits only to be reaped)."""
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@needs_screen
+@pytest.mark.timeout(60)
+def test_a_rig_killed_outright_takes_its_iohub_server_with_it():
+    """SIGKILL the rig (tests/helpers/iohub_rig.py) with its guard held (SIGSTOP): the server outlives the rig;
+    let the guard go on: it ends the server."""
+    rig = subprocess.Popen([sys.executable, "-m", "helpers.iohub_rig"], cwd=Path(__file__).parent,
+                           stdout=subprocess.PIPE, text=True)
+    server = guard = None
+    try:
+        line = ""
+        for line in rig.stdout:  # Xlib's warnings come first, on stdout
+            if line.startswith("pids "):
+                break
+        assert line.startswith("pids "), f"the rig printed no pids (exit code {rig.poll()}); its output is above"
+        server, guard = (psutil.Process(int(pid)) for pid in line.split()[1:])
+        assert server.ppid() == rig.pid and running(server)  # the rig's ioHub server, alive before the kill
+        assert guard.ppid() == rig.pid and os.getsid(guard.pid) == guard.pid  # a session of its own: no Ctrl-C
+        guard.suspend()
+        rig.kill()
+        rig.wait()
+        deadline = time.monotonic() + 5.0
+        while server.ppid() == rig.pid and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.3)
+        assert server.ppid() != rig.pid and running(server)  # an orphan, still serving: what the guard is for
+        guard.resume()
+        resumed = time.monotonic()
+        deadline = resumed + 5.0
+        while running(server) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        print(f"\nthe guard ended the orphaned ioHub server {time.monotonic() - resumed:.2f} s after it resumed")
+        assert not running(server), "the guard did not end the ioHub server of a rig that died"
+        deadline = time.monotonic() + 2.0
+        while running(guard) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not running(guard)  # its work done, it exits too
+    finally:
+        rig.kill()
+        rig.wait()
+        for process in (guard, server):  # never leave a server behind, even when the test fails
+            if process is not None and running(process):
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    process.resume()
+                    process.kill()

@@ -40,7 +40,13 @@ recording and waits for the first sample (:data:`FIRST_SAMPLE_TIMEOUT_S`): a
 tracker that sends nothing fails there, before the first trial. One hub runs
 per process (ioHub's own rule); a hub this source did not start is refused.
 :meth:`~IoHubGaze.close` stops recording and quits the hub, killing the server
-if it has not exited after :data:`QUIT_TIMEOUT_S`; twice is safe.
+if it has not exited after :data:`QUIT_TIMEOUT_S`; twice is safe. Right after
+the server starts, a guard process (:mod:`rig.behavior.gaze.reaper`) watches
+this one: if the rig dies without closing (SIGKILL, the OOM killer), the guard
+ends the server (SIGTERM, then SIGKILL after :data:`GUARD_GRACE_S`), so no
+orphan keeps the tracker's connection from the next run. A guard that cannot
+start fails :meth:`~IoHubGaze.start`; ``describe()`` has ``server_pid`` and
+``server_guard_pid``.
 
 **Positions.** ioHub's ``pix`` coordinates are pixels from the centre of the
 screen, +y up (PsychoPy's). The source subtracts the window's centre (where
@@ -107,6 +113,7 @@ import numpy as np
 
 from protocols.registry import Options, option
 from rig.behavior.gaze.base import GAZE_SOURCES, GazeError, GazeSamples, GazeSource, GazeTask
+from rig.behavior.gaze.reaper import GuardError, ServerGuard
 
 __all__ = ["DEVICES", "IoHubDevice", "IoHubGaze", "IoHubGazeOptions"]
 
@@ -116,6 +123,8 @@ FIRST_SAMPLE_TIMEOUT_S = 5.0
 RPC_TIMEOUT_S = 2.0
 #: How long close() waits for the server to exit before killing it.
 QUIT_TIMEOUT_S = 10.0
+#: How long the guard of a rig that died waits after SIGTERM before it SIGKILLs the server.
+GUARD_GRACE_S = 2.0
 #: The server's clock may differ from this process's by half an RPC's round trip plus this.
 CLOCK_TOLERANCE_S = 0.002
 #: Events ioHub keeps for the tracker between reads (the most its devices accept): 8 s at 1000 Hz.
@@ -244,6 +253,7 @@ class IoHubGaze(GazeSource):
         self._display: Any = None
         self._io: Any = None
         self._tracker: Any = None
+        self._guard: ServerGuard | None = None
         self._started = False
         self._facts: dict[str, Any] = {}
         #: Samples kept, and those dropped: before ``task.now``, or not after the last one (a repeated stamp).
@@ -299,6 +309,7 @@ class IoHubGaze(GazeSource):
         """Stop recording and quit the hub (killing its server if it hangs); safe to call twice."""
         hub, self._io = self._io, None
         tracker, self._tracker = self._tracker, None
+        guard, self._guard = self._guard, None
         self._started = False
         if hub is None:
             return
@@ -320,6 +331,8 @@ class IoHubGaze(GazeSource):
                     raise
         finally:
             watchdog.cancel()
+            if guard is not None:  # "done" once the server is gone; a server still there the guard ends
+                guard.release(server_gone=server is None or server.poll() is not None)
             window = getattr(self._display, "window", None)
             if window is not None and getattr(window, "backend", None) is not None:
                 window.backend.onMoveCallback = None  # ioHub's, bound to the connection just closed
@@ -363,6 +376,7 @@ class IoHubGaze(GazeSource):
                 self._io = ioHubConnection(config)
         except Exception as exc:  # ioHub raises RuntimeError/ioHubError with its own words
             raise GazeError(f"gaze source 'iohub': the ioHub server did not start ({exc})") from None
+        self._guard_server()
         self._io.udp_client.sock.settimeout(RPC_TIMEOUT_S)  # a hung server then fails a read instead of blocking it
         tracker = self._io.getDevice(TRACKER)
         if tracker is None or not hasattr(tracker, "setRecordingState"):
@@ -379,8 +393,8 @@ class IoHubGaze(GazeSource):
         centre = _window_centre_px(display.window)
         self._centre = centre
         self._to_px = display.geometry.distance_cm * display.geometry.pixels_per_cm
-        self._facts = {"udp_port": port, "window_centre_px": list(centre), "server_clock_error_s": error,
-                       "rpc_round_trip_s": after - before}
+        self._facts.update({"udp_port": port, "window_centre_px": list(centre), "server_clock_error_s": error,
+                            "rpc_round_trip_s": after - before})
         tracker.setRecordingState(True)
         deadline = time.monotonic() + FIRST_SAMPLE_TIMEOUT_S
         events = self._events()
@@ -390,6 +404,19 @@ class IoHubGaze(GazeSource):
                                 f"{FIRST_SAMPLE_TIMEOUT_S:g} s of recording; is it connected and tracking?")
             time.sleep(0.01)
             events = self._events()
+
+    def _guard_server(self) -> None:
+        """Start the guard that ends the server if this process dies without closing (module docstring)."""
+        server = getattr(self._io, "_server_process", None)
+        if server is None:
+            raise GazeError("gaze source 'iohub': ioHub started no server process of its own to guard "
+                            "(psychopy.iohub's ioHubConnection._server_process is None)")
+        try:
+            self._guard = ServerGuard(server.pid, grace_s=GUARD_GRACE_S)
+        except GuardError as exc:
+            raise GazeError(f"gaze source 'iohub': {exc}; without the guard an ioHub server would outlive a rig "
+                            f"that dies, keeping the tracker from the next run") from None
+        self._facts = {"server_pid": server.pid, "server_guard_pid": self._guard.pid}
 
     def _devices(self) -> list[dict[str, Any]]:
         """ioHub's device list: the Display as this display's screen, the Mouse for MouseGaze, the tracker last."""
