@@ -105,3 +105,26 @@ def test_session_gain_and_sweep_flags(session, tmp_path):
             assert row["gen_50"] == convergence(session_trajectory(session, thread).mean).reached[0.5]
     paths = write_figures([high], tmp_path)
     assert all(Path(p).stat().st_size > 1000 for p in paths)
+
+
+def test_report_min_gain_sets_the_bar(session, tmp_path, capsys):
+    """`rig report --min-gain K` judges each thread against K SDs of the natural images, and says so."""
+    from rig.cli import EXIT_USAGE, main
+
+    verdicts = [session_gain(session, t) for t in (0, 1)]   # the default bar, as the report judges it
+    kept = [t for t, g in enumerate(verdicts) if g.evolved]
+    assert kept, [g.describe() for g in verdicts]   # the default keeps a thread, so a higher bar can flag it
+    high = 2 * max(verdicts[t].in_scale for t in kept)
+    assert main(["report", str(session.path), "--out", str(tmp_path / "r"), "--no-nearest",
+                 "--min-gain", str(high)]) == 0
+    page = (tmp_path / "r" / "index.html").read_text()
+    for t in kept:
+        assert f"did not evolve: mean {verdicts[t].first:.3g}" in page
+    assert "evolved: mean" not in page.replace("did not evolve: mean", "")
+    assert f"by more than {high:g} SD of the natural images" in page and f"needs &gt; {high:g})" in page
+    capsys.readouterr()
+    for bad in ("-1", "nan"):
+        assert main(["report", str(session.path), "--out", str(tmp_path / "bad"), "--min-gain", bad]) == EXIT_USAGE
+        assert f"rig report: error: --min-gain must be a number >= 0 (SDs of the natural images' responses), " \
+               f"got {float(bad)}" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

@@ -1,6 +1,8 @@
 """The screening source "images from sessions": images regenerated from earlier sessions, traced to their origin."""
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -8,8 +10,9 @@ from helpers.protocols import run_tiny_session
 from protocols.spec import ProtocolError, parse_protocol
 from rig.analysis.sources import natural_scores
 from rig.cli import EXIT_USAGE, main
+from rig.loop.rebuild import rebuild
 from rig.loop.session_images import code_sha256, file_sha256, take_images
-from rig.session import read_session
+from rig.session import SessionFileError, read_session
 
 UNIT = "test_cnn:features.7:unit=5"
 
@@ -125,3 +128,26 @@ def test_source_and_tables_go_together(tmp_path, capsys):
     (tmp_path / "p.toml").write_text(check_protocol('group = "e"\nsession = "gone.h5"\ntop = 1'))
     assert main(["run", str(tmp_path / "p.toml"), "--out", str(tmp_path / "c.h5"), "--quiet"]) == EXIT_USAGE
     assert "gone.h5 not found" in capsys.readouterr().err
+
+
+def test_a_rebuilt_screening_takes_the_recorded_images_or_refuses(evolved, tmp_path):
+    """A resume rebuilds a screening's parts (Rebuilt.assemble): with its source file unchanged the same images
+    come back under the same ids; a source file replaced by another session (another seed) is refused."""
+    shutil.copy(evolved, tmp_path / "s.h5")
+    (tmp_path / "check.toml").write_text(check_protocol('group = "best"\nsession = "s.h5"\nfinal_best = 2'))
+    out = tmp_path / "check.h5"
+    assert main(["run", str(tmp_path / "check.toml"), "--out", str(out), "--quiet"]) == 0
+    check = read_session(out)
+    parts = rebuild(check).assemble("cpu")
+    assert parts.protocol.image_ids == check.reference_ids
+    assert parts.provenance["screening"]["taken"] == check.provenance["screening"]["taken"]
+
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(run_tiny_session(other, generations=2, seed=5, popsize=4, units=(UNIT,)),
+                tmp_path / "s.h5")
+    first = check.reference_ids[0]
+    with pytest.raises(SessionFileError, match=rf"check.h5: the images taken now are not the recorded ones: image #1 "
+                                               rf"'{first}' \(from {tmp_path / 's.h5'}\): .*session file SHA-256 "
+                                               rf"[0-9a-f]{{12}}\.\.\. now, {file_sha256(evolved)[:12]}\.\.\. recorded"):
+        rebuild(check).assemble("cpu")

@@ -12,7 +12,8 @@ meaningfully** (:func:`evolution_gain`):
     evolved  ⇔  final mean − first mean  >  min_gain × scale
 
 where the means are the population's mean score in the first and the last
-generation, ``min_gain`` is a stated multiple (:data:`DEFAULT_MIN_GAIN`, 1) and
+generation, ``min_gain`` is a stated multiple (:data:`DEFAULT_MIN_GAIN`, 1; ``rig sweep --min-gain`` and
+``rig report --min-gain`` set it, checked by :func:`check_min_gain`) and
 ``scale`` is one of (:data:`GAIN_BASES`):
 
 - ``natural_sd`` (default): the spread of the natural images' responses, the
@@ -26,6 +27,7 @@ The rest are counted and flagged as "did not evolve".
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
@@ -39,6 +41,8 @@ DEFAULT_THRESHOLDS = (0.5, 0.8)
 DEFAULT_MIN_GAIN = 1.0
 #: What the gain is measured against: the natural images' spread, or the response noise.
 GAIN_BASES = ("natural_sd", "noise_sd")
+#: What a ``min_gain`` is a multiple of, in words, by basis.
+_BASIS_WORDS = {"natural_sd": "SDs of the natural images' responses", "noise_sd": "SDs of the response noise"}
 
 
 @dataclass(frozen=True)
@@ -150,9 +154,16 @@ def evolution_gain(mean_scores: Sequence[float], scale: float, basis: str = "nat
         raise ValueError(f"gain basis must be one of {GAIN_BASES}, got {basis!r}")
     if not np.isfinite(scale) or scale < 0:
         raise ValueError(f"the gain's scale ({basis}) must be a finite number >= 0, got {scale}")
-    if not np.isfinite(min_gain) or min_gain < 0:
-        raise ValueError(f"min_gain must be a finite number >= 0 (a multiple of {basis}), got {min_gain}")
-    return Gain(float(means[0]), float(means[-1]), float(scale), basis, float(min_gain))
+    return Gain(float(means[0]), float(means[-1]), float(scale), basis, check_min_gain(min_gain, basis=basis))
+
+
+def check_min_gain(min_gain: float, name: str = "min_gain", basis: str = "natural_sd") -> float:
+    """``min_gain`` as a float when it is a finite number >= 0; else a ValueError worded as ``rig sweep``'s,
+    naming ``name`` (the field, or the option: ``--min-gain``) and what the bar is a multiple of."""
+    if isinstance(min_gain, bool) or not isinstance(min_gain, numbers.Real) or not np.isfinite(min_gain) \
+            or min_gain < 0:
+        raise ValueError(f"{name} must be a number >= 0 ({_BASIS_WORDS[basis]}), got {min_gain}")
+    return float(min_gain)
 
 
 def judged_convergence(mean_scores: Sequence[float], gain: Gain,

@@ -27,8 +27,8 @@ import numpy as np
 
 from rig.analysis import figures
 from rig.analysis.behavior import BehaviorReport, write_behavior
-from rig.analysis.convergence import (DEFAULT_MIN_GAIN, Convergence, Gain, evolution_gain, judged_convergence,
-                                      natural_spread)
+from rig.analysis.convergence import (DEFAULT_MIN_GAIN, Convergence, Gain, check_min_gain, evolution_gain,
+                                      judged_convergence, natural_spread)
 from rig.analysis.groups import GroupReport, groups_html, has_groups, write_groups
 from rig.analysis.images import best_codes_per_generation, load_natural_images, render, session_generator
 from rig.analysis.nearest import FeatureExtractor, cosine_nearest
@@ -73,14 +73,17 @@ def _natural_for(thread: Thread, session: RecordedSession, screenings: Sequence[
 
 def build_report(sessions: Sequence[str | Path], out: str | Path, natural: Sequence[str | Path] = (),
                  network: str = "auto", k: int = 5, nearest: bool = True,
-                 trust_generator: str | None = None, compare: str | Path | None = None) -> Path:
+                 trust_generator: str | None = None, compare: str | Path | None = None,
+                 min_gain: float = DEFAULT_MIN_GAIN) -> Path:
     """Write ``out/index.html`` and its PNG figures for evolution ``sessions``; return the HTML path.
 
     ``natural`` are screening session files; ``network`` picks the feature
     network for nearest natural images (``auto``: ResNet-101 if present, else
     EfficientNet-Lite0); ``nearest=False`` skips that analysis. A session's ``kind = "module"``
-    generator runs only when ``trust_generator`` names its factory.
+    generator runs only when ``trust_generator`` names its factory. An evolution counts as evolved when its
+    final mean beats the first by more than ``min_gain`` SDs of the natural images' responses (convergence.py).
     """
+    min_gain = check_min_gain(min_gain)
     if not sessions:
         raise ValueError("rig report: give at least one evolution session file")
     out = Path(out)
@@ -109,7 +112,8 @@ def build_report(sessions: Sequence[str | Path], out: str | Path, natural: Seque
         stem = f"s{number}"
         plot_trajectory(session, out / f"{stem}_trajectory.png")
         for t in threads:
-            summaries.append(_summarise(session, t, generator, screenings, extractor, k, out, f"{stem}_t{t.thread}"))
+            summaries.append(_summarise(session, t, generator, screenings, extractor, k, out, f"{stem}_t{t.thread}",
+                                        min_gain))
             summaries[-1].figures["trajectory"] = out / f"{stem}_trajectory.png"
             if summaries[-1].convergence is not None:  # evolutions that did not evolve are counted apart
                 curves[f"{session.path.stem} t{t.thread} {t.name}"] = summaries[-1].convergence
@@ -122,18 +126,19 @@ def build_report(sessions: Sequence[str | Path], out: str | Path, natural: Seque
         f"convergence compared across sessions ({len(curves)} evolved; {flat} did not evolve)") if curves else None
     page = out / "index.html"
     page.write_text(_html(summaries, conv_path, recorded, screenings, extractor, behaviour, groups,
-                          compare_section), encoding="utf-8")
+                          compare_section, min_gain), encoding="utf-8")
     return page
 
 
 def _summarise(session: RecordedSession, t: Thread, generator, screenings, extractor, k: int, out: Path,
-               stem: str) -> EvolutionSummary:
+               stem: str, min_gain: float = DEFAULT_MIN_GAIN) -> EvolutionSummary:
     trajectory = session_trajectory(session, t.thread)
     code, score, generation = best_code(session, t.thread, t.channel)
     scores, image_source, base, natural_label = _natural_for(t, session, screenings)
-    # Convergence only for an evolution that gained more than the natural images' spread (convergence.py).
+    # Convergence only for an evolution that gained more than min_gain × the natural images' spread (convergence.py).
     # With fewer than two natural images there is no spread to judge by: neither gain nor convergence is shown.
-    gain = evolution_gain(trajectory.mean, natural_spread(scores)) if np.isfinite(scores).sum() >= 2 else None
+    gain = (evolution_gain(trajectory.mean, natural_spread(scores), min_gain=min_gain)
+            if np.isfinite(scores).sum() >= 2 else None)
     try:
         conv = judged_convergence(trajectory.mean, gain, trajectory.generations) if gain is not None else None
     except ValueError:  # a flat trajectory (e.g. one generation) has no convergence
@@ -193,7 +198,7 @@ h2{border-bottom:1px solid #ccc;margin-top:2em}.note{font-size:12px;color:#555}"
 
 def _html(summaries: list[EvolutionSummary], conv_path: Path | None, sessions, screenings, extractor,
           behaviour: Sequence[BehaviorReport] = (), groups: Sequence[GroupReport] = (),
-          extra: Sequence[str] = ()) -> str:
+          extra: Sequence[str] = (), min_gain: float = DEFAULT_MIN_GAIN) -> str:
     rows = []
     for s in summaries:
         c, p = s.convergence, s.comparison
@@ -222,8 +227,9 @@ def _html(summaries: list[EvolutionSummary], conv_path: Path | None, sessions, s
             *rows, "</table>",
             "<p class='note'>Convergence: first generation whose min&ndash;max-normalised mean score reaches 50% / 80%, "
             f"given only for evolutions that evolved: the last generation's mean beat the first by more than "
-            f"{DEFAULT_MIN_GAIN:g} SD of the natural images' responses (gain / natural SD); the others are "
-            "flagged &ldquo;did not evolve&rdquo;, since min&ndash;max normalisation stretches a flat trajectory too. "
+            f"{min_gain:g} SD of the natural images' responses (gain / natural SD; rig report --min-gain); the "
+            "others are flagged &ldquo;did not evolve&rdquo;, since min&ndash;max normalisation stretches a "
+            "flat trajectory too. "
             "Percent over the natural mean depends on the response scale (undefined when the natural mean is not "
             "positive), and the ratio to the best natural image needs a positive best; the percentile and "
             "(prototype &minus; natural mean) / natural SD are scale-free and defined for any sign.</p>",

@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from rig.commands._options import add_trust_generator
+from rig.analysis.convergence import DEFAULT_MIN_GAIN, check_min_gain
 from rig.analysis.report import build_report
 
 HELP = "HTML report of evolution sessions: trajectories, prototypes, natural images, convergence"
@@ -27,12 +28,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-nearest", action="store_true", help="skip the nearest-natural-images analysis")
     parser.add_argument("--compare", type=Path, metavar="DIR", help="add the predictivity section of a "
                                                                        "`rig compare --out DIR` folder")
+    # As rig sweep's --min-gain, against the natural images the report uses (a screening, else the references).
+    parser.add_argument("--min-gain", type=float, default=DEFAULT_MIN_GAIN, metavar="K",
+                        help="an evolution evolved when its last generation's mean beats the first by more than K SDs "
+                             "of the natural images' responses; only those get a convergence "
+                             f"(default {DEFAULT_MIN_GAIN:g})")
     add_trust_generator(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Build the report and print where it is."""
+    min_gain = check_min_gain(args.min_gain, "--min-gain")  # refused before anything is read or written
     page = build_report(args.sessions, args.out, args.natural, args.network, args.k, not args.no_nearest,
-                        trust_generator=args.trust_generator, compare=args.compare)
+                        trust_generator=args.trust_generator, compare=args.compare, min_gain=min_gain)
     print(f"rig report: wrote {page} ({len(list(page.parent.glob('*.png')))} figures)")
     return 0

@@ -261,6 +261,11 @@ class Rebuilt:
                          gaze=dict(record.gaze) if record.gaze else None, first_trial=self.trials_done(),
                          reward=dict(record.reward) if record.reward else None,
                          clock_start=self.last_flip())
+        if self.spec.kind == "screening":  # no references or threads: its images must be the very ones recorded
+            from rig.loop.session_images import check_taken_again
+
+            check_taken_again(self.session, parts.protocol.image_ids, parts.provenance["screening"].get("taken"))
+            return parts
         if list(parts.protocol.reference_ids) != list(self.session.reference_ids):
             raise SessionFileError(f"{self.path}: the reference images found now differ from the recorded ones "
                                    f"({parts.protocol.reference_ids[:3]}... vs {self.session.reference_ids[:3]}...)")

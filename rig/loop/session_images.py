@@ -6,7 +6,8 @@ codes through that session's own generator, rebuilt from its run record
 (rig/loop/rebuild.py). Natural images can join as a group of their own. Every
 image's origin (session id, file and its SHA-256, thread, generation, index,
 score, the code's SHA-256) goes into the new session's provenance, so the
-check can be repeated and its images traced back.
+check can be repeated and its images traced back; a rebuilt screening (a
+resume) must take the very same images again (:func:`check_taken_again`).
 
 Image ids are ``GROUP/NAME``; the group is what ``rig report`` compares.
 """
@@ -14,8 +15,9 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from itertools import zip_longest
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -76,6 +78,42 @@ def take_images(spec: ProtocolSpec, trust_generator: str | None = None) -> Taken
     if duplicates:
         raise ProtocolError(f"{spec.path}: [[screening.take]]: images taken twice into one group: {duplicates[:5]}")
     return TakenImages(torch.cat(images), ids, origins)
+
+
+#: What must be the same, image by image, for an image taken again to be the one recorded (besides its id).
+_SAME_ORIGIN = (("session_sha256", "session file SHA-256"), ("code_sha256", "code SHA-256"))
+
+
+def check_taken_again(session: RecordedSession, ids: Sequence[str], taken: Sequence[dict[str, Any]] | None) -> None:
+    """Refuse a rebuilt screening (a resume) whose images are not the ones ``session`` recorded.
+
+    ``ids`` and ``taken`` are the image ids and origins found now. The ids must
+    be the recorded ones in the same order; with images taken from sessions, each
+    must also come from a session file with the recorded SHA-256 and from a code
+    with the recorded SHA-256. A source file replaced or re-run since would
+    otherwise put other images under the recorded ids. The SessionFileError
+    names the first image that differs, its source file and what differs.
+    """
+    recorded_ids = list(session.reference_ids)
+    recorded = session.provenance.get("screening", {}).get("taken")
+    if taken is not None and (not isinstance(recorded, list) or len(recorded) != len(recorded_ids)
+                              or not all(isinstance(o, dict) for o in recorded)):
+        raise SessionFileError(f"{session.path}: provenance screening.taken must hold the origin of each of its "
+                               f"{len(recorded_ids)} images; cannot check the images taken now against them")
+    now_origins = taken if taken is not None else [{}] * len(ids)
+    then_origins = recorded if taken is not None else [{}] * len(recorded_ids)
+    rows = zip_longest(recorded_ids, then_origins, ids, now_origins)
+    for number, (then_id, then, now_id, now) in enumerate(rows, start=1):
+        then, now = then or {}, now or {}
+        differs = [] if then_id == now_id else [f"id {now_id!r} now" if now_id is not None else "no such image now"]
+        differs += [f"{what} {str(now.get(key))[:12]}... now, {str(then.get(key))[:12]}... recorded"
+                    for key, what in _SAME_ORIGIN if now.get(key) != then.get(key)]
+        if differs:
+            source = then.get("session") or then.get("natural") or now.get("session") or "its image set"
+            image = repr(then_id) if then_id is not None else f"{now_id!r} (not recorded)"
+            raise SessionFileError(f"{session.path}: the images taken now are not the recorded ones: image #{number} "
+                                   f"{image} (from {source}): {'; '.join(differs)}. The source file was "
+                                   f"replaced or re-run since the screening began; restore it to resume")
 
 
 def _natural(spec: ProtocolSpec, take: SessionTake, size: int):
