@@ -84,3 +84,22 @@ def test_a_guard_that_cannot_start_is_a_clear_error():
     source._io = SimpleNamespace(_server_process=None)
     with pytest.raises(GazeError, match="ioHub started no server process of its own to guard"):
         source._guard_server()
+
+
+@pytest.mark.timeout(30)
+def test_the_iohub_source_records_its_guard_and_close_dismisses_it():
+    server = sleeper()
+    try:
+        source = part_registry("gaze").build("iohub", {"device": "mouse"})
+        # ioHub's connection, as close() uses it: the server's Popen, and quit() that ends it.
+        source._io = SimpleNamespace(_server_process=server, quit=lambda: server.terminate() or server.wait())
+        source._guard_server()
+        guard = source._guard
+        described = source.describe()
+        assert described["server_pid"] == server.pid and described["server_guard_pid"] == guard.pid
+        assert guard.process.poll() is None  # watching
+        source.close()
+        assert guard.process.returncode == 0  # told "done" once the server had quit, it is gone
+    finally:
+        server.kill()
+        server.wait()

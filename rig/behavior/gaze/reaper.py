@@ -17,7 +17,7 @@ knows the server as a ``psutil.Process`` (psutil is a requirement of ioHub,
 which uses it itself), taken at once: psutil checks the pid's start time
 before each signal, so a pid the OS has since given to another process is
 never signalled. Only this module's file is run (not ``-m``), so the guard
-imports nothing of the rig's and is up in about a tenth of a second.
+imports nothing of the rig's: it starts on a tenth of a second of CPU.
 
 The pipe's write end is not inheritable (subprocess's pipes never are), so
 processes the rig starts later do not hold it open; a child made by a bare
@@ -31,6 +31,8 @@ import sys
 import threading
 import time
 from typing import Sequence
+
+import psutil  # a requirement of psychopy-lib (ioHub uses it itself)
 
 __all__ = ["GUARD_START_TIMEOUT_S", "GuardError", "ServerGuard", "main"]
 
@@ -60,9 +62,11 @@ class ServerGuard:
         # A session (Windows: process group) of its own: a Ctrl-C to the rig's group must not end the guard first.
         flags = getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0) if os.name == "nt" else 0
         try:
+            # Unbuffered (bufsize=0): "done" reaches the guard when it is written, not when a buffer is flushed.
             self.process = subprocess.Popen([sys.executable, os.path.abspath(__file__), str(pid), repr(grace_s)],
-                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                            start_new_session=os.name != "nt", creationflags=flags)
+                                            bufsize=0, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                            stderr=subprocess.PIPE, start_new_session=os.name != "nt",
+                                            creationflags=flags)
         except OSError as exc:
             raise GuardError(f"the server guard could not be started ({exc})") from None
         self.pid = self.process.pid
@@ -107,20 +111,16 @@ class ServerGuard:
 # -- the guard's side ---------------------------------------------------------------------------------
 
 
-def _gone(server: object) -> bool:
+def _gone(server: psutil.Process) -> bool:
     """The server has exited (a zombie counts: its parent is gone, and it runs no more)."""
-    import psutil
-
     try:
         return not server.is_running() or server.status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
 
 
-def _end(server: object, grace_s: float) -> None:
+def _end(server: psutil.Process, grace_s: float) -> None:
     """SIGTERM, then SIGKILL if it is still there after ``grace_s``; psutil refuses a pid reused since."""
-    import psutil
-
     for signal_it, wait_s in ((server.terminate, grace_s), (server.kill, 5.0)):
         if _gone(server):
             return
@@ -135,8 +135,6 @@ def _end(server: object, grace_s: float) -> None:
 
 def main(argv: Sequence[str]) -> int:
     """The guard: ``reaper.py PID GRACE_S``; stdin is the owner's pipe. Prints :data:`READY` once it holds PID."""
-    import psutil
-
     try:
         pid, grace_s = int(argv[0]), float(argv[1])
     except (IndexError, ValueError):
