@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping
 from protocols.spec import BehaviorSpec, DisplaySpec, ProtocolError, ProtocolSpec, RecordingSpec
 from rig.behavior.gated import GatedDisplay
 from rig.behavior.gaze.base import GazeError
+from rig.behavior.gaze.raw import carry_drift
 from rig.behavior.machine import StimulusTiming
 from rig.behavior.operator import Operator
 from rig.behavior.parts import part_registry
@@ -102,12 +103,14 @@ def _build(table_name: str, key: str, table: Mapping[str, Any], where: str) -> A
 def gate_display(display: Display, spec: ProtocolSpec, *, gaze: Mapping[str, Any], seed: int,
                  operator: Operator | None = None, say: Callable[[str], None] | None = None,
                  first_trial: int = 0, recording: Any = None, clock_start: float = 0.0,
-                 reward: Mapping[str, Any] | None = None) -> GatedDisplay:
+                 reward: Mapping[str, Any] | None = None,
+                 gaze_offset: tuple[float, float] | None = None) -> GatedDisplay:
     """``display`` running blocks as trials, as ``spec.behavior`` says, with ``gaze`` (a ``[gaze]`` table).
 
     A gaze source that needs the screen (a tracker's window) gets ``display`` through ``attach_display``; one
     that reads the recording's stream (analog eye signals) gets ``recording`` (None for a simulated neuron)
-    through ``attach_recording``; both before it starts.
+    through ``attach_recording``; both before it starts. ``gaze_offset`` (a resumed session's drift offset,
+    rig/loop/rebuild.py) is where the source's drift correction starts from (None: a new session's zero).
     """
     behavior: BehaviorSpec = spec.behavior
     check_window_fits(spec)
@@ -135,6 +138,8 @@ def gate_display(display: Display, spec: ProtocolSpec, *, gaze: Mapping[str, Any
         if hasattr(gaze_source, "attach_recording"):  # analog eye signals on the recording's stream
             gaze_source.attach_recording(recording)
         runner.start()  # before provenance is taken: a simulated monkey then reports the seed it drew
+        if gaze_offset is not None:  # start() zeroed the offset; nothing has been read yet
+            carry_drift(gaze_source, gaze_offset)
     except GazeError as exc:  # no window, no stream, a tracker that does not start: before the first stimulus
         runner.close()
         raise ProtocolError(f"{spec.path}: [gaze] source = {gaze['source']!r}: {exc}") from None

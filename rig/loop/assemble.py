@@ -163,7 +163,8 @@ def assemble(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torch.device |
              generations: int | None = None, display_kind: str = "headless", sim_link: str | None = None,
              pace: tuple[float, float] | None = None, gaze: str | Mapping[str, Any] | None = None,
              operator: Any = None, first_trial: int = 0, clock_start: float = 0.0,
-             calibration: str | None = None, reward: str | Mapping[str, Any] | None = None) -> Assembly:
+             calibration: str | None = None, reward: str | Mapping[str, Any] | None = None,
+             gaze_offset: tuple[float, float] | None = None) -> Assembly:
     """Build generator, optimizers, references, display and response source for ``spec``.
 
     ``display_kind`` is ``headless`` or ``psychopy`` (laid out by the protocol's ``[display]`` table).
@@ -173,13 +174,14 @@ def assemble(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torch.device |
     (``--gaze KIND``, or a resumed session's recorded table) replaces the ``[gaze]`` source, ``calibration``
     (``--calibration CAL.toml``) its calibration, ``reward`` (``--reward KIND``) the ``[reward]`` kind, ``operator`` takes the experimenter's requests, and
     ``first_trial`` numbers the trials on from a resumed session's, and its simulated frame clock carries on
-    from ``clock_start``.
+    from ``clock_start``, its gaze source's drift correction from ``gaze_offset`` (rig/loop/rebuild.py).
     """
     device = torch.device(device)
     if spec.kind == "screening":
         return assemble_screening(spec, neuron, device=device, seed=seed, display_kind=display_kind, gaze=gaze,
                                   operator=operator, reward=reward, sim_link=sim_link, pace=pace,
-                                  calibration=calibration, first_trial=first_trial, clock_start=clock_start)
+                                  calibration=calibration, first_trial=first_trial, clock_start=clock_start,
+                                  gaze_offset=gaze_offset)
     seed = spec.seed if seed is None else seed
     generations = spec.generations if generations is None else generations
     if generations < 1:
@@ -218,7 +220,8 @@ def assemble(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torch.device |
     )
     path = _response_path(spec, neuron, recorded, simulated, seed=seed, display_kind=display_kind,
                           sim_link=sim_link, pace=pace, gaze=gaze, calibration=calibration, operator=operator,
-                          reward=reward, first_trial=first_trial, clock_start=clock_start)
+                          reward=reward, first_trial=first_trial, clock_start=clock_start,
+                          gaze_offset=gaze_offset)
     display, source, attached = path.display, path.source, path.attached
     provenance = {
         "neuron": source.describe(),
@@ -265,7 +268,7 @@ def _response_path(spec: ProtocolSpec, neuron: NeuronChoice, recorded: Any, simu
                    display_kind: str, sim_link: str | None, pace: tuple[float, float] | None,
                    gaze: str | Mapping[str, Any] | None, calibration: str | None, operator: Any,
                    reward: str | Mapping[str, Any] | None, first_trial: int = 0,
-                   clock_start: float = 0.0) -> ResponsePath:
+                   clock_start: float = 0.0, gaze_offset: tuple[float, float] | None = None) -> ResponsePath:
     """The display (run as trials under ``[behavior]``) wired to the recording, or the simulated neuron.
 
     Evolutions and screenings share it, so a protocol shown to a recorded neuron is shown the same way
@@ -280,7 +283,7 @@ def _response_path(spec: ProtocolSpec, neuron: NeuronChoice, recorded: Any, simu
         gaze_built = gaze_table(spec, gaze, recorded is not None, calibration)
         display = gate_display(display, spec, gaze=gaze_built, seed=seed, operator=operator,
                                first_trial=first_trial, recording=recorded, clock_start=clock_start,
-                               reward=reward_built)
+                               reward=reward_built, gaze_offset=gaze_offset)
     if recorded is not None:
         attached = attach_recording(recorded, display, sim_link=sim_link, pace=pace)
         return ResponsePath(display, recorded, attached, gaze_built, reward_built)
@@ -340,7 +343,8 @@ def assemble_screening(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torc
                        gaze: str | Mapping[str, Any] | None = None, operator: Any = None,
                        reward: str | Mapping[str, Any] | None = None, sim_link: str | None = None,
                        pace: tuple[float, float] | None = None, calibration: str | None = None,
-                       first_trial: int = 0, clock_start: float = 0.0) -> Assembly:
+                       first_trial: int = 0, clock_start: float = 0.0,
+                       gaze_offset: tuple[float, float] | None = None) -> Assembly:
     """Build a Screening protocol (no generator: ``Assembly.generator`` is None) and its response source:
     a simulated neuron, or a recording (``zmq://``, ``lsl://``) exactly as an evolution's (see :func:`assemble`)."""
     from protocols.screening import Screening  # here, not at the top: only screening files need it
@@ -360,7 +364,8 @@ def assemble_screening(spec: ProtocolSpec, neuron: NeuronChoice, *, device: torc
     # The same trials as an evolution's: screening data is gated (and recorded) the same way.
     path = _response_path(spec, neuron, recorded, simulated, seed=seed, display_kind=display_kind,
                           sim_link=sim_link, pace=pace, gaze=gaze, calibration=calibration, operator=operator,
-                          reward=reward, first_trial=first_trial, clock_start=clock_start)
+                          reward=reward, first_trial=first_trial, clock_start=clock_start,
+                          gaze_offset=gaze_offset)
     display, source = path.display, path.source
     provenance = {
         "kind": "screening",

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 from urllib.parse import urlsplit
 
+import numpy as np
 import torch
 
 from protocols.evolution import Evolution
@@ -32,6 +33,11 @@ from rig.session import RecordedSession, SessionFileError
 
 if TYPE_CHECKING:
     from rig.loop.assemble import Assembly
+
+
+#: What a showing must hold to recompute the drift offset (:meth:`Rebuilt.drift_offset`).
+_DRIFT_DATASETS = ("gaze_times", "gaze_x", "gaze_y", "gaze_valid", "trial_acquired", "trial_first_onset",
+                   "trial_break_time")
 
 
 class NoImages(Generator):
@@ -260,7 +266,7 @@ class Rebuilt:
                          display_kind=record.display, sim_link=record.sim_link, pace=record.pace_s,
                          gaze=dict(record.gaze) if record.gaze else None, first_trial=self.trials_done(),
                          reward=dict(record.reward) if record.reward else None,
-                         clock_start=self.last_flip())
+                         clock_start=self.last_flip(), gaze_offset=self.drift_offset())
         if self.spec.kind == "screening":  # no references or threads: its images must be the very ones recorded
             from rig.loop.session_images import check_taken_again
 
@@ -274,25 +280,76 @@ class Rebuilt:
                                    f"recorded ones")
         return parts
 
+    def _behaviors(self) -> list[tuple[str, dict[str, Any] | None]]:
+        """Every recorded showing's behaviour datasets (None: none recorded), in order, with where it is."""
+        from rig.behavior.log import read_behavior
+
+        return [(f"block {block.index} showing {number}", read_behavior(showing))
+                for block in self.session.blocks for number, showing in enumerate(block.showings)]
 
     def last_flip(self) -> float:
         """The latest frame time of the session's trials on a simulated clock (0 without, or on a real clock)."""
-        from rig.behavior.log import read_behavior
-
         if self.session.provenance.get("display", {}).get("clock") != "simulated":
             return 0.0
-
-        times = [float(b["frame_times"].max()) for block in self.session.blocks for showing in block.showings
-                 if (b := read_behavior(showing)) is not None and len(b["frame_times"])]
+        times = [float(b["frame_times"].max()) for _, b in self._behaviors() if b is not None and len(b["frame_times"])]
         return max(times, default=0.0)
 
     def trials_done(self) -> int:
         """How many trials the session's blocks ran (a resumed session numbers its trials on from there)."""
-        from rig.behavior.log import read_behavior
-
-        numbers = [int(b["trial_number"].max()) + 1 for block in self.session.blocks for showing in block.showings
-                   if (b := read_behavior(showing)) is not None and len(b["trial_number"])]
+        numbers = [int(b["trial_number"].max()) + 1 for _, b in self._behaviors()
+                   if b is not None and len(b["trial_number"])]
         return max(numbers, default=0)
+
+    def drift_fraction(self) -> float:
+        """The recorded ``[gaze] drift_correction`` (0: off, or no ``[behavior]``); the source's options check it
+        when it is built again, so only a positive number counts here."""
+        if self.spec.behavior is None:
+            return 0.0
+        table = dict(self.record.gaze) if self.record.gaze else dict(self.spec.gaze or {})
+        fraction = table.get("drift_correction", 0.0)
+        return float(fraction) if isinstance(fraction, (int, float)) and not isinstance(fraction, bool) else 0.0
+
+    def drift_offset(self) -> tuple[float, float] | None:
+        """The drift offset the gaze source had after the session's recorded trials, recomputed from their gaze
+        and trial tables (:func:`~rig.behavior.gaze.raw.drift_offset`); None when drift correction is off.
+
+        A session that corrected drift and whose recorded gaze cannot give the offset (a showing without its
+        trials or gaze, samples that do not line up) is refused, naming the file: starting from zero would read
+        the monkey's gaze without the correction he had earned, and lose trials.
+        """
+        from rig.behavior.gaze import GazeSamples
+        from rig.behavior.gaze.raw import baseline_holds, drift_offset
+
+        fraction = self.drift_fraction()
+        if fraction <= 0:
+            return None
+        samples, holds = [], []
+        for where, behavior in self._behaviors():
+            what = f"{self.path}: {where}"
+            if behavior is None:
+                raise SessionFileError(f"{what} recorded no trials or gaze, but [gaze] drift_correction = "
+                                       f"{fraction:g} needs them to carry the drift offset on; cannot resume")
+            missing = [k for k in _DRIFT_DATASETS if k not in behavior]
+            if missing:
+                raise SessionFileError(f"{what} lacks {', '.join(missing)}, which [gaze] drift_correction = "
+                                       f"{fraction:g} needs to carry the drift offset on; cannot resume")
+            try:
+                samples.append(GazeSamples(*(behavior[f"gaze_{k}"] for k in ("times", "x", "y", "valid"))))
+                table = [np.asarray(behavior[f"trial_{k}"], dtype=np.float64)
+                         for k in ("acquired", "first_onset", "break_time")]
+            except (ValueError, TypeError) as exc:
+                raise SessionFileError(f"{what}: its gaze or trial table is damaged ({exc}); cannot resume "
+                                       f"the drift offset") from None
+            if len({len(column) for column in table}) != 1:
+                raise SessionFileError(f"{what}: trial_acquired, trial_first_onset and trial_break_time differ in "
+                                       f"length {[len(c) for c in table]}; cannot resume the drift offset")
+            holds += baseline_holds(*table)
+        point = self.spec.behavior.fixation_point_deg
+        offset = drift_offset(GazeSamples.concat(samples), holds, point, fraction)
+        if not all(np.isfinite(offset)):
+            raise SessionFileError(f"{self.path}: the recorded gaze gives a drift offset of {offset} (valid samples "
+                                   f"without a position); cannot resume the drift offset")
+        return offset
 
 
 def rebuild(session: RecordedSession) -> Rebuilt:

@@ -19,6 +19,13 @@ them), so a session's corrections follow from its recorded gaze and trial
 table alone (:func:`drift_corrections`), and a new offset applies from the
 first sample not yet read, so the same reads give the same samples.
 
+A resumed session (``rig run --resume``) carries the offset on: the offset at
+the end of the recorded trials is recomputed from the file
+(:func:`drift_offset`, the sum of its corrections) and the rebuilt source
+starts from it (:meth:`RawGazeSource.resume_drift`, recorded in
+:meth:`describe` as ``drift_resumed_from``), so the monkey's first trials
+after a resume are read with the correction he had earned.
+
 Built with ``raw=True`` (what ``rig calibrate`` does, :func:`build_raw`), a
 source applies neither: :meth:`read` delivers the raw signal, ``x = u`` and
 ``y = v`` in the source's raw units.
@@ -27,6 +34,7 @@ from __future__ import annotations
 
 import abc
 import hashlib
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -37,7 +45,8 @@ from protocols.registry import Options, option
 from rig.behavior.calibration import Calibration, CalibrationError, load_calibration
 from rig.behavior.gaze.base import GAZE_SOURCES, GazeSamples, GazeSource, GazeTask
 
-__all__ = ["IDENTITY", "DriftCorrection", "RawGazeSource", "RawOptions", "build_raw", "drift_corrections"]
+__all__ = ["IDENTITY", "DriftCorrection", "RawGazeSource", "RawOptions", "baseline_holds", "build_raw",
+           "carry_drift", "drift_corrections", "drift_offset"]
 
 #: ``calibration = "identity"``: the raw signal is degrees already.
 IDENTITY = "identity"
@@ -104,6 +113,42 @@ def drift_corrections(samples: GazeSamples, holds: Sequence[tuple[float, float]]
     return corrections
 
 
+def drift_offset(samples: GazeSamples, holds: Sequence[tuple[float, float]], point: Sequence[float],
+                 fraction: float) -> tuple[float, float]:
+    """The offset a source with ``drift_correction = fraction`` had after ``holds``: its corrections summed in
+    order (from zero, as :meth:`RawGazeSource.start` begins), with the arguments of :func:`drift_corrections`."""
+    x = y = 0.0
+    for dx, dy in drift_corrections(samples, holds, point, fraction):
+        x, y = x + dx, y + dy
+    return x, y
+
+
+def baseline_holds(acquired: Sequence[float], first_onset: Sequence[float],
+                   break_time: Sequence[float]) -> list[tuple[float, float]]:
+    """Each trial's baseline hold ``(acquired, first onset or break)`` from a trial table's columns, in its order:
+    the spans the trial runner hands :meth:`RawGazeSource.held_fixation` (none where fixation was never acquired,
+    or the hold has no finite end after it)."""
+    spans = []
+    for start, onset, broke in zip(acquired, first_onset, break_time):
+        start, onset, broke = float(start), float(onset), float(broke)
+        end = onset if math.isfinite(onset) else broke  # the runner: the first onset if any, else the break
+        if math.isfinite(start) and math.isfinite(end) and end > start:
+            spans.append((start, end))
+    return spans
+
+
+def carry_drift(source: GazeSource, offset: tuple[float, float]) -> None:
+    """Start ``source`` (started, nothing read yet) from a resumed session's drift ``offset``.
+
+    Only a raw source corrects drift; any other source given a non-zero offset is a caller's mistake.
+    """
+    if isinstance(source, RawGazeSource):
+        source.resume_drift(offset)
+    elif tuple(offset) != (0.0, 0.0):
+        raise ValueError(f"gaze source {type(source).__name__} has no drift correction, so it cannot resume from "
+                         f"a drift offset of ({offset[0]:g}, {offset[1]:g})°")
+
+
 class RawGazeSource(GazeSource):
     """A gaze source with a raw signal: subclasses implement :meth:`_read_raw` (and may override
     :meth:`raw_is_degrees`); options extend :class:`RawOptions`.
@@ -120,6 +165,8 @@ class RawGazeSource(GazeSource):
         #: Every drift correction so far, in time order (reset by :meth:`start`).
         self.corrections: list[DriftCorrection] = []
         self._offset = (0.0, 0.0)
+        #: The offset a resumed session's source started from (:meth:`resume_drift`); None: not resumed.
+        self.resumed_from: tuple[float, float] | None = None
         self._kept: list[GazeSamples] = []
         self.calibration, self._calibration_sha256 = self._load_calibration()
 
@@ -149,9 +196,25 @@ class RawGazeSource(GazeSource):
         return self._offset
 
     def start(self, task: GazeTask) -> None:
-        """Begin; the drift offset starts at zero and the corrections list empty."""
+        """Begin; the drift offset starts at zero and the corrections list empty (see :meth:`resume_drift`)."""
         super().start(task)
-        self.corrections, self._offset, self._kept = [], (0.0, 0.0), []
+        self.corrections, self._offset, self._kept, self.resumed_from = [], (0.0, 0.0), [], None
+
+    def resume_drift(self, offset: tuple[float, float]) -> None:
+        """Carry on a resumed session's drift offset (:func:`drift_offset` of its file): after :meth:`start`,
+        before the first read. With drift correction off only a zero offset is taken (and changes nothing)."""
+        x, y = (float(v) for v in offset)
+        if not (math.isfinite(x) and math.isfinite(y)):
+            raise ValueError(f"gaze source {self.kind!r}: a resumed drift offset must be finite, got ({x}, {y})")
+        if getattr(self, "task", None) is None or self._last_time != -np.inf:
+            raise RuntimeError(f"gaze source {self.kind!r}: resume_drift comes after start() and before the "
+                               f"first read")
+        if self.raw or getattr(self.options, "drift_correction", 0.0) <= 0:
+            if (x, y) != (0.0, 0.0):
+                raise ValueError(f"gaze source {self.kind!r} does not correct drift (drift_correction = 0 or raw), "
+                                 f"so it cannot resume from a drift offset of ({x:g}, {y:g})°")
+            return
+        self._offset = self.resumed_from = (x, y)
 
     def _read(self, until: float) -> GazeSamples:
         raw = self._read_raw(until)
@@ -188,15 +251,16 @@ class RawGazeSource(GazeSource):
 
     def describe(self) -> dict[str, Any]:
         """Provenance: class, kind, options; the calibration as applied (its map and file's SHA-256); every drift
-        correction so far."""
+        correction so far, and (resumed) the offset it started from."""
         calibration: Any = None
         if self.calibration is not None:
             calibration = {**self.calibration.describe(), "path": str(self.options.calibration),
                            "sha256": self._calibration_sha256}
         elif not self.raw:
             calibration = IDENTITY
+        resumed = {} if self.resumed_from is None else {"drift_resumed_from": list(self.resumed_from)}
         return {**super().describe(), "raw": self.raw, "calibration": calibration,
-                "drift_corrections": [c.as_dict() for c in self.corrections]}
+                "drift_corrections": [c.as_dict() for c in self.corrections], **resumed}
 
     @abc.abstractmethod
     def _read_raw(self, until: float) -> GazeSamples:
