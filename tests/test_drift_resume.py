@@ -107,21 +107,35 @@ def test_a_resumed_session_starts_from_the_offset_its_recorded_gaze_gives(killed
     np.testing.assert_allclose(again, logged, rtol=0, atol=1e-5)
 
 
-def test_a_session_whose_gaze_is_missing_is_not_resumed_from_zero(killed, tmp_path, capsys):
+def _drop(f: h5py.File, name: str) -> None:
+    del f[name]
+
+
+def _shorten(f: h5py.File, name: str) -> None:
+    data = f[name][()]
+    del f[name]
+    f[name] = data[:-1]
+
+
+@pytest.mark.parametrize("dataset, damage, said", [
+    ("gaze_x", _drop, "block 0 showing 0 lacks gaze_x"),  # a showing that lost its gaze positions
+    ("gaze_y", _shorten, "block 0 showing 0: its gaze or trial table is damaged"),  # one sample short
+])
+def test_a_session_whose_gaze_cannot_give_the_offset_is_not_resumed_from_zero(killed, tmp_path, capsys, dataset,
+                                                                             damage, said):
     out = copied(killed, tmp_path / "damaged.h5")
-    journal = journal_dir(out)
     damaged = 0
-    for part in sorted(journal.iterdir()):
+    for part in sorted(journal_dir(out).iterdir()):
         with h5py.File(part, "r+") as f:
             names: list[str] = []
-            f.visit(lambda name: names.append(name) if name.endswith("/gaze_x") else None)
-            for name in names:  # a showing that lost its gaze positions
-                del f[name]
+            f.visit(lambda name: names.append(name) if name.endswith(f"/{dataset}") else None)
+            for name in names:
+                damage(f, name)
             damaged += len(names)
     assert damaged
     assert main(["run", "--resume", str(out), "--quiet"]) != 0
     err = capsys.readouterr().err
-    assert f"{out}: block 0 showing 0 lacks gaze_x" in err and "drift_correction = 0.5" in err
+    assert f"{out}: {said}" in err and "drift" in err
     with h5py.File(out, "r") as f:
         assert json.loads(f.attrs.get("resumes", "[]")) == []  # refused before the file was touched: nothing ran
 
