@@ -65,7 +65,7 @@ def main() -> int:
 
     print(f"bench/loop.py: {spec.path}, {len(reports)} generations timed (+1 warm-up), device {device}"
           f"{f' ({torch.cuda.get_device_name(device)})' if device.type == 'cuda' else ''}, "
-          f"torch threads {torch.get_num_threads()}, neuron {spec.neuron.precision} {spec.neuron.runtime}")
+          f"torch threads {torch.get_num_threads()}, neuron {parts.record.precision} {parts.record.runtime}")
     print(f"  {len(parts.protocol.reference_ids) + parts.protocol.optimizers[0].popsize * parts.protocol.threads} "
           f"images per generation, code length {parts.generator.code_dim}")
     per_generation = statistics.median(r.seconds for r in reports)

@@ -153,7 +153,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"rig run: {spec.path} ({spec.name}), {protocol.generations} generations, "
           f"{protocol.threads} thread(s) x {protocol.optimizers[0].popsize} images "
           f"+ {len(protocol.reference_ids)} reference images, seed {parts.seed}, device {device}")
-    print(f"  neuron:    {', '.join(neuron.units)} (weights: {neuron.weights or 'model default'})")
+    runs = getattr(parts.source, "neuron", None)  # a simulated neuron says how its passes run
+    runs_as = f"; {runs.precision} {runs.runtime}" if hasattr(runs, "runtime") else ""
+    print(f"  neuron:    {', '.join(neuron.units)} (weights: {neuron.weights or 'model default'}{runs_as})")
     print(f"  generator: {type(parts.generator).__name__} {spec.generator}")
     if spec.generator["kind"] == "fourier":
         print("             (a weightless Fourier image space, used where no DeePSiM GAN weights are installed)")
