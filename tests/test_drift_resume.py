@@ -19,8 +19,8 @@ from helpers.protocols import tiny_protocol
 from helpers.sessions import kill_after_blocks
 from rig.behavior.gaze import GazeSamples, GazeTask
 from rig.behavior.gaze.raw import carry_drift, drift_corrections
-from rig.behavior.parts import part_registry
 from rig.behavior.log import read_behavior
+from rig.behavior.parts import part_registry
 from rig.cli import main
 from rig.session import read_session
 from rig.session.layout import journal_dir
