@@ -77,13 +77,9 @@ def test_a_guard_that_cannot_start_is_a_clear_error():
     with pytest.raises(GuardError, match=f"did not start \\(exit code 1\\): no process {dead} to guard"):
         ServerGuard(dead)
     source = part_registry("gaze").build("iohub", {"device": "mouse"})
-    source._io = SimpleNamespace(_server_process=SimpleNamespace(pid=dead))  # what ioHub's connection holds
     with pytest.raises(GazeError, match=f"gaze source 'iohub': the server guard did not start .*no process {dead} "
                                         f"to guard; without the guard an ioHub server would outlive a rig"):
-        source._guard_server()
-    source._io = SimpleNamespace(_server_process=None)
-    with pytest.raises(GazeError, match="ioHub started no server process of its own to guard"):
-        source._guard_server()
+        source._guard_server(dead)
 
 
 @pytest.mark.timeout(30)
@@ -93,13 +89,26 @@ def test_the_iohub_source_records_its_guard_and_close_dismisses_it():
         source = part_registry("gaze").build("iohub", {"device": "mouse"})
         # ioHub's connection, as close() uses it: the server's Popen, and quit() that ends it.
         source._io = SimpleNamespace(_server_process=server, quit=lambda: server.terminate() or server.wait())
-        source._guard_server()
+        source._guard_server(server.pid)
         guard = source._guard
         described = source.describe()
         assert described["server_pid"] == server.pid and described["server_guard_pid"] == guard.pid
         assert guard.process.poll() is None  # watching
         source.close()
         assert guard.process.returncode == 0  # told "done" once the server had quit, it is gone
+    finally:
+        server.kill()
+        server.wait()
+
+
+@pytest.mark.timeout(30)
+def test_a_hub_that_never_connected_leaves_its_server_to_the_guard():
+    server = sleeper()  # a server ioHub started, then failed to connect to: start() closes with no hub
+    try:
+        source = part_registry("gaze").build("iohub", {"device": "mouse"})
+        source._guard_server(server.pid)
+        source.close()
+        assert server.wait(5) == -signal.SIGTERM  # the guard's
     finally:
         server.kill()
         server.wait()

@@ -18,7 +18,7 @@ def main() -> None:
     """Start the hub as tests/test_gaze_iohub.py's ``hub`` fixture does (smaller), print its pids, wait."""
     spec = DisplaySpec(width_cm=20.0, distance_cm=57.0, resolution=(200, 150), fullscreen=False, pace=True,
                        refresh_hz=60.0, fixation_deg=0.5, photodiode="none")
-    display = PsychoPyDisplay(spec, pos=(100, 50))
+    display = PsychoPyDisplay(spec, pos=(1000, 800))  # away from the test's own window (100, 50)
     source = part_registry("gaze").build("iohub", {"device": "mouse", "sample_rate_hz": 100})
     source.attach_display(display)
     source.start(GazeTask((0.0, 0.0), 2.0, CLOCK, display._clock.getTime()))

@@ -312,6 +312,8 @@ class IoHubGaze(GazeSource):
         guard, self._guard = self._guard, None
         self._started = False
         if hub is None:
+            if guard is not None:  # the hub never connected: a server left starting, the guard ends
+                guard.release(server_gone=False)
             return
         server = getattr(hub, "_server_process", None)
         watchdog = threading.Timer(QUIT_TIMEOUT_S, lambda: server.poll() is None and server.kill())
@@ -371,12 +373,7 @@ class IoHubGaze(GazeSource):
         display, o = self._display, self.options
         port = o.udp_port if o.udp_port is not None else _free_udp_port()
         config = {"udp_port": port, "monitor_devices": self._devices()}
-        try:
-            with contextlib.redirect_stdout(io.StringIO()):
-                self._io = ioHubConnection(config)
-        except Exception as exc:  # ioHub raises RuntimeError/ioHubError with its own words
-            raise GazeError(f"gaze source 'iohub': the ioHub server did not start ({exc})") from None
-        self._guard_server()
+        self._connect(config)
         self._io.udp_client.sock.settimeout(RPC_TIMEOUT_S)  # a hung server then fails a read instead of blocking it
         tracker = self._io.getDevice(TRACKER)
         if tracker is None or not hasattr(tracker, "setRecordingState"):
@@ -405,18 +402,56 @@ class IoHubGaze(GazeSource):
             time.sleep(0.01)
             events = self._events()
 
-    def _guard_server(self) -> None:
-        """Start the guard that ends the server if this process dies without closing (module docstring)."""
-        server = getattr(self._io, "_server_process", None)
-        if server is None:
-            raise GazeError("gaze source 'iohub': ioHub started no server process of its own to guard "
-                            "(psychopy.iohub's ioHubConnection._server_process is None)")
+    def _connect(self, config: dict[str, Any]) -> None:
+        """``ioHubConnection(config)``, the server guarded from the moment its process exists.
+
+        ioHub's client starts the server process, then waits seconds for it to be ready; a rig killed in
+        those seconds would leave it behind. So a thread starts the guard as soon as ioHub has the server's
+        pid (``Computer.iohub_process_id``, set right after its Popen), while the client waits.
+        """
+        from psychopy.iohub.client import ioHubConnection
+        from psychopy.iohub.devices import Computer
+
+        stale = Computer.iohub_process_id  # a pid from an earlier hub is not this one's
+        stop = threading.Event()
+        failed: list[GazeError] = []
+
+        def guard_as_soon_as_started() -> None:
+            while not stop.is_set():
+                pid = Computer.iohub_process_id
+                if pid is not None and pid != stale:
+                    try:
+                        self._guard_server(pid)
+                    except GazeError as exc:
+                        failed.append(exc)
+                    return
+                stop.wait(0.005)
+
+        watcher = threading.Thread(target=guard_as_soon_as_started, name="iohub-guard", daemon=True)
+        watcher.start()
         try:
-            self._guard = ServerGuard(server.pid, grace_s=GUARD_GRACE_S)
+            with contextlib.redirect_stdout(io.StringIO()):
+                self._io = ioHubConnection(config)
+        except Exception as exc:  # ioHub raises RuntimeError/ioHubError with its own words
+            raise GazeError(f"gaze source 'iohub': the ioHub server did not start ({exc})") from None
+        finally:
+            stop.set()
+            watcher.join()
+        if failed:
+            raise failed[0]
+        server = getattr(self._io, "_server_process", None)
+        if server is None or self._guard is None or self._facts.get("server_pid") != server.pid:
+            raise GazeError(f"gaze source 'iohub': the server guard is not watching ioHub's server (pid "
+                            f"{getattr(server, 'pid', None)}; guarded: {self._facts.get('server_pid')})")
+
+    def _guard_server(self, pid: int) -> None:
+        """Start the guard that ends the server ``pid`` if this process dies without closing (module docstring)."""
+        try:
+            self._guard = ServerGuard(pid, grace_s=GUARD_GRACE_S)
         except GuardError as exc:
             raise GazeError(f"gaze source 'iohub': {exc}; without the guard an ioHub server would outlive a rig "
                             f"that dies, keeping the tracker from the next run") from None
-        self._facts = {"server_pid": server.pid, "server_guard_pid": self._guard.pid}
+        self._facts = {"server_pid": pid, "server_guard_pid": self._guard.pid}
 
     def _devices(self) -> list[dict[str, Any]]:
         """ioHub's device list: the Display as this display's screen, the Mouse for MouseGaze, the tracker last."""
