@@ -447,7 +447,8 @@ def test_a_rig_killed_outright_takes_its_iohub_server_with_it(dying_rig):
         for line in rig.stdout:  # Xlib's warnings come first, on stdout
             if line.startswith("pids "):
                 break
-        assert line.startswith("pids "), f"the rig printed no pids (exit code {rig.poll()}); its output is above"
+        assert line.startswith("pids "), (f"the rig printed no pids (exit code {rig.poll()}); its stderr is in the "
+                                          f"output captured from the tests that ran while it booted")
         server, guard = (psutil.Process(int(pid)) for pid in line.split()[1:])
         assert server.ppid() == rig.pid and running(server)  # the rig's ioHub server, alive before the kill
         assert guard.ppid() == rig.pid and os.getsid(guard.pid) == guard.pid  # a session of its own: no Ctrl-C
@@ -466,7 +467,8 @@ def test_a_rig_killed_outright_takes_its_iohub_server_with_it(dying_rig):
         deadline = resumed + 5.0
         while running(server) and time.monotonic() < deadline:
             time.sleep(0.02)
-        print(f"\nthe guard ended the orphaned ioHub server {time.monotonic() - resumed:.2f} s after it resumed")
+        print(f"\nthe guard started {guard.create_time() - server.create_time():.2f} s after the ioHub server and "
+              f"ended the orphan {time.monotonic() - resumed:.2f} s after it resumed")
         assert not running(server), "the guard did not end the ioHub server of a rig that died"
         deadline = time.monotonic() + 2.0
         while running(guard) and time.monotonic() < deadline:

@@ -40,8 +40,9 @@ recording and waits for the first sample (:data:`FIRST_SAMPLE_TIMEOUT_S`): a
 tracker that sends nothing fails there, before the first trial. One hub runs
 per process (ioHub's own rule); a hub this source did not start is refused.
 :meth:`~IoHubGaze.close` stops recording and quits the hub, killing the server
-if it has not exited after :data:`QUIT_TIMEOUT_S`; twice is safe. Right after
-the server starts, a guard process (:mod:`rig.behavior.gaze.reaper`) watches
+if it has not exited after :data:`QUIT_TIMEOUT_S`; twice is safe. From the
+moment the server's process exists (a thread starts it while ioHub's client
+waits for the server), a guard process (:mod:`rig.behavior.gaze.reaper`) watches
 this one: if the rig dies without closing (SIGKILL, the OOM killer), the guard
 ends the server (SIGTERM, then SIGKILL after :data:`GUARD_GRACE_S`), so no
 orphan keeps the tracker's connection from the next run. A guard that cannot
