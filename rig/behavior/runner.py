@@ -27,6 +27,7 @@ from protocols.base import Block
 from protocols.spec import BehaviorSpec
 from rig.behavior.frames import FrameSurface
 from rig.behavior.gaze.base import GazeSource, GazeTask
+from rig.behavior.gaze.raw import baseline_hold
 from rig.behavior.log import BehaviorLog
 from rig.behavior.machine import BLANK, Scene, StimulusTiming, TrialMachine
 from rig.behavior.operator import Operator
@@ -182,9 +183,10 @@ class TrialRunner:
                 self._emit("trial_end", record.stop, trial=self.next_trial, outcome=int(record.outcome))
                 if not math.isnan(record.acquired):
                     self._working(record.acquired)
-                    hold_end = record.onsets[0] if record.onsets else record.break_time
-                    if math.isfinite(hold_end) and hold_end > record.acquired:
-                        self.gaze.held_fixation(record.acquired, hold_end, self.spec.fixation_point_deg)
+                    hold = baseline_hold(record.acquired, record.onsets[0] if record.onsets else math.nan,
+                                         record.break_time)
+                    if hold is not None:
+                        self.gaze.held_fixation(*hold, self.spec.fixation_point_deg)
                         self._log_corrections(log)
                 if record.outcome is TrialOutcome.NO_FIXATION:
                     self.next_trial += 1

@@ -20,7 +20,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from rig.analysis.convergence import DEFAULT_MIN_GAIN
+from rig.analysis.convergence import DEFAULT_MIN_GAIN, check_min_gain
 
 #: ``unit=A..B`` in a unit spec stands for units A, A+1, ..., B.
 _RANGE = re.compile(r"unit=(\d+)\.\.(\d+)")
@@ -77,8 +77,7 @@ def plan_sweep(protocol: str | Path, units: Sequence[str], seeds: Sequence[int],
         raise ValueError("a sweep needs at least one --unit")
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct and at least one, got {list(seeds)}")
-    if not np.isfinite(min_gain) or min_gain < 0:
-        raise ValueError(f"--min-gain must be a number >= 0 (SDs of the reference images' responses), got {min_gain}")
+    min_gain = check_min_gain(min_gain, "--min-gain")  # the reference photos are the natural images here
     if spec.references.count < 2:
         raise ValueError(f"{protocol}: [references] count = {spec.references.count}; a sweep judges whether a unit "
                          f"evolved against the spread of the reference images' responses, so it needs at least 2")

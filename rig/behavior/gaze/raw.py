@@ -45,7 +45,7 @@ from protocols.registry import Options, option
 from rig.behavior.calibration import Calibration, CalibrationError, load_calibration
 from rig.behavior.gaze.base import GAZE_SOURCES, GazeSamples, GazeSource, GazeTask
 
-__all__ = ["IDENTITY", "DriftCorrection", "RawGazeSource", "RawOptions", "baseline_holds", "build_raw",
+__all__ = ["IDENTITY", "DriftCorrection", "RawGazeSource", "RawOptions", "baseline_hold", "baseline_holds", "build_raw",
            "carry_drift", "drift_corrections", "drift_offset"]
 
 #: ``calibration = "identity"``: the raw signal is degrees already.
@@ -128,13 +128,17 @@ def baseline_holds(acquired: Sequence[float], first_onset: Sequence[float],
     """Each trial's baseline hold ``(acquired, first onset or break)`` from a trial table's columns, in its order:
     the spans the trial runner hands :meth:`RawGazeSource.held_fixation` (none where fixation was never acquired,
     or the hold has no finite end after it)."""
-    spans = []
-    for start, onset, broke in zip(acquired, first_onset, break_time):
-        start, onset, broke = float(start), float(onset), float(broke)
-        end = onset if math.isfinite(onset) else broke  # the runner: the first onset if any, else the break
-        if math.isfinite(start) and math.isfinite(end) and end > start:
-            spans.append((start, end))
-    return spans
+    spans = [baseline_hold(*row) for row in zip(acquired, first_onset, break_time)]
+    return [span for span in spans if span is not None]
+
+
+def baseline_hold(acquired: float, first_onset: float, break_time: float) -> tuple[float, float] | None:
+    """One trial's baseline hold: from acquisition to its first onset (NaN: none shown), else to its break; None
+    when fixation was never acquired or the hold has no finite end after it. The trial runner hands this span to
+    :meth:`RawGazeSource.held_fixation`, and a resume recomputes the corrections from the same spans."""
+    start, onset, broke = float(acquired), float(first_onset), float(break_time)
+    end = onset if math.isfinite(onset) else broke
+    return (start, end) if math.isfinite(start) and math.isfinite(end) and end > start else None
 
 
 def carry_drift(source: GazeSource, offset: tuple[float, float]) -> None:
