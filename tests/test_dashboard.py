@@ -75,7 +75,10 @@ class Live:
         (folder / "p.toml").write_text(tiny_protocol(generations=GENERATIONS, seed=0))
         self.status: list[int] = []
         self.run = threading.Thread(target=lambda: self.status.append(
-            main(["run", str(folder / "p.toml"), "--out", str(self.session), "--quiet"])), daemon=True)
+            # Paced (20 ms a stimulus, 0.14 s a block): unpaced, the tiny model's 30 blocks could all be written
+            # before the first pause below was read, and the tests would find the run complete.
+            main(["run", str(folder / "p.toml"), "--out", str(self.session), "--quiet", "--pace-ms", "10,10"])),
+            daemon=True)
         self.run.start()
         _wait(self.session.exists, "the session file", 60)
         with h5py.File(self.session, "r") as f:  # the master as created: quicker than read_session's probe
