@@ -6,6 +6,7 @@ tests/test_end_to_end_rig.py run it as a separate process).
 """
 from __future__ import annotations
 
+import threading
 import time
 
 import h5py
@@ -83,6 +84,36 @@ def test_reader_parses_counts_gaps_restarts_and_survives_malformed_messages(publ
         assert len(raw.receive_times) == len(raw.frames) and np.all(np.diff(raw.receive_times) >= 0)
         assert reader.heartbeat.replies >= 1
         assert publisher.heartbeats[0] == {"application": "rig", "uuid": reader.uuid}
+
+
+@pytest.mark.timeout(30)
+def test_take_hands_over_the_counters_of_exactly_the_messages_in_its_log(publisher):
+    """A showing stores the reader's counters with its log; replay checks one against the other. While the
+    thread keeps receiving, counters read a moment after the log could count a message the log lacks."""
+    stop = threading.Event()
+
+    def pump() -> None:  # the only user of the publisher's socket while it runs
+        sample = 0
+        while not stop.is_set():
+            publisher.send(DataMessage(0, "s", 0, "CH1", sample, 1000.0, np.zeros(10, np.float32)))
+            sample += 10
+            time.sleep(0.0002)
+
+    with ZmqReader(publisher.endpoint, f"tcp://127.0.0.1:{publisher.heartbeat_port}") as reader:
+        sender = threading.Thread(target=pump, daemon=True)
+        sender.start()
+        try:
+            logged, takes, deadline = 0, 0, time.monotonic() + 2.0
+            while time.monotonic() < deadline:
+                _, log, counters = reader.take()
+                time.sleep(0.001)  # the showing is scored before it is stored; the thread receives meanwhile
+                logged += len(log)
+                takes += 1
+                assert counters["messages"] == logged, (takes, counters, logged)
+        finally:
+            stop.set()
+            sender.join(5)
+    assert logged > 500 and takes > 100, (logged, takes)
 
 
 @pytest.mark.timeout(30)

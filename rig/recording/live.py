@@ -127,13 +127,18 @@ class LiveReader:
         with self._lock:
             return self.parser.take_log()
 
-    def take(self) -> tuple[list[Record], StreamLog]:
-        """Records not yet read and the log, at one instant: a showing's scorer sees exactly what its log holds."""
+    def take(self) -> tuple[list[Record], StreamLog, dict[str, Any]]:
+        """Records not yet read, the log and the counters, at one instant.
+
+        A showing's scorer sees exactly what its log holds, and the counters stored with the showing count
+        exactly the messages up to its log's end (read after the lock, they could count one more that the
+        thread handled meanwhile, which no replay of the stored log would find).
+        """
         self._check_open()
         with self._lock:
             records, self._pending = self._pending, []
             self.health.pending = 0
-            return records, self.parser.take_log()
+            return records, self.parser.take_log(), self.parser.stats.as_dict()
 
     def _check_open(self) -> None:
         if not self._is_open():

@@ -181,7 +181,7 @@ class StreamRecording(ResponseSource):
                         f"([recording] timeout_s): the stream is silent; is acquisition still running?")
                 break
             self.reader.wait(0.005)
-        records, log = self.reader.take()
+        records, log, counters = self.reader.take()
         self.scorer.feed(records)
         self._measure_lag()
         started = time.perf_counter()
@@ -192,7 +192,7 @@ class StreamRecording(ResponseSource):
         self.showings += 1
         self._note(closed.diagnostics)
         self._check_garbage(log)
-        diagnostics = {**closed.diagnostics, "stream": self.reader.stats.as_dict(),
+        diagnostics = {**closed.diagnostics, "stream": counters,
                        "reader": self.reader.health.as_dict(), "lag_s": self.lag_s[-1] if self.lag_s else None,
                        "scoring_s": scoring_s, "malformed_in_showing": log.malformed, "messages_in_showing": len(log)}
         return RecordedResponses(scores=closed.scores, valid=closed.valid, channel_names=list(self.channel_names),
