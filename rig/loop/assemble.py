@@ -6,6 +6,7 @@ here, before the first block is shown.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -26,6 +27,7 @@ from rig.loop.run_record import RunRecord, resolved_generator
 from rig.behavior.choice import gate_display, gaze_table, reward_table
 from rig.recording.choice import attach as attach_recording
 from rig.recording.choice import pace_headless, recording_source
+from rig.recording.timing_overlap import timing_warnings
 from rig.sources import ResponseSource
 from rig.sources.simulated import SimulatedResponses
 from simulators.natural_images import foolbox_imagenet_dir, load_foolbox_imagenet, load_image_folder
@@ -274,7 +276,7 @@ def _response_path(spec: ProtocolSpec, neuron: NeuronChoice, recorded: Any, simu
     Evolutions and screenings share it, so a protocol shown to a recorded neuron is shown the same way
     whatever kind it is (identical protocols in silico and in vivo).
     """
-    display = build_display(display_kind, spec.display)
+    display = shown = build_display(display_kind, spec.display)
     gaze_built = reward_built = None
     if spec.behavior is not None:
         reward_built = reward_table(spec, reward)
@@ -286,6 +288,10 @@ def _response_path(spec: ProtocolSpec, neuron: NeuronChoice, recorded: Any, simu
                                reward=reward_built, gaze_offset=gaze_offset)
     if recorded is not None:
         attached = attach_recording(recorded, display, sim_link=sim_link, pace=pace)
+        # Onsets too close for the scoring windows are sometimes meant: say so once, and keep it, never refuse.
+        attached["timing_warnings"] = timing_warnings(spec, shown, pace, recorded.spec)
+        for warning in attached["timing_warnings"]:
+            print(f"rig run: warning: {warning}", file=sys.stderr)
         return ResponsePath(display, recorded, attached, gaze_built, reward_built)
     source = SimulatedResponses(simulated, simulated.channel_names, simulated.describe(),
                                 _response_model(spec, neuron, seed))
