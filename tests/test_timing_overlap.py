@@ -63,12 +63,16 @@ def test_pre_baseline_none_baseline_and_a_custom_window():
         window_overlaps(0.0, RecordingSpec())
 
 
-def test_monkey_protocol_as_written_does_not_warn():
+def test_monkey_protocol_as_written_does_not_warn(tmp_path):
     spec = load_protocol(ROOT / "protocols" / "monkey.toml")
     spacing = onset_spacing(spec, HeadlessDisplay(DEFAULT_PACE_S), None)
     assert spacing.ms == pytest.approx(250.0)
     assert "[display] on_frames 6 + off_frames 9 at 60.0 Hz, 4 stimuli a trial" in spacing.how
     assert timing_warnings(spec, HeadlessDisplay(DEFAULT_PACE_S), None, spec.recording) == []
+    # Trials of one stimulus each: every onset waits out the last window, the interval and the hold.
+    single = tmp_path / "single.toml"
+    single.write_text(spec.text.replace("stimuli_per_trial = 4", "stimuli_per_trial = 1"))
+    assert onset_spacing(load_protocol(single), HeadlessDisplay(DEFAULT_PACE_S), None) is None
 
 
 def test_headless_pace_names_its_source(tmp_path):
