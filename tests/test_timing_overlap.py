@@ -14,7 +14,7 @@ from protocols.spec import DisplaySpec, RecordingSpec, load_protocol
 from rig.display.headless import HeadlessDisplay
 from rig.loop.assemble import assemble, resolve_neuron
 from rig.recording.choice import DEFAULT_PACE_S
-from rig.recording.timing_overlap import onset_spacing, spacing_of_frames, timing_warnings, window_overlaps
+from rig.recording.timing_overlap import UnknownSpacingError, onset_spacing, spacing_of_frames, timing_warnings, window_overlaps
 from rig.session import SessionWriter
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,6 +83,13 @@ def test_headless_pace_names_its_source(tmp_path):
                                                                           None).how
     with pytest.raises(ValueError, match="unpaced headless display"):
         onset_spacing(spec, HeadlessDisplay(), None)
+    # A display kind a lab registered: the session is not stopped for a warning, which says what went unchecked.
+    other = type("LabDisplay", (), {"kind": "lab"})()
+    with pytest.raises(UnknownSpacingError, match="kind 'lab'"):
+        onset_spacing(spec, other, None)
+    assert timing_warnings(spec, other, None, spec.recording) == [
+        "the scoring windows were not checked against the onset spacing: cannot tell how far apart the "
+        "LabDisplay's onsets are (kind 'lab'); only headless and psychopy displays are known"]
 
 
 def _protocol(folder: Path) -> Path:

@@ -24,7 +24,12 @@ from protocols.spec import DisplaySpec, ProtocolSpec, RecordingSpec
 from rig.display.base import Display
 from rig.display.headless import HeadlessDisplay
 
-__all__ = ["OnsetSpacing", "onset_spacing", "spacing_of_frames", "timing_warnings", "window_overlaps"]
+__all__ = ["OnsetSpacing", "UnknownSpacingError", "onset_spacing", "spacing_of_frames", "timing_warnings",
+           "window_overlaps"]
+
+
+class UnknownSpacingError(ValueError):
+    """A display whose onset spacing this module cannot tell (a kind it does not know)."""
 
 
 @dataclass(frozen=True)
@@ -65,8 +70,8 @@ def onset_spacing(spec: ProtocolSpec, display: Display, pace: tuple[float, float
         given = "--pace-ms" if pace is not None else "the headless display's default pace"
         return OnsetSpacing(on + off, f"{given} {_num(on)},{_num(off)}: {_num(on)} ms on + {_num(off)} ms off")
     if display.kind != "psychopy":
-        raise ValueError(f"cannot tell how far apart the {type(display).__name__}'s onsets are "
-                         f"(kind {display.kind!r}); only headless and psychopy displays are known")
+        raise UnknownSpacingError(f"cannot tell how far apart the {type(display).__name__}'s onsets are "
+                                  f"(kind {display.kind!r}); only headless and psychopy displays are known")
     return spacing_of_frames(spec.display or DisplaySpec())
 
 
@@ -109,8 +114,15 @@ def window_overlaps(spacing_ms: float, recording: RecordingSpec, how: str = "") 
 
 def timing_warnings(spec: ProtocolSpec, display: Display, pace: tuple[float, float] | None,
                     recording: RecordingSpec) -> list[str]:
-    """:func:`window_overlaps` for the session ``spec`` shows on ``display`` (see :func:`onset_spacing`)."""
-    spacing = onset_spacing(spec, display, pace)
+    """:func:`window_overlaps` for the session ``spec`` shows on ``display`` (see :func:`onset_spacing`).
+
+    A display kind whose spacing is unknown (one a lab registered) is not stopped for a check that only warns:
+    the warning says the windows went unchecked, and why.
+    """
+    try:
+        spacing = onset_spacing(spec, display, pace)
+    except UnknownSpacingError as exc:
+        return [f"the scoring windows were not checked against the onset spacing: {exc}"]
     return [] if spacing is None else window_overlaps(spacing.ms, recording, spacing.how)
 
 
