@@ -3,7 +3,8 @@
 Used for natural-image score distributions, against which evolved prototypes
 are judged. Each repeat shows every image once, in a seeded shuffled order,
 split into blocks of ``block_size``. Like every protocol it never learns where
-responses come from.
+responses come from. A killed screening resumes by observing its recorded
+blocks again in order (rig/loop/replay.py), which the seeded order makes exact.
 """
 from __future__ import annotations
 
@@ -98,6 +99,5 @@ class Screening(Protocol):
                 means[row] = np.mean(self.responses[image_id], axis=0)
         return list(self.image_ids), means
 
-    def restore(self, checkpoint: dict[str, bytes], blocks_done: int) -> None:
-        """Continue after ``blocks_done`` blocks; the order is rebuilt from the seed, so no state is needed."""
-        self.blocks_done = blocks_done
+    # No checkpoint/restore of its own (the base's: nothing to store, and restore refuses): its state is the
+    # responses it was given, so a resumed screening replays its recorded blocks instead (rig/loop/replay.py).

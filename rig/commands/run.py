@@ -216,14 +216,17 @@ def _resume(args: argparse.Namespace) -> int:
         gui.listen_to(resumed.parts.display)
         args.gui = gui
     args.out = args.resume
-    # The operator's extensions are in the file's controls; the run record keeps the generations first planned.
-    recorded = read_session(args.resume)
-    resumed.parts.protocol.generations += recorded.extended_by
-    args.taken_controls = {c.get("request_id") for c in recorded.controls}  # not taken twice
+    # The operator's extensions, kept in the file's controls, were added by resume_session.
+    args.taken_controls = {c.get("request_id") for c in read_session(args.resume).controls}  # not taken twice
+    screening = resumed.spec.kind == "screening"
     restored = "the start" if resumed.restored_after is None else f"the checkpoint after block {resumed.restored_after}"
+    caught_up = (f"{resumed.replayed} recorded block(s) replayed in their seeded order (a screening has no "
+                 f"checkpoints)" if screening else
+                 f"optimizer restored from {restored} and {resumed.replayed} recorded block(s) replayed bit for bit")
     print(f"rig run: resuming {args.resume} ({resumed.spec.name}): {resumed.blocks_done} of "
-          f"{resumed.parts.protocol.generations} blocks recorded; optimizer restored from {restored} and "
-          f"{resumed.replayed} recorded block(s) replayed bit for bit; device {device}")
+          f"{resumed.parts.protocol.generations} blocks recorded; {caught_up}; device {device}")
+    if screening:  # a fixed image set: its summary, not an evolution's best images and trajectory
+        return _screening_loop(args, resumed.parts, resumed.session)
     return _loop_and_outputs(args, resumed.parts, resumed.session)
 
 
@@ -324,6 +327,13 @@ def _run_screening(args: argparse.Namespace, spec: ProtocolSpec, parts: Assembly
     session = SessionWriter(args.out, protocol_text=spec.text, protocol_sha256=spec.sha256,
                             protocol_path=str(spec.path), seed=parts.seed, provenance=parts.provenance,
                             reference_ids=list(protocol.image_ids), run_record=parts.record.to_json())
+    return _screening_loop(args, parts, session)
+
+
+def _screening_loop(args: argparse.Namespace, parts: Assembly, session: SessionWriter) -> int:
+    """Show a screening's remaining blocks, then print each channel's score distribution over every block
+    (a resumed screening's protocol has observed the recorded blocks again, so they count too)."""
+    protocol = parts.protocol
 
     def progress(report: BlockReport) -> None:
         if not args.quiet:
@@ -338,5 +348,5 @@ def _run_screening(args: argparse.Namespace, spec: ProtocolSpec, parts: Assembly
         scores = means[:, channel]
         print(f"{name}: natural-image responses mean {np.nanmean(scores):.4g}, "
               f"median {np.nanmedian(scores):.4g}, max {np.nanmax(scores):.4g} over {len(scores)} images")
-    print(f"done: {protocol.generations} blocks in {time.perf_counter() - started:.1f} s; wrote {args.out}")
+    print(f"done: {protocol.blocks_done} blocks in {time.perf_counter() - started:.1f} s; wrote {args.out}")
     return 0

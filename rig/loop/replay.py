@@ -11,7 +11,9 @@ scores alone, so:
   no generator weights) and says where the codes diverge, if they do;
 - ``rig run --resume FILE.h5`` restores the optimizer from the last checkpoint
   (data only, never a pickle: see protocols/optimizers/object_graph.py), replays the blocks
-  recorded after it through the same wrapper, then carries on live.
+  recorded after it through the same wrapper, then carries on live. A screening
+  resumes through the same path: it has no checkpoints, so every recorded block is
+  replayed (its seeded order checked block by block) to give back its responses.
 """
 from __future__ import annotations
 
@@ -23,7 +25,9 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
-from protocols.base import Block
+from protocols.base import Block, Protocol
+from protocols.evolution import Evolution
+from protocols.screening import Screening
 from protocols.spec import ProtocolSpec
 from rig.display.recorded import RecordedDisplay
 from rig.loop.controller import Controller
@@ -121,8 +125,10 @@ class Resumed:
 
 def resume_session(path: str | Path, device: torch.device, trust_generator: str | None = None,
                    confirmed_neuron: Sequence[str] | None = None, allow_remote_stream: bool = False) -> Resumed:
-    """Rebuild a killed session's parts, restore the optimizer and replay the recorded blocks after it.
+    """Rebuild a killed session's parts, restore its protocol and replay the recorded blocks after that.
 
+    Evolutions and screenings alike: an evolution's optimizers restore from their
+    latest checkpoint, a screening replays every recorded block (:func:`_restore`).
     Everything is checked, and the recorded blocks are replayed, before the
     file is touched; then the writer merges the journal and records the resume.
     A ``kind = "module"`` generator in the file runs only when ``trust_generator``
@@ -135,27 +141,68 @@ def resume_session(path: str | Path, device: torch.device, trust_generator: str 
     if session.attrs.get("status") == "complete":
         raise SessionFileError(f"{path}: the session is complete; there is nothing to resume")
     rebuilt = rebuild(session)
-    if rebuilt.spec.kind != "evolution":
-        raise SessionFileError(f"{path}: only evolution sessions can be resumed, this one is {rebuilt.spec.kind!r}")
     rebuilt.require_trusted(trust_generator)
     _contiguous(session)
     parts = rebuilt.assemble(device, trust_generator, confirmed_neuron, allow_remote_stream)
     protocol = parts.protocol
 
+    _extend(protocol, session)
     done = len(session.blocks)
-    restored_after, warnings = restore_latest(protocol, session, done)  # past damaged checkpoints, saying so
-    for warning in warnings:
-        print(f"rig run: warning: {warning}", file=sys.stderr)
+    restored_after = _restore(protocol, session, done)
     start = 0 if restored_after is None else restored_after + 1
-    try:
-        if done > start:
-            fast_forward = Controller(protocol, RecordedDisplay(session), ReplaySource(session),
-                                      _DiscardSession(), checkpoint_every=_NO_CHECKPOINTS, max_repeats=0)
-            for _ in range(start, done):
-                fast_forward.step()
-    except ReplayDivergence as exc:
-        raise SessionFileError(f"{path}: cannot resume: the recorded blocks do not replay: {exc}") from None
+    _fast_forward(protocol, session, start, done)
     writer = SessionWriter.reopen(path, note={"host": socket.gethostname(), "versions": package_versions(),
                                               "device": str(device), "restored_after": restored_after,
                                               "replayed": done - start, "display": parts.display.describe()})
     return Resumed(rebuilt.spec, rebuilt.record, parts, writer, done, restored_after, done - start)
+
+
+def _extend(protocol: Protocol, session: RecordedSession) -> None:
+    """Add the operator's extensions, kept in the file's controls, to the generations the run record planned
+    (before the recorded blocks are replayed: blocks past the planned count are recorded ones too)."""
+    extra = session.extended_by
+    if extra == 0:
+        return
+    if not isinstance(protocol, Evolution):  # a screening shows a fixed image set: no extension applies
+        raise SessionFileError(f"{session.path}: records an extension by {extra} generations, but a "
+                               f"{protocol.name!r} {type(protocol).__name__} has no generation count to extend")
+    protocol.generations += extra
+
+
+def _restore(protocol: Protocol, session: RecordedSession, done: int) -> int | None:
+    """Bring a freshly built protocol to its latest restorable state before block ``done``; the block that
+    state was taken after (None: the start, every recorded block is to be replayed).
+
+    An evolution restores its optimizers from the latest checkpoint that restores,
+    passing over damaged ones with a warning. A screening takes no checkpoints
+    (``Screening.checkpoint`` is empty, so its files hold none): its state is the
+    responses of the blocks it showed, which are the recorded blocks themselves,
+    so it always starts again from block 0, and a checkpoint found in its file
+    (which no screening writes) is not read.
+    """
+    if isinstance(protocol, Screening):
+        return None
+    restored_after, warnings = restore_latest(protocol, session, done)
+    for warning in warnings:
+        print(f"rig run: warning: {warning}", file=sys.stderr)
+    return restored_after
+
+
+def _fast_forward(protocol: Protocol, session: RecordedSession, start: int, done: int) -> None:
+    """Run blocks ``start``..``done - 1`` through the controller from the file: the protocol proposes each one
+    (an evolution its codes, a screening its seeded order) and is refused, naming the file and the block,
+    when that is not what the file records; otherwise it observes the recorded responses."""
+    if done <= start:
+        return
+    fast_forward = Controller(protocol, RecordedDisplay(session), ReplaySource(session), _DiscardSession(),
+                              checkpoint_every=_NO_CHECKPOINTS, max_repeats=0)
+    for index in range(start, done):
+        if protocol.finished:  # a file with more blocks than its protocol shows
+            total = getattr(protocol, "generations", index)
+            raise SessionFileError(f"{session.path}: cannot resume: block {index} is recorded, but the protocol "
+                                   f"shows only {total} blocks")
+        try:
+            fast_forward.step()
+        except ReplayDivergence as exc:
+            raise SessionFileError(f"{session.path}: cannot resume: the recorded blocks do not replay: "
+                                   f"{exc}") from None
