@@ -12,9 +12,11 @@ import urllib.request
 
 import h5py
 import pytest
+import torch
 
 from helpers.protocols import tiny_protocol
 from helpers.sessions import new_writer, write_blocks
+from protocols.screening import Screening
 from rig.behavior.operator import Operator
 from rig.dashboard.channel import ControlChannel, ControlRequest, post_request, requests_path
 from rig.session import SessionWriter, read_session
@@ -92,6 +94,21 @@ def test_reward_without_a_reward_output_is_refused(tmp_path):
     writer.finish()
     [control] = read_session(writer.path).controls
     assert control["outcome"] == "refused: this session has no reward output" and control["after_block"] == -1
+
+
+def test_extend_on_a_screening_is_refused_and_the_run_goes_on(tmp_path):
+    """A screening's block count follows from its image set (a property with no setter): an extend from the
+    viewer is refused, where it raised AttributeError and ended the run as failed."""
+    writer = new_writer(tmp_path / "s.h5")
+    channel = ControlChannel(writer.path, writer.session_id)
+    post_request(writer.path, ControlRequest.make("extend", 2, writer.session_id))
+    screening = Screening(torch.zeros(2, 3, 4, 4), ["a", "b"], seed=0)
+    assert channel.between_blocks(screening, writer, 0) is False
+    channel.close()
+    writer.finish()
+    [control] = read_session(writer.path).controls
+    assert control["outcome"] == ("refused: a Screening shows a fixed set of 1 blocks; it has no generation "
+                                  "count to extend") and screening.generations == 1
 
 
 @pytest.mark.timeout(60)

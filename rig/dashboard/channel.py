@@ -239,6 +239,10 @@ class ControlChannel:
             generations = getattr(protocol, "generations", None)
             if not isinstance(generations, int):
                 return "refused: this protocol has no generation count to extend"
+            counted = getattr(type(protocol), "generations", None)
+            if isinstance(counted, property) and counted.fset is None:  # e.g. a screening: a fixed image set
+                return (f"refused: a {type(protocol).__name__} shows a fixed set of {generations} blocks; "
+                        f"it has no generation count to extend")
             if generations + request.value > MAX_GENERATIONS:
                 return f"refused: {generations} + {request.value} generations is more than {MAX_GENERATIONS}"
             protocol.generations = generations + request.value
