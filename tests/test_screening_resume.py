@@ -13,6 +13,7 @@ import pytest
 from helpers.protocols import tiny_protocol
 from helpers.sessions import run_until_killed
 from rig.cli import EXIT_USAGE, main
+from rig.dashboard.channel import ControlChannel, ControlRequest, post_request
 from rig.session import journal_dir, read_session
 from test_replay import altered_copy
 from test_screening import SCREENING
@@ -63,6 +64,31 @@ def test_a_killed_screening_resumes_and_ends_as_an_uninterrupted_one(folder, ref
         np.testing.assert_array_equal(got.scores, want.scores)
     # The summary covers the recorded blocks too: without them, each mean would be over one repeat's spikes.
     assert len(reference_summary) == 2 and summary(printed) == reference_summary
+
+
+def test_an_operator_stop_is_said_with_how_to_carry_on_and_the_screening_resumes(folder, reference, monkeypatch,
+                                                                                 capsys):
+    """A stop from the viewer, through the real control channel, after block 2: the screening says so and how
+    to carry on (as an evolution does), and `--resume` ends it as the uninterrupted run."""
+    real = ControlChannel.between_blocks
+
+    def stop_after_two(self, protocol, session, next_block):
+        if next_block == 2:
+            post_request(session.path, ControlRequest.make("stop", None, session.session_id))
+        return real(self, protocol, session, next_block)
+
+    monkeypatch.setattr(ControlChannel, "between_blocks", stop_after_two)
+    out = folder / "stopped.h5"
+    capsys.readouterr()
+    assert main(["run", str(folder / "p.toml"), "--out", str(out), "--quiet"]) == 0
+    assert (f"rig run: stopped by the operator after 2 whole block(s). Continue with: rig run --resume {out}"
+            in capsys.readouterr().out)
+    assert read_session(out).attrs["status"] == "stopped"
+    monkeypatch.setattr(ControlChannel, "between_blocks", real)
+    assert main(["run", "--resume", str(out), "--quiet"]) == 0
+    resumed = read_session(out)
+    assert resumed.attrs["status"] == "complete"
+    assert [b.stimulus_ids for b in resumed.blocks] == [b.stimulus_ids for b in read_session(reference[0]).blocks]
 
 
 def test_a_recorded_block_that_does_not_replay_is_refused_and_the_file_left_alone(reference, tmp_path, capsys):

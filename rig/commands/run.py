@@ -27,7 +27,7 @@ from rig.recording.openephys.session import GuiSession
 from rig.loop.assemble import Assembly, assemble, pick_device, resolve_neuron
 from rig.loop.controller import BlockReport, Controller, IncompleteBlockError
 from rig.recording.source import RecordingError
-from rig.session import SessionWriter, read_session
+from rig.session import RecordedSession, SessionWriter, read_session
 from rig.session.writer import annotate
 
 
@@ -250,11 +250,7 @@ def _loop_and_outputs(args: argparse.Namespace, parts, session: SessionWriter) -
     elapsed = time.perf_counter() - started
 
     recorded = read_session(args.out)
-    if recorded.attrs.get("status") == "stopped":
-        by_viewer = bool(recorded.controls) and recorded.controls[-1]["kind"] == "stop"  # after a whole block
-        kept = "" if by_viewer else "; the unfinished block's trials are kept"
-        print(f"rig run: stopped by the operator after {len(recorded.blocks)} whole block(s){kept}. "
-              f"Continue with: rig run --resume {args.out}")
+    _say_if_stopped(recorded)
     stem = args.out.with_suffix("")
     written = write_session_outputs(recorded, parts.generator, stem)
     for thread in range(protocol.threads):  # from the file: a resumed run's history starts mid-session
@@ -267,6 +263,16 @@ def _loop_and_outputs(args: argparse.Namespace, parts, session: SessionWriter) -
         print(f"      {path}")
     sys.stdout.flush()
     return 0
+
+
+def _say_if_stopped(recorded: RecordedSession) -> None:
+    """After the loop: an operator's stop is said, with how to carry on (evolutions and screenings alike)."""
+    if recorded.attrs.get("status") != "stopped":
+        return
+    by_viewer = bool(recorded.controls) and recorded.controls[-1]["kind"] == "stop"  # after a whole block
+    kept = "" if by_viewer else "; the unfinished block's trials are kept"
+    print(f"rig run: stopped by the operator after {len(recorded.blocks)} whole block(s){kept}. "
+          f"Continue with: rig run --resume {recorded.path}")
 
 
 def _drive(args: argparse.Namespace, parts, session: SessionWriter,
@@ -343,6 +349,7 @@ def _screening_loop(args: argparse.Namespace, parts: Assembly, session: SessionW
     failed = _drive(args, parts, session, progress)
     if failed is not None:
         return failed
+    _say_if_stopped(read_session(args.out))
     _, means = protocol.mean_responses()
     for channel, name in enumerate(parts.source.channel_names):
         scores = means[:, channel]
