@@ -109,6 +109,29 @@ def test_a_recorded_block_that_does_not_replay_is_refused_and_the_file_left_alon
     assert out.read_bytes() == before and not journal_dir(out).exists()
 
 
+def test_rig_replay_checks_a_screening_block_by_block(reference, tmp_path, capsys):
+    """`rig replay` on a screening (it said "no optimizer to replay"): the seeded order of the recorded image ids,
+    block by block; an unfinished screening replays its recorded blocks; a swapped pair is found in its block."""
+    path = reference[0]
+    before = path.read_bytes()
+    capsys.readouterr()
+    assert main(["replay", str(path)]) == 0
+    assert "all 6 blocks reproduce bit for bit (a screening: its images in the seeded order)" in \
+        capsys.readouterr().out
+    assert path.read_bytes() == before
+
+    def unfinished_with_block_3_swapped(f):
+        f.attrs["status"] = "failed"
+        del f["blocks"]["000005"]
+        ids = f["blocks/000003/stimulus_ids"]
+        ids[0], ids[1] = ids[1], ids[0]
+
+    altered = altered_copy(path, tmp_path, unfinished_with_block_3_swapped)
+    assert main(["replay", str(altered)]) == 1
+    out = capsys.readouterr().out
+    assert "DIVERGED after 3 of 5 blocks: block 3: stimuli proposed in another order or with other ids" in out
+
+
 def test_an_evolution_killed_past_its_planned_generations_resumes_with_its_extension(tmp_path, capsys):
     """The shared resume path adds the operator's recorded extensions before it replays the recorded blocks
     (it used to add them after, so blocks past the planned count made the replay fail)."""

@@ -1,7 +1,8 @@
 """``rig replay FILE.h5``: re-run a recorded session from the file alone and check its codes bit for bit.
 
 The optimizer is rebuilt from the recorded seeds and told the recorded scores;
-every block it proposes must equal the recorded codes. Exit status 0 when
+every block it proposes must equal the recorded codes (a screening: every block
+must show the recorded image ids in the protocol's seeded order). Exit status 0 when
 they do, 1 when they diverge or a block's content fails its checksum (the
 message says where), 2 for a file that cannot be read as a session. The
 file is opened read-only and never unpickled.
@@ -126,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"rig replay: {args.session}: DIVERGED after {result.blocks_checked} of {result.blocks_recorded} "
               f"blocks: {result.divergence}")
     if result.ok:
-        print(f"rig replay: {args.session}: all {result.blocks_recorded} blocks reproduce bit for bit")
+        print(f"rig replay: {args.session}: all {result.blocks_recorded} blocks reproduce bit for bit"
+              f"{' (a screening: its images in the seeded order)' if result.kind == 'screening' else ''}")
         return 0
     return EXIT_DIVERGED

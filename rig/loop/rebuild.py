@@ -27,6 +27,7 @@ from protocols.generators import require_trusted_factory
 from protocols.generators.base import Generator
 from protocols.generators.fourier import as_recorded
 from protocols.optimizers import build_optimizer
+from protocols.screening import Screening
 from protocols.spec import MAX_GENERATIONS, ProtocolError, ProtocolSpec, parse_protocol
 from rig.loop.run_record import ATTRIBUTE, RunRecord, RunRecordError, resolved_generator
 from rig.session import RecordedSession, SessionFileError
@@ -217,13 +218,16 @@ class Rebuilt:
         """Refuse a ``kind = "module"`` generator unless ``trust_generator`` names its factory."""
         require_trusted_factory(self.spec.generator, trust_generator, str(self.path))
 
-    def replay_protocol(self) -> Evolution:
-        """The recorded Evolution with its recorded seeds, over a generator that renders nothing."""
+    def replay_protocol(self) -> Evolution | Screening:
+        """The recorded protocol, rendering nothing: an Evolution with its recorded seeds over a generator
+        that renders nothing, or a Screening of the recorded image ids (whose seeded order a replay checks)."""
         session, spec = self.session, self.spec
-        if spec.kind != "evolution":
-            raise SessionFileError(f"{session.path}: a {spec.kind!r} session has no optimizer to replay")
+        if spec.kind not in ("evolution", "screening"):
+            raise SessionFileError(f"{session.path}: a {spec.kind!r} session has nothing to replay")
         if not session.blocks:
             raise SessionFileError(f"{session.path}: no complete block recorded; nothing to replay")
+        if spec.kind == "screening":
+            return self._replay_screening()
         seeds = self.thread_seeds()
         channels = recorded_thread_channels(session, len(seeds), len(session.blocks[0].channel_names))
         dim = session.blocks[0].codes.shape[-1]
@@ -237,6 +241,17 @@ class Rebuilt:
                          generations=len(session.blocks), references=references,
                          reference_ids=list(session.reference_ids), seed=self.record.seed, name=spec.name,
                          repeat_fraction=spec.repeat_fraction)
+
+    def _replay_screening(self) -> Screening:
+        """The recorded screening over its recorded image ids (``/references/ids``), with blank images."""
+        ids = list(self.session.reference_ids)
+        try:
+            return Screening(images=torch.zeros(len(ids), 3, 1, 1), image_ids=ids, seed=self.record.seed,
+                             block_size=self.spec.screening.block_size, repeats=self.spec.screening.repeats,
+                             name=self.spec.name)
+        except ValueError as exc:
+            raise SessionFileError(f"{self.path}: its recorded image ids (/references/ids) do not make a "
+                                   f"screening: {exc}") from None
 
     def thread_seeds(self) -> list[int]:
         """The recorded thread seeds, one per thread of the record."""

@@ -80,6 +80,8 @@ class ReplayResult:
     divergence: str | None = None
     #: Blocks whose content does not match the SHA-256 written with them.
     altered_blocks: list[int] = field(default_factory=list)
+    #: The protocol kind replayed ("evolution" or "screening").
+    kind: str = "evolution"
 
     @property
     def ok(self) -> bool:
@@ -87,19 +89,19 @@ class ReplayResult:
 
 
 def replay_session(path: str | Path) -> ReplayResult:
-    """Re-run a recorded evolution from the file alone and check every block's codes bit for bit, and, with
-    behaviour, every showing's trials through the trial machine from the recorded frames and gaze."""
+    """Re-run a recorded session from the file alone: an evolution's codes are checked bit for bit, a
+    screening's stimuli block by block in its seeded order, and, with behaviour, every showing's trials
+    through the trial machine from the recorded frames and gaze."""
     session = read_session(path, verify=False)  # altered blocks are reported, not refused, so we can say where
     rebuilt = rebuild(session)
     _contiguous(session)
     protocol = rebuilt.replay_protocol()
     sink = _DiscardSession()
-    controller = Controller(protocol, RecordedDisplay(session), ReplaySource(session), sink,
-                            checkpoint_every=_NO_CHECKPOINTS, max_repeats=0)
     result = ReplayResult(Path(path), len(session.blocks), 0,
-                          altered_blocks=[b.index for b in session.blocks if b.digest_ok is False])
-    try:
-        controller.run()
+                          altered_blocks=[b.index for b in session.blocks if b.digest_ok is False],
+                          kind=rebuilt.spec.kind)
+    try:  # the recorded blocks only: an unfinished screening's protocol shows more
+        _step_through(protocol, session, 0, len(session.blocks), sink)
     except ReplayDivergence as exc:
         result.divergence = str(exc)
     result.blocks_checked = sink.blocks
@@ -188,21 +190,27 @@ def _restore(protocol: Protocol, session: RecordedSession, done: int) -> int | N
     return restored_after
 
 
-def _fast_forward(protocol: Protocol, session: RecordedSession, start: int, done: int) -> None:
+def _step_through(protocol: Protocol, session: RecordedSession, start: int, done: int,
+                  sink: SessionSink | None = None) -> None:
     """Run blocks ``start``..``done - 1`` through the controller from the file: the protocol proposes each one
-    (an evolution its codes, a screening its seeded order) and is refused, naming the file and the block,
-    when that is not what the file records; otherwise it observes the recorded responses."""
-    if done <= start:
-        return
-    fast_forward = Controller(protocol, RecordedDisplay(session), ReplaySource(session), _DiscardSession(),
-                              checkpoint_every=_NO_CHECKPOINTS, max_repeats=0)
+    (an evolution its codes, a screening its seeded order) and observes the recorded responses.
+
+    Raises:
+        ReplayDivergence: a block the protocol proposes is not the one the file records, or the file records
+            more blocks than the protocol shows (naming the block).
+    """
+    controller = Controller(protocol, RecordedDisplay(session), ReplaySource(session), sink or _DiscardSession(),
+                            checkpoint_every=_NO_CHECKPOINTS, max_repeats=0)
     for index in range(start, done):
         if protocol.finished:  # a file with more blocks than its protocol shows
             total = getattr(protocol, "generations", index)
-            raise SessionFileError(f"{session.path}: cannot resume: block {index} is recorded, but the protocol "
-                                   f"shows only {total} blocks")
-        try:
-            fast_forward.step()
-        except ReplayDivergence as exc:
-            raise SessionFileError(f"{session.path}: cannot resume: the recorded blocks do not replay: "
-                                   f"{exc}") from None
+            raise ReplayDivergence(f"block {index} is recorded, but the protocol shows only {total} blocks")
+        controller.step()
+
+
+def _fast_forward(protocol: Protocol, session: RecordedSession, start: int, done: int) -> None:
+    """:func:`_step_through` for a resume: a divergence is refused, naming the file and the block."""
+    try:
+        _step_through(protocol, session, start, done)
+    except ReplayDivergence as exc:
+        raise SessionFileError(f"{session.path}: cannot resume: the recorded blocks do not replay: {exc}") from None
