@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -24,13 +23,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers.browser import CHROMEDRIVER, CHROMIUM, headless_chromium as _browser, wait_until as _wait
 from helpers.protocols import tiny_protocol
 from rig.cli import main
 from rig.dashboard.channel import ControlRequest, post_request, requests_path
 from rig.session import journal_dir, read_session
 from rig.session.layout import journal_files
 
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 pytestmark = [pytest.mark.timeout(120),
               pytest.mark.skipif(not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
                                  reason="Debian's chromium and chromium-driver are not installed (make setup)")]
@@ -38,32 +37,8 @@ pytestmark = [pytest.mark.timeout(120),
 GENERATIONS = 30
 
 
-def _wait(condition, what: str, timeout_s: float = 30.0):
-    """Poll ``condition()`` until it is truthy; its value. Fails naming ``what`` after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
-
-
 def _blocks_written(session: Path) -> int:
     return len(read_session(session).blocks)
-
-
-def _browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    os.environ["SE_OFFLINE"] = "true"  # selenium-manager must never look for a browser or driver online
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--window-size=1280,1000"):
-        options.add_argument(flag)
-    return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
 
 
 class Live:

@@ -13,6 +13,7 @@ from rig.dashboard.channel import ControlRequest
 from rig.dashboard.live import LiveSession
 from protocols.spec import ProtocolSpec
 from rig.loop.rebuild import recorded_spec
+from rig.recording.replay_reader import resume_boundaries
 from rig.session import RecordedBlock, RecordedSession
 
 __all__ = ["snapshot", "session_status"]
@@ -79,21 +80,41 @@ def _threads(session: RecordedSession) -> list[dict[str, Any]]:
     return out
 
 
-def _health(live: LiveSession, block: RecordedBlock, previous: dict[str, Any] | None) -> dict[str, Any]:
-    """One block's stream health: re-shows, dropped frames and, with a recording, its counters."""
+def _last_diagnostics(live: LiveSession, index: int) -> dict[str, Any] | None:
+    """The stream diagnostics of block ``index``'s last showing; None without a recording."""
+    diagnostics = [d for d in live.recording.get(index, []) if d]
+    return diagnostics[-1] if diagnostics else None
+
+
+def _health(live: LiveSession, block: RecordedBlock, fresh_reader: bool) -> dict[str, Any]:
+    """One block's stream health: re-shows, dropped frames and, with a recording, its own messages, gaps,
+    restarts and message rate, and the TTL pairing residual of its last showing.
+
+    The live reader's counters run from its start (the session's or a resume's, ``fresh_reader``), so a block's
+    own are the difference from the previous block's; without those (a block that stored none) they are unknown.
+    """
     dropped = sum(int(np.sum(s["dropped_frames"])) for s in block.showings if "dropped_frames" in s) \
         if block.showings else int(np.sum(block.dropped_frames))
     row: dict[str, Any] = {"block": block.index, "reshows": max(len(block.showings) - 1, 0), "dropped_frames": dropped}
-    diagnostics = [d for d in live.recording.get(block.index, []) if d]
-    if diagnostics:
-        stream = diagnostics[-1].get("stream", {})
-        residuals = [d.get("pairing", {}).get("residual_ms") for d in diagnostics]
-        row.update(messages=stream.get("messages"), gaps=stream.get("gaps"), restarts=stream.get("restarts"),
-                   last_receive=stream.get("last_receive_time"),
-                   residual_ms=_num(residuals[-1]) if isinstance(residuals[-1], (int, float)) else None)
-        if previous and previous.get("last_receive") and row["last_receive"] and row["messages"] is not None:
-            span = row["last_receive"] - previous["last_receive"]
-            row["messages_per_s"] = _num((row["messages"] - previous["messages"]) / span) if span > 0 else None
+    last = _last_diagnostics(live, block.index)
+    if last is None:
+        return row
+    residual = last.get("pairing", {}).get("residual_ms")
+    row["residual_ms"] = _num(residual) if isinstance(residual, (int, float)) else None
+    stream = last.get("stream", {})
+    if fresh_reader:
+        start = {"messages": 0, "gaps": 0, "restarts": 0, "last_receive_time": stream.get("first_receive_time")}
+    else:
+        before = _last_diagnostics(live, block.index - 1)
+        start = before.get("stream") if before else None
+    if not start:
+        return row
+    for name in ("messages", "gaps", "restarts"):
+        counts = stream.get(name), start.get(name)
+        row[name] = counts[0] - counts[1] if all(isinstance(c, int) for c in counts) else None
+    times = stream.get("last_receive_time"), start.get("last_receive_time")
+    if row["messages"] is not None and all(isinstance(t, (int, float)) for t in times) and times[0] > times[1]:
+        row["messages_per_s"] = _num(row["messages"] / (times[0] - times[1]))
     return row
 
 
@@ -142,9 +163,8 @@ def snapshot(live: LiveSession, pending: Sequence[ControlRequest]) -> dict[str, 
     if session is None:
         return {"revision": live.revision, "problem": live.problem or "the session has not been read yet"}
     spec = _spec(session)
-    health: list[dict[str, Any]] = []
-    for block in session.blocks:
-        health.append(_health(live, block, health[-1] if health else None))
+    readers = resume_boundaries(session) | {0}  # where a live reader (its counters) began
+    health = [_health(live, block, block.index in readers) for block in session.blocks]
     return {
         "revision": live.revision,
         "problem": live.problem,

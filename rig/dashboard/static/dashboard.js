@@ -46,8 +46,14 @@ function bars(rows, width = 360, height = 100) {
   const w = Math.max(2, (width - 10) / Math.max(rows.length, 1) - 2);
   rows.forEach((r, i) => {
     const hc = (r.completed / top) * (height - 14), hb = (r.broken / top) * (height - 14);
-    svg.append(el("svg:rect", {x: 5 + i * (w + 2), y: height - 12 - hc, width: w, height: hc, fill: "#2a7d3b"}),
-               el("svg:rect", {x: 5 + i * (w + 2), y: height - 12 - hc - hb, width: w, height: hb, fill: "#b04a10"}));
+    // Each bar names its count on hover: the heights alone do not say how many trials.
+    const completed = el("svg:rect", {x: 5 + i * (w + 2), y: height - 12 - hc, width: w, height: hc, fill: "#2a7d3b",
+                                      class: "completed"});
+    const broken = el("svg:rect", {x: 5 + i * (w + 2), y: height - 12 - hc - hb, width: w, height: hb, fill: "#b04a10",
+                                   class: "broken"});
+    completed.append(el("svg:title", {}, `block ${r.block + 1}: ${r.completed} completed`));
+    broken.append(el("svg:title", {}, `block ${r.block + 1}: ${r.broken} broken`));
+    svg.append(completed, broken);
   });
   svg.append(el("svg:text", {x: 5, y: height - 1}, "trials per block: completed (green), broken (orange)"));
   return svg;
@@ -108,12 +114,14 @@ function drawHealth(rows) {
   const table = $("health");
   table.replaceChildren();
   const head = el("tr");
-  for (const h of ["block", "re-shows", "dropped frames", "msgs/s", "gaps", "restarts", "TTL residual ms"]) head.append(el("th", {}, h));
+  for (const h of ["block", "re-shows", "dropped frames", "messages", "msgs/s", "gaps", "restarts", "TTL residual ms"]) {
+    head.append(el("th", {}, h));
+  }
   table.append(head);
   for (const r of rows.slice(-8)) {
     const tr = el("tr");
-    for (const v of [r.block + 1, r.reshows, r.dropped_frames, fmt(r.messages_per_s), r.gaps ?? "–", r.restarts ?? "–",
-                     fmt(r.residual_ms)]) tr.append(el("td", {}, String(v)));
+    for (const v of [r.block + 1, r.reshows, r.dropped_frames, r.messages ?? "–", fmt(r.messages_per_s), r.gaps ?? "–",
+                     r.restarts ?? "–", fmt(r.residual_ms)]) tr.append(el("td", {}, String(v)));
     table.append(tr);
   }
 }
