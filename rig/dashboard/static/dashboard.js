@@ -40,8 +40,10 @@ function plot(series, band, width = 360, height = 180) {
   return svg;
 }
 
-function bars(rows, width = 360, height = 100) {
+function bars(all, width = 360, height = 100) {
   const svg = el("svg:svg", {width, height, id: "trials-plot"});
+  // The latest blocks that fit (bars 2 px wide at least): past ~90 blocks the newest would fall off the right edge.
+  const rows = all.slice(-Math.floor((width - 10) / 4));
   const top = Math.max(1, ...rows.map((r) => r.completed + r.broken));
   const w = Math.max(2, (width - 10) / Math.max(rows.length, 1) - 2);
   rows.forEach((r, i) => {
