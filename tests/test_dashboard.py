@@ -112,6 +112,8 @@ def _expected_best(session: Path) -> tuple[int, int]:
 def test_page_follows_the_running_session(live):
     before = live.paused_at()
     _wait(lambda: live.text("generation") == str(before), f"generation {before} on the page")
+    # An in-silico session without trials: no behaviour panel (tests/test_dashboard_panels.py shows one with).
+    assert not live.driver.find_element("id", "behavior-panel").is_displayed()
     seen = {live.best_src()}
     # Let it run one block at least, then hold it again: the page shows each block as it is written.
     live.click("resume")
