@@ -24,7 +24,8 @@ def folder(tmp_path_factory) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("killed_after, restored, replayed", [(3, "the start", 3), (11, "the checkpoint after block 9", 1)])
+@pytest.mark.parametrize("killed_after, restored, replayed",
+                         [(0, "the start", 0), (3, "the start", 3), (11, "the checkpoint after block 9", 1)])
 def test_resume_ends_exactly_like_an_uninterrupted_run(folder, monkeypatch, capsys, killed_after, restored, replayed):
     out = run_until_killed(folder, f"killed{killed_after}.h5", killed_after, monkeypatch)
     assert read_session(out).attrs["status"] == "running"

@@ -199,6 +199,8 @@ def _step_through(protocol: Protocol, session: RecordedSession, start: int, done
         ReplayDivergence: a block the protocol proposes is not the one the file records, or the file records
             more blocks than the protocol shows (naming the block).
     """
+    if done <= start:  # nothing to step through (a session killed before its first block): no recorded parts
+        return
     controller = Controller(protocol, RecordedDisplay(session), ReplaySource(session), sink or _DiscardSession(),
                             checkpoint_every=_NO_CHECKPOINTS, max_repeats=0)
     for index in range(start, done):
