@@ -11,8 +11,6 @@ import io
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import urllib.error
 import urllib.request
@@ -23,16 +21,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers.browser import CHROMEDRIVER, CHROMIUM, headless_chromium as _browser, wait_until as _wait
+from helpers.browser import headless_chromium as _browser, needs_chromium, start_watch, watch_address
+from helpers.browser import wait_until as _wait
 from helpers.protocols import tiny_protocol
 from rig.cli import main
 from rig.dashboard.channel import ControlRequest, post_request, requests_path
 from rig.session import journal_dir, read_session
 from rig.session.layout import journal_files
 
-pytestmark = [pytest.mark.timeout(120),
-              pytest.mark.skipif(not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
-                                 reason="Debian's chromium and chromium-driver are not installed (make setup)")]
+pytestmark = [pytest.mark.timeout(120), needs_chromium]
 #: Many more than the test runs: the run is held (paused) and stopped long before the end.
 GENERATIONS = 30
 
@@ -59,12 +56,9 @@ class Live:
         with h5py.File(self.session, "r") as f:  # the master as created: quicker than read_session's probe
             self.session_id = f.attrs["session_id"]
         self.post("pause")  # as any viewer would: hold the run while the page comes up
-        self.viewer = subprocess.Popen([sys.executable, "-m", "rig.cli", "watch", str(self.session), "--port", "0"],
-                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.viewer = start_watch(self.session)
         self.driver = _browser()  # while the viewer starts
-        line = _wait(lambda: self.viewer.stdout.readline(), "rig watch's address", 90)
-        assert "rig watch:" in line and "#token=" in line, line
-        self.url = line.split(" at ", 1)[1].strip()
+        self.url = watch_address(self.viewer)
         self.base = self.url.split("#")[0]
         self.token = self.url.split("#token=")[1]
         self.driver.get(self.url)
