@@ -117,8 +117,16 @@ class SimulatedNeuron:
         with torch.inference_mode():
             for start in range(0, images.shape[0], self.max_batch):
                 x = self.preprocess(images[start:start + self.max_batch].to(self.device))
-                passes.append(self._forward(x).double().cpu())
+                passes.append(self.unit_values(x).double().cpu())
         return torch.cat(passes).numpy()
+
+    def unit_values(self, x: torch.Tensor) -> torch.Tensor:
+        """Unit values (N, n_units) of one batch of model input (:meth:`preprocess`), left on its device.
+
+        One pass, no checks, no batching and no copy to the host: what :meth:`__call__` runs per batch, and
+        what a CUDA graph can capture (bench/cuda_graphs.py; the input checks read values back to the host).
+        """
+        return self._forward(x)
 
     def describe(self) -> dict:
         """Provenance for the session file: enough to rebuild this neuron exactly."""

@@ -130,6 +130,16 @@ def test_batching_images_does_not_change_responses() -> None:
     np.testing.assert_allclose(neuron(images), one_by_one, rtol=1e-4, atol=1e-5)
 
 
+def test_unit_values_of_model_input_are_the_responses_left_as_a_tensor() -> None:
+    # The one pass a CUDA graph captures (bench/cuda_graphs.py) must be the pass responses come from.
+    neuron = SimulatedNeuron(CNN_UNITS)
+    images = _images(3, seed=6)
+    with torch.inference_mode():
+        values = neuron.unit_values(neuron.preprocess(images))
+    assert isinstance(values, torch.Tensor) and values.shape == (3, len(CNN_UNITS))
+    np.testing.assert_array_equal(values.double().numpy(), neuron(images))
+
+
 def test_images_go_through_the_model_in_passes_of_at_most_max_batch() -> None:
     neuron = SimulatedNeuron(VIT_UNITS, max_batch=3)
     passes: list[int] = []
