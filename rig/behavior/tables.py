@@ -16,7 +16,7 @@ import numpy as np
 
 from rig.behavior.log import TRIAL_FIELDS, read_behavior
 
-__all__ = ["BehaviorTables", "behavior_tables"]
+__all__ = ["BehaviorTables", "behavior_tables", "unfinished_showings"]
 
 
 @dataclass
@@ -37,8 +37,8 @@ class BehaviorTables:
         return len(self.trials["number"])
 
 
-def _unfinished_showings(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    """(block index, showing datasets) of every unfinished block's showings, in order."""
+def unfinished_showings(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """(block index, showing datasets) of every unfinished block's showings in a session's master, in order."""
     out = []
     with h5py.File(path, "r") as f:
         if "unfinished" not in f:
@@ -64,7 +64,7 @@ def behavior_tables(session: Any) -> BehaviorTables | None:
             if behavior is not None:
                 rows.append((block.index, number, False, behavior))
     counts: dict[int, int] = {}
-    for index, showing in _unfinished_showings(Path(session.path)):
+    for index, showing in unfinished_showings(Path(session.path)):
         behavior = read_behavior(showing)
         if behavior is not None:
             rows.append((index, counts.get(index, 0), True, behavior))

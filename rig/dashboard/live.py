@@ -17,6 +17,7 @@ from typing import Any
 
 import h5py
 
+from rig.behavior.tables import unfinished_showings
 from rig.session import RecordedBlock, RecordedSession, SessionFileError, journal_dir, read_session
 from rig.session.layout import JOURNAL_BLOCK, JOURNAL_CONTROL, READ_ERRORS, block_name
 from rig.session.reader import read_controls, read_journal_block
@@ -37,6 +38,8 @@ class LiveSession:
     session: RecordedSession | None = None
     #: Each block's showings' ``recording`` attribute (the stream's diagnostics), parsed; {} without a stream.
     recording: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    #: (block index, showing) of each block the operator stopped before it finished, as the master keeps them.
+    unfinished: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     #: Bumped at every change seen, so a page knows when to redraw.
     revision: int = 0
     #: Why the last refresh could not read the file ("" when it could).
@@ -78,6 +81,8 @@ class LiveSession:
         if master != self._master or self.session is None:
             session = read_session(self.path)
             self.recording = {b.index: _recording(b) for b in session.blocks}
+            # Only a merged master holds them: the run merges its journal when the operator stops it.
+            self.unfinished = _unfinished(self.path)
             self.session, self._master, self._journal = session, master, names
             return True
         if names == self._journal:
@@ -104,6 +109,13 @@ def _master_attrs(path: Path) -> dict[str, Any]:
     except READ_ERRORS as exc:
         raise SessionFileError(f"{path}: cannot read its controls: {exc}") from None
     return {"controls": value.decode() if isinstance(value, bytes) else str(value)}
+
+
+def _unfinished(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    try:
+        return unfinished_showings(path)
+    except READ_ERRORS as exc:
+        raise SessionFileError(f"{path}: cannot read the showings of its unfinished blocks: {exc}") from None
 
 
 def _recording(block: RecordedBlock) -> list[dict[str, Any]]:

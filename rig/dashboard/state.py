@@ -118,15 +118,26 @@ def _health(live: LiveSession, block: RecordedBlock, fresh_reader: bool) -> dict
     return row
 
 
-def _behavior(session: RecordedSession, fixation: dict[str, Any] | None) -> dict[str, Any] | None:
-    """Trials per block, total reward, and the gaze of the latest trial with the fixation window."""
-    rows, reward, trace = [], 0, None
+def _behavior(session: RecordedSession, fixation: dict[str, Any] | None,
+              unfinished: Sequence[tuple[int, dict[str, Any]]] = ()) -> dict[str, Any] | None:
+    """Trials per block, total reward, and the gaze of the latest trial with the fixation window.
+
+    Blocks the operator stopped before they finished count too (``unfinished``: their trials ran and their
+    rewards were given), each as its own row before the block that was shown again when the session resumed.
+    """
+    showings: dict[tuple[int, bool], list[dict[str, Any]]] = {}
     for block in session.blocks:
-        showings = [s for s in block.showings if "trial_outcome" in s]
-        outcomes = np.concatenate([s["trial_outcome"] for s in showings]) if showings else np.zeros(0, int)
-        rows.append({"block": block.index, "completed": int(np.sum(outcomes == TrialOutcome.COMPLETED)),
-                     "broken": int(np.sum(outcomes == TrialOutcome.BROKE_FIXATION))})
-        for s in showings:
+        showings[(block.index, False)] = list(block.showings)
+    for index, showing in unfinished:
+        showings.setdefault((index, True), []).append(showing)
+    rows, reward, trace = [], 0, None
+    for (index, stopped), kept in sorted(showings.items(), key=lambda item: (item[0][0], not item[0][1])):
+        with_trials = [s for s in kept if "trial_outcome" in s]
+        outcomes = np.concatenate([s["trial_outcome"] for s in with_trials]) if with_trials else np.zeros(0, int)
+        row = {"block": index, "completed": int(np.sum(outcomes == TrialOutcome.COMPLETED)),
+               "broken": int(np.sum(outcomes == TrialOutcome.BROKE_FIXATION))}
+        rows.append({**row, "unfinished": True} if stopped else row)
+        for s in with_trials:
             reward += int(np.sum(s["trial_reward_pulses"]))
             kinds = [k.decode() if isinstance(k, bytes) else str(k) for k in s.get("event_kinds", [])]
             reward += int(sum(v for k, v in zip(kinds, s["event_values"]) if k == "manual_reward"))
@@ -177,7 +188,7 @@ def snapshot(live: LiveSession, pending: Sequence[ControlRequest]) -> dict[str, 
         "seconds_per_generation": [_seconds(b) for b in session.blocks],
         "threads": _threads(session) if session.blocks else [],
         "health": health,
-        "behavior": _behavior(session, _fixation(spec)),
+        "behavior": _behavior(session, _fixation(spec), live.unfinished),
         "controls": session.controls,
         "pending": [{"id": r.id, "kind": r.kind, "value": r.value, "requested_utc": r.requested_utc} for r in pending],
     }

@@ -53,8 +53,11 @@ function bars(all, width = 360, height = 100) {
                                       class: "completed"});
     const broken = el("svg:rect", {x: 5 + i * (w + 2), y: height - 12 - hc - hb, width: w, height: hb, fill: "#b04a10",
                                    class: "broken"});
-    completed.append(el("svg:title", {}, `block ${r.block + 1}: ${r.completed} completed`));
-    broken.append(el("svg:title", {}, `block ${r.block + 1}: ${r.broken} broken`));
+    // A block the operator stopped keeps its own bar: its trials ran and their rewards were given.
+    const name = `block ${r.block + 1}${r.unfinished ? " (stopped)" : ""}`;
+    completed.append(el("svg:title", {}, `${name}: ${r.completed} completed`));
+    broken.append(el("svg:title", {}, `${name}: ${r.broken} broken`));
+    if (r.unfinished) { completed.setAttribute("opacity", "0.5"); broken.setAttribute("opacity", "0.5"); }
     svg.append(completed, broken);
   });
   svg.append(el("svg:text", {x: 5, y: height - 1}, "trials per block: completed (green), broken (orange)"));
