@@ -1,7 +1,9 @@
 """Warnings when the onset spacing puts another stimulus's response in a stimulus's scoring windows."""
 from __future__ import annotations
 
+import html
 import json
+import re
 from pathlib import Path
 
 import h5py
@@ -9,13 +11,15 @@ import pytest
 import torch
 
 from helpers.protocols import tiny_protocol
-from helpers.simrig import THREAD_RIG_RECORDING, ThreadRig
+from helpers.simrig import THREAD_RIG_RECORDING, ThreadRig, thread_rig_session
 from protocols.spec import DisplaySpec, RecordingSpec, load_protocol
+from rig.analysis.report import build_report
 from rig.display.headless import HeadlessDisplay
 from rig.loop.assemble import assemble, resolve_neuron
+from rig.loop.controller import Controller
 from rig.recording.choice import DEFAULT_PACE_S
 from rig.recording.timing_overlap import UnknownSpacingError, onset_spacing, spacing_of_frames, timing_warnings, window_overlaps
-from rig.session import SessionWriter
+from rig.session import SessionWriter, read_session
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -126,3 +130,24 @@ def test_a_recording_session_warns_once_at_start_and_records_it(rig, tmp_path, c
             [f"rig run: warning: {w}" for w in stored]
     else:
         assert stored == [] and "warning" not in err
+
+
+def test_the_report_of_a_recorded_session_lists_its_timing_warnings(rig, tmp_path):
+    def write_protocol(generations: int, popsize: int, references: int) -> Path:
+        path = tmp_path / "p.toml"
+        path.write_text(tiny_protocol(generations=generations, popsize=popsize, references=references,
+                                      max_frequency=2, image_size=16))
+        return path
+
+    # thread_rig_session paces onsets 60 ms apart: inside the default 50-200 ms response window.
+    parts, writer, out = thread_rig_session(write_protocol, tmp_path, rig, generations=1, popsize=3)
+    try:
+        Controller(parts.protocol, parts.display, parts.source, writer).run()
+    finally:
+        parts.source.close()
+    stored = read_session(out).provenance["recording"]["timing_warnings"]
+    assert stored and all(w.startswith("onsets 60 ms apart") for w in stored)
+    page = build_report([out], tmp_path / "report", nearest=False).read_text()
+    section = page[page.index("<h2>Recording timing warnings</h2>"):]
+    assert [html.unescape(item) for item in re.findall(r"<li>(.*?)</li>", section)] == \
+        [f"{out.name}: {w}" for w in stored]

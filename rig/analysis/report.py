@@ -218,6 +218,7 @@ def _html(summaries: list[EvolutionSummary], conv_path: Path | None, sessions, s
         f"{', '.join(html.escape(str(s.path)) for s in sessions)}"
         f"{'; natural images screened in ' + ', '.join(html.escape(str(s.path)) for s in screenings) if screenings else ''}.</p>",
     ]
+    parts += _timing_html(sessions)
     if summaries:  # none when only screenings of taken images were given (their groups follow)
         parts += [
             "<h2>Summary</h2><table><tr><th>evolution</th><th>unit</th><th>generations</th><th>best score</th>"
@@ -252,6 +253,19 @@ def _html(summaries: list[EvolutionSummary], conv_path: Path | None, sessions, s
     parts += extra
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _timing_html(sessions: Sequence[RecordedSession]) -> list[str]:
+    """The recording's timing warnings of each session (kept in its provenance at the start of the run)."""
+    items = [f"<li>{html.escape(session.path.name)}: {html.escape(str(warning))}</li>"
+             for session in sessions
+             for warning in session.provenance.get("recording", {}).get("timing_warnings", [])]
+    if not items:
+        return []
+    return ["<h2>Recording timing warnings</h2>",
+            "<p class='note'>Stimulus onsets came closer together than the scoring windows allow, so another "
+            "stimulus's response may be in these scores (printed when the run started, kept in the session):</p>",
+            "<ul class='warnings'>", *items, "</ul>"]
 
 
 _BEHAVIOR_FIGURES = {"outcomes": "trial outcomes per block", "acquire": "time to acquire fixation",
