@@ -13,8 +13,11 @@ block) run through the real controller in two ways, in this run:
   own 40 + 10 images and one forward pass.
 
 An evaluation is one generated image scored for its thread. Each run's first
-generation is a warm-up and is not timed; the figure is the median over the
-rest. Prints a table with evaluations per second and the batched/sequential ratio.
+generation is a warm-up and is not timed, nor is its last, which also stores
+every optimizer's state (a checkpoint: a session stores one every 10 blocks
+and at its end; at 16 threads it can take longer than the generation); the
+figure is the median over the generations between. Prints a table with
+evaluations per second and the batched/sequential ratio.
 
 Then the ceiling, measured in the same run: the model's floating-point work
 per image (torch's FlopCounterMode: matrix products, convolutions, attention),
@@ -81,9 +84,12 @@ def thread_units(layer: str, threads: int, token: str | None) -> list[str]:
 
 
 def run_session(units: list[str], generations: int, device: torch.device, tmp: Path) -> list[float]:
-    """Run one session with ``len(units)`` threads through the controller; seconds per timed generation."""
+    """Run one session with ``len(units)`` threads through the controller; seconds per timed generation.
+
+    ``generations`` + 2 are run: a warm-up and a last one (with the session's one checkpoint) are not timed.
+    """
     path = tmp / f"threads{len(units)}.toml"
-    path.write_text(PROTOCOL.format(generations=generations + 1, threads=len(units), popsize=POPSIZE,
+    path.write_text(PROTOCOL.format(generations=generations + 2, threads=len(units), popsize=POPSIZE,
                                     references=REFERENCES))
     spec = load_protocol(path)
     parts = assemble(spec, NeuronChoice(tuple(units), None), device=device)
@@ -92,9 +98,11 @@ def run_session(units: list[str], generations: int, device: torch.device, tmp: P
     session = SessionWriter(out, protocol_text=spec.text, protocol_sha256=spec.sha256, protocol_path=str(path),
                             seed=parts.seed, provenance=parts.provenance,
                             reference_ids=parts.protocol.reference_ids)
-    Controller(parts.protocol, parts.display, parts.source, session, reports.append).run()
+    # No checkpoint but the session's last: the generations timed are the steady state, every one alike.
+    Controller(parts.protocol, parts.display, parts.source, session, reports.append,
+               checkpoint_every=generations + 2).run()
     out.unlink()
-    return [r.seconds for r in reports[1:]]  # the first generation pays one-off warm-up costs
+    return [r.seconds for r in reports[1:-1]]  # the first pays one-off warm-up costs, the last a checkpoint
 
 
 def model_flops_per_image(unit: str, device: torch.device) -> float:
@@ -123,7 +131,7 @@ def matmul_flops_per_second(device: torch.device, size: int = 2048, seconds: flo
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 4, 16])
-    parser.add_argument("--generations", type=int, default=2, help="timed generations per session (+1 warm-up)")
+    parser.add_argument("--generations", type=int, default=2, help="timed generations per session (+1 warm-up, +1 checkpointed last)")
     parser.add_argument("--layer", default="vit_s14_focus:blocks.4.mlp.act",
                         help="MODEL:LAYER whose units the threads follow (default: the demo's layer)")
     parser.add_argument("--token", default="cls", help="token for ViT layers; '' for CNN layers")
@@ -134,7 +142,7 @@ def main() -> int:
     device = pick_device(args.device)
 
     print(f"bench/threads.py: {args.layer} (token {args.token or '-'}), {POPSIZE} images per thread + "
-          f"{REFERENCES} references per block, {args.generations} timed generations (+1 warm-up), "
+          f"{REFERENCES} references per block, {args.generations} timed generations (+1 warm-up, +1 last), "
           f"device {device}, torch threads {torch.get_num_threads()}")
     print(f"  {'threads':>7} {'batched ev/s':>13} {'sequential ev/s':>16} {'ratio':>6}   "
           f"{'batched s/gen':>13} {'sequential s/gen':>16}")
