@@ -373,12 +373,15 @@ def _torchvision_builder(fn_name: str) -> Callable[[], nn.Module]:
     return build
 
 
-def _torchvision_hub_file(weights_enum: str) -> str:
-    # The file torchvision would download to the hub cache for the DEFAULT weights.
-    import torchvision.models
-
-    url = getattr(torchvision.models, weights_enum).DEFAULT.url
-    return os.path.basename(url)
+#: The file torchvision downloads to the hub cache for each model's DEFAULT weights (``Weights.DEFAULT.url``),
+#: spelled out so that registering the models does not import torchvision (about a second, with the
+#: torch._dynamo it pulls in, for every command); tests/test_sim_models.py checks them against torchvision.
+TORCHVISION_HUB_FILES = {
+    "alexnet": ("AlexNet_Weights", "alexnet-owt-7be5be79.pth"),
+    "resnet101": ("ResNet101_Weights", "resnet101-cd907fc2.pth"),
+    "vit_b_16": ("ViT_B_16_Weights", "vit_b_16-c867db91.pth"),
+    "vit_l_16": ("ViT_L_16_Weights", "vit_l_16-852ce7e3.pth"),
+}
 
 
 class _TestCNN(nn.Module):
@@ -441,15 +444,10 @@ def _register_defaults() -> None:
                                  converter="simulators.onnx_vit"),
         num_prefix_tokens=1,
     ))
-    for fn_name, enum_name, family in [
-        ("alexnet", "AlexNet_Weights", "cnn"),
-        ("resnet101", "ResNet101_Weights", "cnn"),
-        ("vit_b_16", "ViT_B_16_Weights", "vit"),
-        ("vit_l_16", "ViT_L_16_Weights", "vit"),
-    ]:
+    for fn_name, family in [("alexnet", "cnn"), ("resnet101", "cnn"), ("vit_b_16", "vit"), ("vit_l_16", "vit")]:
         register_model(ModelCfg(
             name=fn_name, family=family, builder=_torchvision_builder(fn_name),
-            pretrained=hub_file_cfg(_torchvision_hub_file(enum_name), input_size=224, mean=IMAGENET_MEAN,
+            pretrained=hub_file_cfg(TORCHVISION_HUB_FILES[fn_name][1], input_size=224, mean=IMAGENET_MEAN,
                                     std=IMAGENET_STD),
             num_prefix_tokens=1 if family == "vit" else 0,
         ))

@@ -187,6 +187,13 @@ def test_missing_bundled_package_says_what_to_install(monkeypatch: pytest.Monkey
         load_model("efficientnet_lite0")
 
 
+def test_torchvision_models_are_registered_under_torchvisions_own_weight_files() -> None:
+    # The file names are spelled out so that registering them imports no torchvision; they must stay its own.
+    for name, (weights_enum, filename) in models.TORCHVISION_HUB_FILES.items():
+        assert Path(getattr(torchvision.models, weights_enum).DEFAULT.url).name == filename
+        assert get_cfg(name).weights == f"hub:{filename}"
+
+
 @pytest.mark.parametrize("name", ["alexnet", "vit_b_16"])
 def test_hub_model_missing_from_cache_says_where_to_put_it(name: str, hub_dir: Path) -> None:
     filename = get_cfg(name).weights.removeprefix("hub:")

@@ -19,8 +19,6 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import cma
-import cma.utilities.utils
 import numpy as np
 
 from .base import OPTIMIZERS, Optimizer, PopulationOptions, step_option
@@ -32,9 +30,21 @@ __all__ = ["CMAES", "CMAESOptions"]
 # Version 1 was a pickle; version 2 is data only (object_graph), so resuming a file cannot run code.
 _STATE_VERSION = 2
 _STATE_KIND = "cmaes"
-# pycma creates these objects only once the run is under way (tell() starts a timer), so a freshly
-# built strategy, which is what says which classes a saved one may contain, does not hold them yet.
-_CLASSES_MADE_DURING_A_RUN = (cma.utilities.utils.ElapsedWCTime,)
+
+
+def _pycma():
+    """pycma, imported on first use: it imports scipy and matplotlib (over a second here), and commands that
+    only read sessions (``rig watch``, ``rig report``) never run it."""
+    import cma
+    import cma.utilities.utils
+
+    return cma
+
+
+def _classes_made_during_a_run() -> set[type]:
+    # pycma creates these objects only once the run is under way (tell() starts a timer), so a freshly
+    # built strategy, which is what says which classes a saved one may contain, does not hold them yet.
+    return {_pycma().utilities.utils.ElapsedWCTime}
 
 
 class _StandardNormal:
@@ -112,7 +122,7 @@ class CMAES(Optimizer):
         self.sigma0 = self.options.sigma0
         self.diagonal = self.options.diagonal
         self._randn = _StandardNormal(self.seed)
-        self._es = cma.CMAEvolutionStrategy(self.x0, self.sigma0,
+        self._es = _pycma().CMAEvolutionStrategy(self.x0, self.sigma0,
                                             _pycma_options(self.popsize, self.diagonal, self._randn))
         self._asked: list[np.ndarray] | None = None
 
@@ -159,10 +169,11 @@ class CMAES(Optimizer):
             raise ValueError(f"saved CMAES state is incomplete ({type(exc).__name__}: {exc})") from None
         # A strategy built here, with this optimizer's options, is the reference for what a saved
         # one may contain: only its classes and callables (bound to the restored generator).
+        cma = _pycma()
         reference = cma.CMAEvolutionStrategy(np.zeros(self.dim), sigma0,
                                              _pycma_options(self.popsize, self.diagonal, randn))
         classes, callables = trusted_parts(reference, ("cma.",))
-        codec = GraphCodec(classes | set(_CLASSES_MADE_DURING_A_RUN), callables)
+        codec = GraphCodec(classes | _classes_made_during_a_run(), callables)
         es = codec.decode(tree, arrays)
         if type(es) is not cma.CMAEvolutionStrategy:
             raise ValueError(f"saved CMAES state holds a {type(es).__name__}, not a pycma strategy")

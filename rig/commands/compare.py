@@ -16,11 +16,7 @@ import argparse
 from pathlib import Path
 
 from rig.commands._options import add_trust_generator, bounded_int
-from rig.predictivity.compare import BOOTSTRAPS, compare
-from rig.predictivity.features import Readout
-from rig.predictivity.outputs import write_outputs
-from rig.predictivity.readout import DEFAULT_COMPONENTS, DEFAULT_FOLDS
-from rig.predictivity.stimuli import load_stimuli
+from rig.predictivity.defaults import BOOTSTRAPS, DEFAULT_COMPONENTS, DEFAULT_FOLDS
 
 HELP = "model-neuron predictivity from sessions: cross-validated readouts per model and layer, noise ceiling, twin"
 
@@ -69,6 +65,11 @@ def parse_layers(items: list[str], models: list[str]) -> dict[str, list[str]]:
 
 def run(args: argparse.Namespace) -> int:
     """Compare, write the outputs (and the twin), print the best layer per model and the tests."""
+    # Here, not at the top: every command line is built from this module, and these import scikit-learn.
+    from rig.predictivity.compare import compare
+    from rig.predictivity.features import Readout
+    from rig.predictivity.outputs import write_outputs
+    from rig.predictivity.stimuli import load_stimuli
     from simulators.models import get_cfg
 
     models = list(dict.fromkeys(args.model))

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from rig.commands._options import add_trust_generator
 from rig.analysis.convergence import DEFAULT_MIN_GAIN, check_min_gain
-from rig.analysis.report import build_report
 
 HELP = "HTML report of evolution sessions: trajectories, prototypes, natural images, convergence"
 
@@ -38,6 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build the report and print where it is."""
+    # Here, not at the top: every command line is built from this module, and the report imports
+    # matplotlib and scipy (seconds of start-up).
+    from rig.analysis.report import build_report
+
     min_gain = check_min_gain(args.min_gain, "--min-gain")  # refused before anything is read or written
     page = build_report(args.sessions, args.out, args.natural, args.network, args.k, not args.no_nearest,
                         trust_generator=args.trust_generator, compare=args.compare, min_gain=min_gain)

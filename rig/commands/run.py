@@ -13,7 +13,6 @@ from typing import Callable
 import numpy as np
 
 from protocols.spec import MAX_GENERATIONS, SEED_LIMIT, ProtocolSpec, load_protocol
-from rig.analysis.outputs import write_session_outputs
 from rig.commands._options import add_trust_generator, bounded_int
 from rig.commands.watch import DEFAULT_PORT
 from rig.dashboard.beside import Viewer
@@ -252,6 +251,8 @@ def _loop_and_outputs(args: argparse.Namespace, parts, session: SessionWriter) -
     recorded = read_session(args.out)
     _say_if_stopped(recorded)
     stem = args.out.with_suffix("")
+    from rig.analysis.outputs import write_session_outputs  # matplotlib: here, not in every command's start-up
+
     written = write_session_outputs(recorded, parts.generator, stem)
     for thread in range(protocol.threads):  # from the file: a resumed run's history starts mid-session
         channel = protocol.channels[thread]

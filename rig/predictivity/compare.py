@@ -22,10 +22,10 @@ import numpy as np
 
 from rig.predictivity.ceiling import Ceiling, noise_ceiling
 from rig.predictivity.features import LayerFeatures, Readout, session_features
-from rig.predictivity.readout import DEFAULT_COMPONENTS, DEFAULT_FOLDS, check_folds, cross_validated_predictions
+from rig.predictivity.defaults import BOOTSTRAPS, DEFAULT_COMPONENTS, DEFAULT_FOLDS
+from rig.predictivity.readout import check_folds, cross_validated_predictions
 from rig.predictivity.stimuli import Stimuli
 
-BOOTSTRAPS = 1000
 CONFIDENCE = 0.95
 
 

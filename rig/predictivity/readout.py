@@ -16,12 +16,11 @@ from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
+from rig.predictivity.defaults import DEFAULT_COMPONENTS, DEFAULT_FOLDS
+
 #: BLAS threads for the readouts: their matrices are small, and on a busy machine more threads than one
 #: spin against each other (5-fold readouts of 200 stimuli took 5 s with the default threads, 0.2 s with one).
 BLAS_THREADS = 1
-#: Components kept by the PCA (fewer when the fold has fewer stimuli or features).
-DEFAULT_COMPONENTS = 40
-DEFAULT_FOLDS = 5
 #: Ridge penalties tried inside each training fold, relative to the components' mean sum of squares
 #: (so one grid fits layers of any scale).
 RELATIVE_ALPHAS = tuple(float(a) for a in np.logspace(-5, 2, 15))
