@@ -59,8 +59,9 @@ class TestIoHubGaze(GazeConformance):
     def running(cls):
         from rig.display.psychopy import PsychoPyDisplay
 
+        # pace: Xvfb has no vsync (an unpaced window there is refused, as its frame counts would mean nothing).
         cls.display = PsychoPyDisplay(DisplaySpec(resolution=(320, 240), fullscreen=False, fixation_deg=0.0,
-                                                  photodiode="none"))
+                                                  photodiode="none", pace=True))
         source = cls().make_source()
         yield source
         source.close()

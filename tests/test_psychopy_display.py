@@ -221,6 +221,30 @@ def test_layout_errors_name_the_setting():
         PsychoPyDisplay(DisplaySpec(**{**LAYOUT, "off_frames": 0}))
 
 
+def test_a_screen_without_vsync_is_refused_naming_refresh_hz_and_pace():
+    # Xvfb flips as fast as it can (about 0.6 ms here): the frame counts would mean nothing there unpaced.
+    with pytest.raises(ValueError, match=r"\[display\] refresh_hz = 60, but this screen flips at \d+\.\d Hz "
+                                         r"\(median of 30 frames\).*set \[display\] pace = true there"):
+        make(pace=False)
+
+
+@pytest.mark.parametrize("monitor_hz, accepted", [(59.94, True), (61.5, True), (75.0, False), (120.0, False)])
+def test_the_monitor_must_flip_at_refresh_hz(monkeypatch, monitor_hz, accepted):
+    # A monitor's flips, at its own rate (the real window is drawn; only the vsync times are a monitor's).
+    times = iter(np.arange(1000) / monitor_hz)
+    monkeypatch.setattr(PsychoPyDisplay, "_flip", lambda self: float(next(times)))
+    if not accepted:
+        with pytest.raises(ValueError, match=rf"refresh_hz = 60, but this screen flips at {monitor_hz:.1f} Hz") as err:
+            make(pace=False)
+        assert "pace = true" not in str(err.value)  # a real monitor at another rate, not a missing vsync
+        return
+    with make(pace=False) as display:
+        assert display.measured_refresh_hz == pytest.approx(monitor_hz)
+        assert display.describe()["measured_refresh_hz"] == pytest.approx(monitor_hz)
+    with make() as paced:  # [display] pace: no vsync to measure
+        assert paced.measured_refresh_hz is None
+
+
 @pytest.mark.timeout(120)
 def test_rig_run_with_the_psychopy_display(write_protocol, tmp_path):
     """`rig run --display psychopy` lays the window out from the protocol's [display] table and records timing."""

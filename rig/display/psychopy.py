@@ -42,6 +42,12 @@ DROP_THRESHOLD = 1.2
 
 CLOCK = "psychopy.core.monotonicClock"
 
+#: Frames flipped at start to measure the monitor's refresh rate, and how far it may be from [display] refresh_hz.
+REFRESH_FRAMES = 30
+REFRESH_TOLERANCE = 0.05
+#: Faster than any monitor refreshes (they reach 360 Hz): a screen flipping faster has no vsync (Xvfb: ~1,600).
+NO_VSYNC_HZ = 500.0
+
 #: How often (in frames) a trial surface looks for the operator's keys: 100 ms at 60 Hz, never on every frame.
 KEY_POLL_FRAMES = 6
 
@@ -131,6 +137,8 @@ class PsychoPyDisplay(Display):
         self.window.refreshThreshold = DROP_THRESHOLD * self.period
         self._build_stimuli(visual)
         self._warm_up()
+        #: The monitor's refresh rate measured at start; None on a paced window (no vsync there to measure).
+        self.measured_refresh_hz = None if spec.pace else self._checked_refresh()
 
     def _build_stimuli(self, visual: Any) -> None:
         spec, win = self.spec, self.window
@@ -160,6 +168,27 @@ class PsychoPyDisplay(Display):
         for _ in range(2):
             self._draw_frame(stimulus_on=False)
             self._flip()
+
+    def _checked_refresh(self) -> float:
+        """The median flip rate over :data:`REFRESH_FRAMES` blank frames; refused unless it is [display] refresh_hz.
+
+        Every duration and onset spacing is counted in frames of ``refresh_hz``: a monitor running at another
+        rate would show every stimulus for the wrong time, and frame drops would go unseen.
+        """
+        flips = []
+        for _ in range(REFRESH_FRAMES + 1):
+            self._draw_frame(stimulus_on=False)
+            flips.append(self._flip())
+        measured = 1.0 / float(np.median(np.diff(flips)))
+        wanted = self.spec.refresh_hz
+        if abs(measured - wanted) <= REFRESH_TOLERANCE * wanted:
+            return measured
+        self.close()
+        hint = (" A screen without vsync (Xvfb, some virtual machines) flips as fast as it can: set [display] "
+                "pace = true there." if measured > NO_VSYNC_HZ else "")
+        raise ValueError(f"[display] refresh_hz = {wanted:g}, but this screen flips at {measured:.1f} Hz (median of "
+                         f"{REFRESH_FRAMES} frames): set the monitor to {wanted:g} Hz, or refresh_hz (and the "
+                         f"frame counts) to its rate.{hint}")
 
     # -- the frame loop -------------------------------------------------------------------------------
 
@@ -292,6 +321,7 @@ class PsychoPyDisplay(Display):
             "pixels_per_degree": self.geometry.pixels_per_degree,
             "stimulus_box_px": list(self.stimulus_box),
             "window_size_px": [int(v) for v in self.window.size],
+            "measured_refresh_hz": self.measured_refresh_hz,
         }
 
     def close(self) -> None:
