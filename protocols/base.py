@@ -126,6 +126,19 @@ class TextStrings(list):
     """A dataset of text strings."""
 
 
+def extendable_generations(protocol: object) -> int | None:
+    """The generation count an operator's "extend" may raise, or None where there is none to raise.
+
+    An int ``generations`` that can be set (an evolution's); not a read-only property, as a screening's is,
+    whose block count follows from its image set.
+    """
+    generations = getattr(protocol, "generations", None)
+    declared = getattr(type(protocol), "generations", None)
+    if not isinstance(generations, int) or (isinstance(declared, property) and declared.fset is None):
+        return None
+    return generations
+
+
 class Protocol(abc.ABC):
     """What an experiment is: propose stimuli, observe responses, know when to stop."""
 

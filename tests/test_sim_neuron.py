@@ -135,8 +135,12 @@ def test_unit_values_of_model_input_are_the_responses_left_as_a_tensor() -> None
     neuron = SimulatedNeuron(CNN_UNITS)
     images = _images(3, seed=6)
     with torch.inference_mode():
-        values = neuron.unit_values(neuron.preprocess(images))
+        x = neuron.preprocess(images)
+        values = neuron.unit_values(x)
+        # The model read at the units once, over input preprocessed once: not the neuron's own path.
+        expected = read_units(neuron.model, neuron.units, x)
     assert isinstance(values, torch.Tensor) and values.shape == (3, len(CNN_UNITS))
+    torch.testing.assert_close(values, expected, rtol=0, atol=0)
     np.testing.assert_array_equal(values.double().numpy(), neuron(images))
 
 

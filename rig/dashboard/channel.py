@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from protocols.base import extendable_generations
 from protocols.spec import MAX_GENERATIONS
 from rig.session.layout import utc_now
 from rig.session.sink import SessionSink
@@ -236,13 +237,11 @@ class ControlChannel:
         elif request.kind == "stop":
             self.paused = False
         elif request.kind == "extend":
-            generations = getattr(protocol, "generations", None)
-            if not isinstance(generations, int):
-                return "refused: this protocol has no generation count to extend"
-            counted = getattr(type(protocol), "generations", None)
-            if isinstance(counted, property) and counted.fset is None:  # e.g. a screening: a fixed image set
-                return (f"refused: a {type(protocol).__name__} shows a fixed set of {generations} blocks; "
-                        f"it has no generation count to extend")
+            generations = extendable_generations(protocol)
+            if generations is None:
+                shown = getattr(protocol, "generations", None)
+                fixed = f" shows a fixed set of {shown} blocks; it" if isinstance(shown, int) else ""
+                return f"refused: a {type(protocol).__name__}{fixed} has no generation count to extend"
             if generations + request.value > MAX_GENERATIONS:
                 return f"refused: {generations} + {request.value} generations is more than {MAX_GENERATIONS}"
             protocol.generations = generations + request.value

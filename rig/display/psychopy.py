@@ -45,8 +45,6 @@ CLOCK = "psychopy.core.monotonicClock"
 #: Frames flipped at start to measure the monitor's refresh rate, and how far it may be from [display] refresh_hz.
 REFRESH_FRAMES = 30
 REFRESH_TOLERANCE = 0.05
-#: Faster than any monitor refreshes (they reach 360 Hz): a screen flipping faster has no vsync (Xvfb: ~1,600).
-NO_VSYNC_HZ = 500.0
 
 #: How often (in frames) a trial surface looks for the operator's keys: 100 ms at 60 Hz, never on every frame.
 KEY_POLL_FRAMES = 6
@@ -184,8 +182,9 @@ class PsychoPyDisplay(Display):
         if abs(measured - wanted) <= REFRESH_TOLERANCE * wanted:
             return measured
         self.close()
-        hint = (" A screen without vsync (Xvfb, some virtual machines) flips as fast as it can: set [display] "
-                "pace = true there." if measured > NO_VSYNC_HZ else "")
+        # A rate alone cannot tell a fast monitor from a screen with no vsync: say both when it is too fast.
+        hint = (" If this screen has no vsync (Xvfb, some virtual machines: it flips as fast as it can), set "
+                "[display] pace = true there instead." if measured > wanted else "")
         raise ValueError(f"[display] refresh_hz = {wanted:g}, but this screen flips at {measured:.1f} Hz (median of "
                          f"{REFRESH_FRAMES} frames): set the monitor to {wanted:g} Hz, or refresh_hz (and the "
                          f"frame counts) to its rate.{hint}")

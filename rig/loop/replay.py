@@ -25,8 +25,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
-from protocols.base import Block, Protocol
-from protocols.evolution import Evolution
+from protocols.base import Block, Protocol, extendable_generations
 from protocols.screening import Screening
 from protocols.spec import ProtocolSpec
 from rig.display.recorded import RecordedDisplay
@@ -165,7 +164,7 @@ def _extend(protocol: Protocol, session: RecordedSession) -> None:
     extra = session.extended_by
     if extra == 0:
         return
-    if not isinstance(protocol, Evolution):  # a screening shows a fixed image set: no extension applies
+    if extendable_generations(protocol) is None:  # a screening shows a fixed image set: no extension applies
         raise SessionFileError(f"{session.path}: records an extension by {extra} generations, but a "
                                f"{protocol.name!r} {type(protocol).__name__} has no generation count to extend")
     protocol.generations += extra
